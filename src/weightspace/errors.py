@@ -1,0 +1,29 @@
+"""Exceptions that name what was wrong and how to fix it."""
+
+
+class WeightspaceError(Exception):
+    """Base class for every error weightspace raises on purpose."""
+
+
+class CheckpointError(WeightspaceError, ValueError):
+    """A checkpoint file is missing, corrupt, unsafe or of the wrong layout."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle checkpoint tried to run code or load an object that is not a tensor."""
+
+
+class DataNotFoundError(WeightspaceError, FileNotFoundError):
+    """An offline data set is not on this machine."""
+
+
+class ConfigError(WeightspaceError, ValueError):
+    """A configuration value is missing or not one of the allowed values."""
+
+
+class LayoutError(WeightspaceError, ValueError):
+    """Tensors do not match a WeightSpace (names, shapes or number of parameters)."""
+
+
+class ZooError(WeightspaceError):
+    """A zoo directory is missing entries, or files do not match its index."""

@@ -1,0 +1,330 @@
+"""Load and save checkpoints without ever executing code from them.
+
+Checkpoints are untrusted input: a pickle can run anything when loaded. Here
+.safetensors files are read as plain data, and pickle-based files (.pt, .bin,
+...) go only through torch's weights-only unpickler; a file that asks it for
+anything but tensors and plain containers raises UnsafeCheckpointError and is
+never retried unsafely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from weightspace.errors import CheckpointError, UnsafeCheckpointError
+
+StateDict = dict[str, torch.Tensor]
+
+SAFETENSORS_SUFFIX = ".safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+SUPPORTED_SUFFIXES = (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES)
+
+# Keys under which training scripts commonly nest the model's state_dict.
+_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict")
+
+# Files of a Hugging Face model folder, in the order they are tried.
+_HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+# Refusals of torch's weights-only unpickler that mean "not a pickle it can
+# read" rather than "asks for an object that is not allowed".
+_MALFORMED_PICKLE = re.compile(r"Unsupported operand \d+|String is too long")
+
+_CHUNK = 1 << 20
+
+
+def save_checkpoint(
+    path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``state_dict`` to a .safetensors file atomically.
+
+    Readers see either the old file or the complete new one: the data goes to a
+    temporary file in the same directory, is fsynced, then renamed over ``path``.
+    """
+    path = Path(path)
+    if path.suffix != SAFETENSORS_SUFFIX:
+        raise CheckpointError(f"{path}: checkpoints are written only as {SAFETENSORS_SUFFIX} files")
+    metadata = dict(metadata or {})
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"metadata[{key!r}]: keys and values must be str, got {type(key).__name__}: {type(value).__name__}"
+            )
+    tensors = _prepare_for_save(state_dict)
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL reserves the name; its mode is what the umask grants any new file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata or None)
+        os.chmod(tmp, mode)  # safetensors leaves its files at 0o600
+        _fsync(tmp, os.O_RDWR)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent, os.O_RDONLY)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> tuple[StateDict, dict[str, str]]:
+    """Load tensors and metadata from a .safetensors or pickle-based checkpoint.
+
+    Pickle checkpoints have no metadata; wrappers like ``{"state_dict": ..., "epoch": 3}``
+    are unwrapped and nested dicts flattened to '.'-joined names.
+    """
+    path = Path(path)
+    device = torch.device(device)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint suffix {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    _require_file(path)
+    if suffix == SAFETENSORS_SUFFIX:
+        tensors, metadata = _load_safetensors(path)
+    else:
+        tensors, metadata = _load_pickle(path), {}
+    # Tensors are read on the CPU, so that a device problem cannot pass for a corrupt file.
+    if device.type != "cpu":
+        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+    return tensors, metadata
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    if path.suffix != SAFETENSORS_SUFFIX:
+        raise CheckpointError(f"{path}: only {SAFETENSORS_SUFFIX} files carry metadata")
+    _require_file(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.metadata() or {}
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file: {_safetensors_problem(path, e)}") from e
+
+
+def load_hf_folder(directory: str | os.PathLike) -> StateDict:
+    """Load the weights of a Hugging Face model folder, single-file or sharded."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such folder")
+    for name in _HF_WEIGHT_FILES:
+        candidate = directory / name
+        if candidate.is_file():
+            if name.endswith(".index.json"):
+                return _load_sharded(candidate)
+            return load_checkpoint(candidate)[0]
+    raise CheckpointError(f"{directory}: no model weights found; looked for {', '.join(_HF_WEIGHT_FILES)}")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    path = Path(path)
+    _require_file(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_weights(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
+    """Load a Hugging Face model folder (no metadata) or a single checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        return load_hf_folder(path), {}
+    return load_checkpoint(path)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prepare_for_save(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Detach every tensor, copying those safetensors refuses: non-contiguous ones and
+    any that share storage with a tensor already kept (tied weights, views)."""
+    prepared: StateDict = {}
+    kept_storages = set()
+    for name, tensor in state_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"state_dict key {name!r} is a {type(name).__name__}, not a str")
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"state_dict[{name!r}] is a {type(tensor).__name__}, not a torch.Tensor")
+        tensor = tensor.detach()
+        storage = (tensor.device, tensor.untyped_storage().data_ptr())
+        if storage in kept_storages or not tensor.is_contiguous():
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        else:
+            kept_storages.add(storage)
+        prepared[name] = tensor
+    return prepared
+
+
+def _load_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file: {_safetensors_problem(path, e)}") from e
+    return tensors, metadata
+
+
+def _safetensors_problem(path: Path, error: Exception) -> str:
+    """Say what is wrong with a file safetensors refused, more precisely than its own message."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            return f"file is {size} bytes, shorter than the 8-byte header length"
+        header_len = int.from_bytes(prefix, "little")
+        if header_len > size - 8:
+            return f"header length {header_len} exceeds file size {size}"
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+        data_len = max(
+            (entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0
+        )
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError):
+        return f"malformed header ({error})"
+    held = size - 8 - header_len
+    if data_len != held:
+        return f"header describes {data_len} bytes of tensor data but the file holds {held} (truncated or altered?)"
+    return str(error)
+
+
+def _load_pickle(path: Path) -> StateDict:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # `from None`: torch's own message advises retrying with weights_only=False.
+        raise _refusal_error(path, str(e)) from None
+    except Exception as e:
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+        reason = str(e).splitlines()[0] if str(e) else "file ends unexpectedly (truncated?)"
+        raise CheckpointError(f"{path}: not a valid PyTorch checkpoint: {kind}: {reason}") from e
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a dict of tensors")
+    for key in _CONTAINER_KEYS:
+        inner = loaded.get(key)
+        if isinstance(inner, dict) and _only_tensors(inner):
+            return _flatten(inner, path)
+    return _flatten(loaded, path)
+
+
+def _refusal_error(path: Path, message: str) -> CheckpointError:
+    """Tell a pickle that torch's weights-only unpickler cannot parse (a corrupt file)
+    from one that asks for objects other than tensors (an unsafe file)."""
+    malformed = _MALFORMED_PICKLE.search(message)
+    if malformed:
+        return CheckpointError(f"{path}: not a valid PyTorch checkpoint: unreadable pickle data ({malformed.group()})")
+    refused = re.search(r"GLOBAL (\S*)", message)
+    if refused and _ends_inside_name(path, refused.group(1)):
+        return CheckpointError(f"{path}: not a valid PyTorch checkpoint: the file ends inside its pickle (truncated?)")
+    asks_for = f" (it asks for {refused.group(1)})" if refused else ""
+    return UnsafeCheckpointError(
+        f"{path}: the file tries to load objects other than tensors{asks_for}; weightspace never executes "
+        "checkpoint code, so it was not loaded. Re-save its tensors as .safetensors where the file is trusted."
+    )
+
+
+def _ends_inside_name(path: Path, qualified_name: str) -> bool:
+    """Whether a truncated legacy (non-zip) file was cut inside the GLOBAL name torch refused.
+
+    torch reads the name up to a newline and drops its last byte, so a name cut off by the
+    end of the file is reported one byte short of the file's tail. In a complete pickle more
+    opcodes always follow a GLOBAL."""
+    name = qualified_name.rpartition(".")[2].encode()
+    if not name:
+        return True
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - len(name) - 1))
+        return f.read()[:-1] == name
+
+
+def _only_tensors(tree: dict) -> bool:
+    return all(
+        isinstance(value, torch.Tensor) or (isinstance(value, dict) and _only_tensors(value))
+        for value in tree.values()
+    )
+
+
+def _flatten(tree: dict, path: Path, prefix: str = "") -> StateDict:
+    flat: StateDict = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items = _flatten(value, path, f"{name}.").items()
+        elif isinstance(value, torch.Tensor):
+            items = [(name, value)]
+        else:
+            raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor")
+        for flat_name, tensor in items:
+            if flat_name in flat:
+                raise CheckpointError(f"{path}: two entries flatten to the same name {flat_name!r}")
+            flat[flat_name] = tensor
+    return flat
+
+
+def _load_sharded(index_path: Path) -> StateDict:
+    """Load the shards an index lists, each once, and check every indexed tensor is where it says."""
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{index_path}: not a valid index file ({type(e).__name__}: {e})") from e
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path}: 'weight_map' must be a non-empty mapping of tensor name to shard file")
+
+    # Shard names come from the (untrusted) index: keep them inside the folder.
+    outside = [s for s in set(weight_map.values()) if not isinstance(s, str) or Path(s).name != s]
+    if outside:
+        raise CheckpointError(f"{index_path}: shard names must be plain file names, got {outside}")
+    shards = sorted(set(weight_map.values()))
+    absent = [s for s in shards if not (index_path.parent / s).is_file()]
+    if absent:
+        raise CheckpointError(f"{index_path}: missing shard file(s): {', '.join(absent)}")
+
+    tensors: StateDict = {}
+    for shard in shards:
+        shard_tensors, _ = load_checkpoint(index_path.parent / shard)
+        expected = [name for name, s in weight_map.items() if s == shard]
+        missing = [name for name in expected if name not in shard_tensors]
+        if missing:
+            raise CheckpointError(
+                f"{index_path}: shard {shard} lacks {len(missing)} tensor(s) the index puts there: "
+                f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}"
+            )
+        tensors.update((name, shard_tensors[name]) for name in expected)
+    return tensors

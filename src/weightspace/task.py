@@ -1,0 +1,75 @@
+"""Task: a data set scored by an architecture, for many weight vectors in one batched call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data import Dataset
+from .errors import LayoutError
+from .nets import Architecture
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    dataset: Dataset
+    arch: Architecture
+    # Models × examples evaluated per call; bounds activation memory (a CNN's feature maps grow with both).
+    max_cells: int = 2**16
+
+    def _check(self, weights: Tensor) -> Tensor:
+        if weights.dim() == 1:
+            weights = weights[None]
+        if weights.shape[-1] != self.arch.space.num_params:
+            raise LayoutError(
+                f"expected {self.arch.space.num_params} parameters for layout '{self.arch.name}', "
+                f"got {weights.shape[-1]}"
+            )
+        return weights
+
+    @torch.no_grad()
+    def logits(self, weights: Tensor, split: str = "test") -> Tensor:
+        """``[N, examples, classes]`` for ``weights: Tensor[N, P]``, in chunks of models and examples."""
+        weights = self._check(weights)
+        x, _ = self.dataset.split(split)
+        n, m = weights.shape[0], x.shape[0]
+        ex_chunk = max(1, min(m, self.max_cells // max(1, min(n, 64))))
+        mod_chunk = max(1, self.max_cells // ex_chunk)
+        out = torch.empty(n, m, self.dataset.num_classes)
+        for i in range(0, n, mod_chunk):
+            w = weights[i : i + mod_chunk]
+            for j in range(0, m, ex_chunk):
+                out[i : i + mod_chunk, j : j + ex_chunk] = self.arch.logits(w, x[j : j + ex_chunk])
+        return out
+
+    def predictions(self, weights: Tensor, split: str = "test") -> Tensor:
+        """Predicted labels ``LongTensor[N, examples]``."""
+        return self.logits(weights, split).argmax(-1)
+
+    def accuracy(self, weights: Tensor, split: str = "test") -> Tensor:
+        _, y = self.dataset.split(split)
+        return (self.predictions(weights, split) == y).float().mean(-1)
+
+    def loss(self, weights: Tensor, split: str = "test") -> Tensor:
+        """Mean cross-entropy per model, ``Tensor[N]``."""
+        _, y = self.dataset.split(split)
+        logits = self.logits(weights, split)
+        return F.cross_entropy(logits.transpose(1, 2), y.expand(logits.shape[0], -1), reduction="none").mean(-1)
+
+    def evaluate(self, weights: Tensor, splits: tuple[str, ...] = SPLITS) -> pd.DataFrame:
+        """Loss and accuracy of every model on every split: one row per model."""
+        cols = {}
+        for split in splits:
+            _, y = self.dataset.split(split)
+            logits = self.logits(weights, split)
+            cols[f"{split}_loss"] = F.cross_entropy(
+                logits.transpose(1, 2), y.expand(logits.shape[0], -1), reduction="none"
+            ).mean(-1).numpy()
+            cols[f"{split}_acc"] = (logits.argmax(-1) == y).float().mean(-1).numpy()
+        return pd.DataFrame(cols)

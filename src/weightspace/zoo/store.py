@@ -1,0 +1,477 @@
+"""Zoo: a directory of checkpoints of one WeightSpace, indexed by SQLite.
+
+::
+
+    ZOO/
+      zoo.json                        format version, layout, architecture, task, training config
+      index.sqlite                    one row per checkpoint (WAL mode)
+      models/<model_id>.safetensors   the model's state dict; its metadata repeats the row's fields
+      .staging/                       files being written, not yet indexed
+
+Writers may run in many processes at once. A file is written and fsynced in ``.staging/`` first
+(no lock held), then, inside one SQLite write transaction, its row is inserted with
+``INSERT OR IGNORE`` and the file is renamed into ``models/`` only if the row went in. So two
+writers racing on one id keep exactly one row *and* the file that row's checksum describes, and a
+kill leaves either nothing visible or an unindexed file in ``models/`` that :meth:`Zoo.verify`
+reports as an orphan. SQLite's WAL needs a local file system (not NFS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, LayoutError, ZooError
+from ..io import load_checkpoint, save_checkpoint, sha256_file
+from ..space import StateDict, WeightSpace
+
+FORMAT = "weightspace-zoo"
+FORMAT_VERSION = 1
+ZOO_JSON = "zoo.json"
+INDEX = "index.sqlite"
+MODELS = "models"
+STAGING = ".staging"
+BUSY_TIMEOUT_S = 60.0
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+COLUMNS = ("model_id", "run_id", "seed", "epoch", "step", "hparams", *METRICS, "file", "sha256", "created", "extra")
+# Record keys the store fills in itself; a record may not set them.
+_RESERVED = {"model_id", "file", "sha256", "created", "extra"}
+_ORDER = "ORDER BY run_id, epoch, step, model_id"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    epoch INTEGER,
+    step INTEGER,
+    hparams TEXT NOT NULL,
+    {", ".join(f"{m} REAL" for m in METRICS)},
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    extra TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS models_by_run ON models (run_id, epoch, step);
+"""
+
+# A file name on every common file system, with room for the staging and temp-file suffixes.
+_MODEL_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def check_model_id(model_id: str) -> str:
+    """Model ids become file names, so they are restricted to a portable, path-free alphabet."""
+    if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+        raise ValueError(
+            f"model id {model_id!r} is not a safe file name: use 1-128 characters from "
+            "[A-Za-z0-9._-], not starting with '.'"
+        )
+    return model_id
+
+
+class Zoo:
+    """A checkpoint directory of one layout; build it with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, root: Path, space: WeightSpace, info: dict):
+        self.root = Path(root)
+        self.space = space
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.root)!r}, layout={self.space.name!r}, models={len(self)})"
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(
+        cls, root: str | os.PathLike, space: WeightSpace, *, architecture: dict, task: dict, config: dict | None = None
+    ) -> Zoo:
+        """Make a new zoo, or open the one already at ``root`` if its layout is ``space``.
+
+        An existing zoo.json is never rewritten, so resuming a job cannot change a zoo's recorded
+        configuration; between concurrent creators the first one's zoo.json wins.
+        """
+        root = Path(root)
+        if (root / ZOO_JSON).exists():
+            return cls.open(root)._require_layout(space)
+        info = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "layout": json.loads(space.to_json()),
+            "architecture": architecture,
+            "task": task,
+            "config": config or {},
+            "created": time.time(),
+        }
+        text = _dumps(info, "zoo.json", indent=2)  # fail on unserialisable configs before touching disk
+        for d in (root, root / MODELS, root / STAGING):
+            d.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(root / INDEX, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+        finally:
+            con.close()
+        # zoo.json last: its presence is what makes the directory a zoo.
+        if not _write_atomic(root / ZOO_JSON, text.encode(), replace=False):
+            return cls.open(root)._require_layout(space)
+        return cls(root, space, json.loads(text))  # as open() would read it: tuples become lists
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, *, verify: bool = False) -> Zoo:
+        root = Path(root)
+        missing = [n for n in (ZOO_JSON, INDEX) if not (root / n).is_file()]
+        if missing:
+            raise ZooError(f"{root} is not a zoo: it has no {' or '.join(missing)} (make one with Zoo.create)")
+        try:
+            info = json.loads((root / ZOO_JSON).read_text())
+            fmt, version = info.get("format"), info.get("version")
+        except (OSError, ValueError, AttributeError) as e:
+            raise ZooError(f"{root / ZOO_JSON}: not a readable zoo description ({e})") from e
+        if fmt != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ZooError(
+                f"{root / ZOO_JSON}: format {fmt!r} version {version!r} is not one this weightspace reads "
+                f"({FORMAT!r} up to version {FORMAT_VERSION})"
+            )
+        try:
+            space = WeightSpace.from_json(json.dumps(info["layout"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ZooError(f"{root / ZOO_JSON}: the layout is missing or malformed ({e!r})") from e
+        zoo = cls(root, space, info)
+        if verify:
+            problems, _ = zoo._inspect()
+            if problems:
+                raise ZooError(f"zoo {root} has {len(problems)} bad entries:\n  " + "\n  ".join(problems))
+        return zoo
+
+    def _require_layout(self, space: WeightSpace) -> Zoo:
+        if self.space.entries == space.entries:
+            return self
+        ours, theirs = self.space, space
+        diff = next(
+            (f"first difference: {a} vs {b}" for a, b in zip(ours.entries, theirs.entries) if a != b),
+            f"{len(ours.entries)} vs {len(theirs.entries)} tensors",
+        )
+        raise ZooError(
+            f"zoo {self.root} holds layout '{ours.name}' ({ours.num_params} parameters) but layout "
+            f"'{theirs.name}' ({theirs.num_params} parameters) was given; {diff}. Use another directory."
+        )
+
+    # ------------------------------------------------------------------ writing
+    def add(self, model_id: str, weights: Tensor | Mapping[str, Tensor], record: dict) -> bool:
+        """Add one checkpoint; False (nothing written) if ``model_id`` is already in the index."""
+        return self.add_many([(model_id, weights, record)]) == 1
+
+    def add_many(self, items: Iterable[tuple[str, Tensor | Mapping[str, Tensor], dict]]) -> int:
+        """Add checkpoints whose ids are not indexed yet; returns how many were added.
+
+        Every item is checked before any file is written, all files are written, then every row
+        goes in in one transaction. Repeated ids within ``items`` keep the first.
+        """
+        items = list(items)
+        for model_id, _, _ in items:
+            check_model_id(model_id)
+        existing = self._existing([m for m, _, _ in items])
+        created = time.time()
+        todo, seen = [], set(existing)
+        for model_id, weights, record in items:
+            if model_id in seen:
+                continue
+            seen.add(model_id)
+            todo.append((self._state_dict(model_id, weights), self._row(model_id, record, created)))
+        if not todo:
+            return 0
+        staging = self.root / STAGING
+        staging.mkdir(exist_ok=True)
+        staged = []
+        try:
+            for state_dict, row in todo:
+                path = staging / f"{row['model_id']}.{os.getpid()}.{secrets.token_hex(4)}.safetensors"
+                save_checkpoint(path, state_dict, self._file_metadata(row))
+                staged.append((path, row))
+                row["sha256"] = sha256_file(path)
+            return self._commit(staged)
+        finally:
+            for path, _ in staged:
+                path.unlink(missing_ok=True)
+
+    def _commit(self, staged: list[tuple[Path, dict]]) -> int:
+        """Insert rows and move their files into models/ under one write lock (see module doc)."""
+        placeholders = ", ".join(f":{c}" for c in COLUMNS)
+        insert = f"INSERT OR IGNORE INTO models ({', '.join(COLUMNS)}) VALUES ({placeholders})"
+        added = 0
+        with self._db() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for path, row in staged:
+                    if con.execute(insert, row).rowcount == 1:
+                        os.replace(path, self.root / row["file"])
+                        added += 1
+                if added:
+                    _fsync_dir(self.root / MODELS)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return added
+
+    def _state_dict(self, model_id: str, weights: Tensor | Mapping[str, Tensor]) -> StateDict:
+        """The model as the layout's state dict, so every file in a zoo has the same tensors and dtypes."""
+        space = self.space
+        if isinstance(weights, Tensor):
+            if weights.dim() != 1 or weights.shape[0] != space.num_params:
+                raise LayoutError(
+                    f"model {model_id!r}: expected a Tensor[{space.num_params}] for layout '{space.name}', "
+                    f"got shape {tuple(weights.shape)}"
+                )
+            vector = weights.detach().cpu()
+        elif isinstance(weights, Mapping):
+            try:
+                vector = space.flatten(weights).cpu()
+            except LayoutError as e:
+                raise LayoutError(f"model {model_id!r}: {e}") from e
+        else:
+            kind = type(weights).__name__
+            raise TypeError(f"model {model_id!r}: weights must be a Tensor or a state dict, got {kind}")
+        return space.unflatten(vector)
+
+    def _row(self, model_id: str, record: Mapping, created: float) -> dict:
+        rec = dict(record)
+        reserved = sorted(_RESERVED & rec.keys())
+        if reserved:
+            raise ValueError(f"model {model_id!r}: record keys {reserved} are set by the zoo, not the caller")
+        for key in ("run_id", "seed"):
+            if key not in rec:
+                raise ValueError(f"model {model_id!r}: record lacks '{key}'")
+        run_id = rec.pop("run_id")
+        if not isinstance(run_id, str):
+            raise ValueError(f"model {model_id!r}: record['run_id'] must be a str, got {type(run_id).__name__}")
+        hparams = rec.pop("hparams", None) or {}
+        if not isinstance(hparams, Mapping):
+            raise ValueError(f"model {model_id!r}: record['hparams'] must be a dict, got {type(hparams).__name__}")
+        row = {
+            "model_id": model_id,
+            "run_id": run_id,
+            "seed": _as_int(model_id, "seed", rec.pop("seed")),
+            "epoch": _as_int(model_id, "epoch", rec.pop("epoch", None)),
+            "step": _as_int(model_id, "step", rec.pop("step", None)),
+            "hparams": _dumps(dict(hparams), f"model {model_id!r}: record['hparams']"),
+        }
+        for m in METRICS:
+            value = rec.pop(m, None)
+            try:
+                row[m] = None if value is None else float(value)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"model {model_id!r}: record[{m!r}] must be a number or None, got {value!r}") from e
+        row["file"] = f"{MODELS}/{model_id}.safetensors"
+        row["sha256"] = None
+        row["created"] = created
+        row["extra"] = _dumps(rec, f"model {model_id!r}: extra record keys {sorted(rec)}")
+        return row
+
+    def _file_metadata(self, row: dict) -> dict[str, str]:
+        """The row (less its checksum) and the layout as strings: a file alone says what it is."""
+        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items() if k != "sha256"}
+        meta["layout"] = self.space.to_json()
+        meta["architecture"] = json.dumps(self.info.get("architecture", {}))
+        return meta
+
+    # ------------------------------------------------------------------ reading
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection per operation: nothing to share wrongly across threads, forks or processes."""
+        con = sqlite3.connect(self.root / INDEX, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _existing(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        unique = sorted(set(ids))
+        with self._db() as con:
+            for i in range(0, len(unique), 500):  # below SQLite's limit on bound variables
+                chunk = unique[i : i + 500]
+                sql = f"SELECT model_id FROM models WHERE model_id IN ({', '.join('?' * len(chunk))})"
+                found.update(r[0] for r in con.execute(sql, chunk))
+        return found
+
+    def ids(self) -> set[str]:
+        with self._db() as con:
+            return {r[0] for r in con.execute("SELECT model_id FROM models")}
+
+    def __len__(self) -> int:
+        with self._db() as con:
+            return con.execute("SELECT COUNT(*) FROM models").fetchone()[0]
+
+    def index(self, where: str | None = None, params: Sequence = ()) -> pd.DataFrame:
+        """The index as a DataFrame, with each hyperparameter also in its own ``hp_<name>`` column.
+
+        ``where`` is an SQL condition over the index columns with ``?`` placeholders for ``params``;
+        hyperparameters are JSON in the ``hparams`` column, e.g. ``json_extract(hparams, '$.lr') > ?``.
+        """
+        sql = f"SELECT {', '.join(COLUMNS)} FROM models"
+        if where:
+            sql += f" WHERE ({where})"
+        try:
+            with self._db() as con:
+                rows = con.execute(f"{sql} {_ORDER}", tuple(params)).fetchall()
+        except sqlite3.Error as e:
+            raise ZooError(
+                f"bad where clause {where!r} with params {tuple(params)!r}: {e}. Columns: {', '.join(COLUMNS)}; "
+                "hyperparameters are filtered with json_extract(hparams, '$.name')"
+            ) from e
+        df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+        for c in ("seed", "epoch", "step"):
+            df[c] = df[c].astype("Int64")
+        for c in (*METRICS, "created"):
+            df[c] = df[c].astype("float64")
+        hp = pd.json_normalize([json.loads(h) for h in df["hparams"]]).add_prefix("hp_")
+        hp.index = df.index
+        return pd.concat([df, hp], axis=1)
+
+    def load(
+        self, where: str | None = None, params: Sequence = (), *, ids: Sequence[str] | None = None
+    ) -> tuple[Tensor, pd.DataFrame]:
+        """``Tensor[N, P]`` of the selected models and their index rows, in the same order.
+
+        With ``ids``, rows come in that order (those not matching ``where`` are left out); ids not
+        in the zoo are an error.
+        """
+        df = self.index(where, params)
+        if ids is not None:
+            order = {m: i for i, m in enumerate(dict.fromkeys(ids))}
+            unknown = sorted(set(order) - self.ids())
+            if unknown:
+                raise ZooError(f"zoo {self.root} has no models {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+            df = df[df["model_id"].isin(order)]
+            df = df.iloc[df["model_id"].map(order).argsort()].reset_index(drop=True)
+        weights = torch.empty(len(df), self.space.num_params, dtype=self.space.dtype)
+        for i, (model_id, file) in enumerate(zip(df["model_id"], df["file"])):
+            try:
+                state_dict, _ = load_checkpoint(self.root / file)
+                weights[i] = self.space.flatten(state_dict)
+            except (CheckpointError, LayoutError) as e:
+                raise ZooError(f"model {model_id!r}: cannot load {file}: {e} (Zoo.verify lists every problem)") from e
+        return weights, df
+
+    # ------------------------------------------------------------------ checking
+    def verify(self) -> list[str]:
+        """Problems with indexed files (missing, unreadable, checksum mismatch), then orphan files.
+
+        Orphans, files in models/ with no row (a writer killed between rename and commit), are only
+        informational: the index never points at them.
+        """
+        problems, orphans = self._inspect()
+        return problems + orphans
+
+    def _inspect(self) -> tuple[list[str], list[str]]:
+        with self._db() as con:
+            rows = con.execute(f"SELECT model_id, file, sha256 FROM models {_ORDER}").fetchall()
+        problems = []
+        for model_id, file, expected in rows:
+            path = self.root / file
+            if not path.is_file():
+                problems.append(f"{model_id}: {file} is missing")
+                continue
+            try:
+                actual = sha256_file(path)
+            except (OSError, CheckpointError) as e:
+                problems.append(f"{model_id}: {file} is unreadable ({e})")
+                continue
+            if actual != expected:
+                problems.append(
+                    f"{model_id}: {file} checksum mismatch (index {expected[:12]}..., file {actual[:12]}...): "
+                    "the file changed after it was indexed"
+                )
+        indexed = {file for _, file, _ in rows}
+        orphans = [
+            f"orphan: {MODELS}/{p.name} is not in the index (a write interrupted before indexing); "
+            "delete it or add the model again"
+            for p in sorted((self.root / MODELS).iterdir())
+            if p.is_file() and not p.name.endswith(".tmp") and f"{MODELS}/{p.name}" not in indexed
+        ]
+        return problems, orphans
+
+    # ------------------------------------------------------------------ export
+    def export(self, out_dir: str | os.PathLike, where: str | None = None, params: Sequence = ()) -> Path:
+        """One-file copy of the selected models: ``weights.safetensors`` (``weights`` [N, P] with the
+        layout and model ids as metadata), ``models.csv`` (their index rows) and ``zoo.json``."""
+        out = Path(out_dir)
+        earlier_export = (out / "weights.safetensors").is_file()
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not earlier_export)):
+            raise ZooError(f"{out} exists and is not an earlier export (no weights.safetensors); choose another")
+        weights, df = self.load(where, params)
+        if len(df) == 0:
+            raise ZooError(f"no model of zoo {self.root} matches {where!r} with {tuple(params)!r}; nothing exported")
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "models.csv", df.to_csv(index=False).encode())
+        _write_atomic(out / ZOO_JSON, (self.root / ZOO_JSON).read_bytes())
+        meta = {"layout": self.space.to_json(), "model_ids": json.dumps(list(df["model_id"]))}
+        save_checkpoint(out / "weights.safetensors", {"weights": weights}, meta)
+        return out
+
+
+def _as_int(model_id: str, key: str, value) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.__index__())
+    except (AttributeError, TypeError) as e:
+        raise ValueError(f"model {model_id!r}: record[{key!r}] must be an int, got {value!r}") from e
+
+
+def _json_default(value):
+    """Numpy and 0-d torch scalars (metric values often are) and paths, as JSON scalars."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value, what: str, **kwargs) -> str:
+    try:
+        return json.dumps(value, default=_json_default, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: {e}") from e
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes, *, replace: bool = True) -> bool:
+    """Write via a fsynced temp file; with ``replace=False`` an existing ``path`` is kept (returns False)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic create-if-absent
+            except FileExistsError:
+                return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True

@@ -1,0 +1,118 @@
+"""The command line: zoo train / info / export, resumption after SIGKILL, one-line config errors."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from weightspace.cli import main
+from weightspace.zoo import Zoo
+from weightspace.zoo.build import build_zoo
+
+CONFIG = {
+    "name": "cli-test",
+    "dataset": {"name": "digits", "seed": 1},
+    "architecture": {"kind": "mlp", "widths": [16]},
+    "population": {"runs": 6, "seed": 3, "hparams": {"lr": {"log_uniform": [0.02, 0.1]}, "epochs": 3,
+                                                     "optimizer": ["sgd", "adam"], "dropout": [0.0, 0.2]}},
+    "training": {"checkpoint_epochs": [1], "chunk_size": 4},
+}
+
+
+def _write(tmp_path, cfg, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_info_export(tmp_path, capsys):
+    cfg = _write(tmp_path, CONFIG)
+    out = tmp_path / "zoo"
+    assert main(["zoo", "train", str(cfg), "--out", str(out), "--quiet"]) == 0
+    zoo = Zoo.open(out, verify=True)
+    assert len(zoo) == 12
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["architecture"]["in_features"] == 64 and saved["out"] == str(out)
+    assert zoo.info["config"]["population"]["runs"] == 6
+    assert zoo.info["task"]["name"] == "digits"
+    capsys.readouterr()
+    assert main(["zoo", "info", str(out), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "mlp-64x16x10-relu" in text and "12 checkpoints from 6 runs" in text and "optimizer (2 values)" in text
+    assert main(["zoo", "export", str(out), str(tmp_path / "export"), "--where", "epoch = 3"]) == 0
+    from safetensors.torch import load_file
+
+    w = load_file(tmp_path / "export" / "weights.safetensors")["weights"]
+    assert torch.equal(w, zoo.load("epoch = 3")[0])
+
+
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        ({"architecture": {"kind": "resnet"}}, "architecture.kind: expected one of"),
+        ({"dataset": {"name": "cifar"}}, "dataset.name: expected one of"),
+        ({"population": {"hparams": {"optimizer": "rmsprop"}}}, "hparams.optimizer: expected one of ['sgd', 'adam']"),
+        ({"population": {"hparams": {"lr": {"normal": [0, 1]}}}}, "population.hparams.lr"),
+        ({"population": {"hparams": {"momentun": 0.9}}}, "unknown keys ['momentun']"),
+        ({"training": {"batch_sise": 3}}, "training: unknown keys ['batch_sise']"),
+        ({"epochs": 3}, "config: unknown keys ['epochs']"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, patch, message):
+    cfg = {**CONFIG, **patch}
+    assert main(["zoo", "train", str(_write(tmp_path, cfg)), "--out", str(tmp_path / "z"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "z" / "models").exists() or not any((tmp_path / "z" / "models").iterdir())
+
+
+def test_shipped_example_config_resolves():
+    from weightspace.zoo.config import example_configs, population, read_config, resolve_config
+
+    assert "digits-mlp" in example_configs()
+    cfg = resolve_config(read_config("digits-mlp"))
+    runs = population(cfg)
+    assert len(runs) == 256 and len({r.seed for r in runs}) == 256
+    assert len({r.hparams for r in runs}) > 100  # hyper-parameters are really varied
+    assert runs == population(cfg)  # and reproducible
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_zoo(tmp_path):
+    cfg = {**CONFIG, "architecture": {"kind": "mlp", "widths": [256]},
+           "population": {"runs": 24, "seed": 5, "hparams": {"epochs": 40, "lr": 0.05}},
+           "training": {"checkpoint_epochs": [10, 20], "chunk_size": 4}}
+    path = _write(tmp_path, cfg)
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "weightspace.cli", "zoo", "train", str(path), "--out", str(out),
+                             "--quiet"], env=env)
+    deadline = time.time() + 120
+    rows = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(out / "index.sqlite", timeout=5) as db:
+                rows = db.execute("select count(*) from models").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if rows >= 12:
+            break
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 0 < rows < 72
+
+    assert main(["zoo", "train", str(path), "--out", str(out), "--quiet"]) == 0
+    zoo = Zoo.open(out, verify=True)
+    df = zoo.index()
+    assert len(df) == 72 and df["model_id"].is_unique
+    reference = build_zoo(cfg, out=tmp_path / "reference", progress=False)
+    w, d = zoo.load()
+    w_ref, d_ref = reference.load()
+    assert list(d["model_id"]) == list(d_ref["model_id"])
+    assert torch.allclose(w, w_ref, atol=1e-6)

@@ -20,7 +20,7 @@ system-deps:
 	./scripts/system-deps.sh
 
 run: $(STAMP)
-	$(BIN)/weightspace demo
+	$(BIN)/weightspace study
 
 test: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q

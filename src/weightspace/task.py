@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .data import Dataset
@@ -41,12 +40,11 @@ class Task:
         n, m = weights.shape[0], x.shape[0]
         ex_chunk = max(1, min(m, self.max_cells // max(1, min(n, 64))))
         mod_chunk = max(1, self.max_cells // ex_chunk)
-        out = torch.empty(n, m, self.dataset.num_classes)
+        rows = []
         for i in range(0, n, mod_chunk):
             w = weights[i : i + mod_chunk]
-            for j in range(0, m, ex_chunk):
-                out[i : i + mod_chunk, j : j + ex_chunk] = self.arch.logits(w, x[j : j + ex_chunk])
-        return out
+            rows.append(torch.cat([self.arch.logits(w, x[j : j + ex_chunk]) for j in range(0, m, ex_chunk)], 1))
+        return torch.cat(rows)
 
     def predictions(self, weights: Tensor, split: str = "test") -> Tensor:
         """Predicted labels ``LongTensor[N, examples]``."""
@@ -57,19 +55,18 @@ class Task:
         return (self.predictions(weights, split) == y).float().mean(-1)
 
     def loss(self, weights: Tensor, split: str = "test") -> Tensor:
-        """Mean cross-entropy per model, ``Tensor[N]``."""
-        _, y = self.dataset.split(split)
-        logits = self.logits(weights, split)
-        return F.cross_entropy(logits.transpose(1, 2), y.expand(logits.shape[0], -1), reduction="none").mean(-1)
+        """Mean loss per model, ``Tensor[N]``."""
+        return self._scores(weights, split)[0]
 
     def evaluate(self, weights: Tensor, splits: tuple[str, ...] = SPLITS) -> pd.DataFrame:
         """Loss and accuracy of every model on every split: one row per model."""
         cols = {}
         for split in splits:
-            _, y = self.dataset.split(split)
-            logits = self.logits(weights, split)
-            cols[f"{split}_loss"] = F.cross_entropy(
-                logits.transpose(1, 2), y.expand(logits.shape[0], -1), reduction="none"
-            ).mean(-1).numpy()
-            cols[f"{split}_acc"] = (logits.argmax(-1) == y).float().mean(-1).numpy()
+            loss, acc = self._scores(weights, split)
+            cols[f"{split}_loss"], cols[f"{split}_acc"] = loss.numpy(), acc.numpy()
         return pd.DataFrame(cols)
+
+    def _scores(self, weights: Tensor, split: str) -> tuple[Tensor, Tensor]:
+        _, y = self.dataset.split(split)
+        logits = self.logits(weights, split)
+        return self.arch.loss(logits, y.expand(logits.shape[0], -1)), (logits.argmax(-1) == y).float().mean(-1)

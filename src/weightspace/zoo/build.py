@@ -12,6 +12,7 @@ import yaml
 from ..data import Dataset, load_dataset
 from ..io import load_weights
 from ..nets import Architecture, build_architecture
+from ..task import Task
 from .config import population, read_config, resolve_config
 from .store import Zoo
 from .train import TrainConfig, train_population
@@ -52,3 +53,9 @@ def build_zoo(source, *, out: str | Path | None = None, progress: bool = True) -
     train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["training"].items()})
     train_population(arch, dataset, population(cfg), zoo, train_cfg, init=init, progress=progress)
     return zoo
+
+
+def task_for_zoo(zoo: Zoo) -> Task:
+    """The zoo's data set (same split and normalisation) and architecture, rebuilt from what it recorded."""
+    info = zoo.info["task"]
+    return Task(load_dataset(info["name"], **info.get("options", {})), build_architecture(zoo.info["architecture"]))

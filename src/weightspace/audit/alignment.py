@@ -1,0 +1,236 @@
+"""Permutation-aligned L2 distance: the distance between two networks after reordering the hidden
+neurons of one to best match the other (G.pt analysis of the memorization study).
+
+Two checkpoints that differ only by a neuron permutation compute the same function but lie far apart
+in plain L2; aligned L2 measures the distance between their symmetry orbits. Matching uses the
+WeightSpace's permutation groups: for a group, the cost of pairing neuron i of model a with neuron j
+of model b is the squared distance of everything indexed by those neurons (incoming weights, bias,
+BatchNorm parameters and statistics, outgoing weights), solved exactly with the Hungarian algorithm.
+
+Several groups interact (a hidden layer's outgoing weights are the next layer's incoming weights),
+so matching is weight matching as in Git Re-Basin: a first pass aligns groups in layer order using
+only tensors whose other neuron axes are already aligned, then sweeps re-solve each group with all
+its axes, the others held fixed, until a sweep changes nothing. Every step is a function of the two
+models alone, not of how b's neurons happen to be labelled, so the result is the same for b and any
+permutation of b (up to ties). With one hidden group the first pass already uses every axis and the
+result is the exact minimum over permutations; with several it is a local minimum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import spearmanr
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, LayoutError
+from ..space import PermutationGroup, WeightSpace
+from ..symmetry import permute
+from .similarity import l2_distances
+
+
+def _grouped_axes(space: WeightSpace) -> dict[str, dict[int, str]]:
+    """tensor name → {axis: group name} for every axis some permutation group indexes."""
+    out: dict[str, dict[int, str]] = {}
+    for g in space.groups:
+        for tname, axis in g.axes:
+            out.setdefault(tname, {})[axis] = g.name
+    return out
+
+
+def _cost(space: WeightSpace, group: PermutationGroup, axes, wa: Tensor, wb: Tensor) -> Tensor:
+    """``float64[K, n, n]``: cost of pairing neuron i of a with neuron j of b (minus constants).
+
+    |a_i - b_j|² = |a_i|² + |b_j|² - 2 a_i·b_j; the norms add the same amount to every assignment,
+    so the Hungarian algorithm needs only ``-a_i·b_j``.
+    """
+    sa, sb = space.unflatten(wa, cast=False), space.unflatten(wb, cast=False)
+    k, n = wa.shape[0], group.size
+    cost = torch.zeros(k, n, n, dtype=torch.float64, device=wa.device)
+    for tname, axis in axes:
+        a = sa[tname].movedim(axis + 1, 1).reshape(k, n, -1).to(torch.float64)
+        b = sb[tname].movedim(axis + 1, 1).reshape(k, n, -1).to(torch.float64)
+        cost -= a @ b.mT
+    return cost
+
+
+def _solve(cost: Tensor) -> Tensor:
+    """One Hungarian assignment per matrix: ``[K, n, n]`` → ``LongTensor[K, n]``; row i (a's neuron)
+    takes b's neuron ``out[k, i]``, which is exactly ``permute``'s convention (new i = old out[i])."""
+    c = cost.cpu().numpy()
+    cols = np.stack([linear_sum_assignment(m)[1] for m in c]) if len(c) else np.zeros((0, cost.shape[1]))
+    return torch.as_tensor(cols, dtype=torch.int64, device=cost.device)
+
+
+def _check_pair(space: WeightSpace, weights_a: Tensor, weights_b: Tensor) -> tuple[Tensor, Tensor]:
+    if weights_b.dim() != 2 or weights_b.shape[1] != space.num_params:
+        raise LayoutError(
+            f"weights_b: expected [K, {space.num_params}] for layout '{space.name}', got {tuple(weights_b.shape)}"
+        )
+    if weights_a.dim() == 1:
+        weights_a = weights_a.expand(weights_b.shape[0], -1)
+    if weights_a.shape != weights_b.shape:
+        raise LayoutError(
+            f"weights_a: expected [{space.num_params}] or the shape of weights_b {tuple(weights_b.shape)}, "
+            f"got {tuple(weights_a.shape)}"
+        )
+    return weights_a, weights_b
+
+
+def match_permutations(
+    space: WeightSpace, weights_a: Tensor, weights_b: Tensor, *, max_sweeps: int = 50
+) -> dict[str, Tensor]:
+    """Neuron permutations that bring each ``weights_b[k]`` closest to ``weights_a[k]``.
+
+    ``weights_a``: ``[K, P]`` (or one ``[P]`` model for all), ``weights_b``: ``[K, P]`` →
+    ``{group: LongTensor[K, size]}``, to apply with ``permute(space, weights_b, perms)``. Costs are
+    computed for all K pairs at once; only the Hungarian solves run one pair at a time.
+    """
+    wa, wb = _check_pair(space, weights_a, weights_b)
+    if max_sweeps < 0:
+        raise ConfigError(f"max_sweeps: expected a non-negative integer, got {max_sweeps}")
+    k = wb.shape[0]
+    perms = {g.name: torch.arange(g.size, device=wb.device).expand(k, g.size).clone() for g in space.groups}
+    if not space.groups or k == 0:
+        return perms
+    grouped = _grouped_axes(space)
+
+    def others(g: str, rows: Tensor) -> dict[str, Tensor]:
+        return {h: p[rows] for h, p in perms.items() if h != g}
+
+    # First pass, in layer order: only tensors whose every other neuron axis is already aligned
+    # (or belongs to no group), so the costs do not depend on b's arbitrary labelling.
+    aligned: set[str] = set()
+    complete = True  # did the first pass use every axis of every group?
+    every = torch.arange(k, device=wb.device)
+    for g in space.groups:
+        axes = [(t, ax) for t, ax in g.axes if all(h in aligned for a2, h in grouped[t].items() if a2 != ax)]
+        complete &= len(axes) == len(g.axes)
+        perms[g.name] = _solve(_cost(space, g, axes or g.axes, wa, permute(space, wb, others(g.name, every))))
+        aligned.add(g.name)
+
+    # Sweeps with every axis; a pair is done when a whole sweep leaves its permutations unchanged.
+    active = every
+    for _ in range(0 if complete and len(space.groups) == 1 else max_sweeps):
+        changed = torch.zeros(len(active), dtype=torch.bool, device=wb.device)
+        for g in space.groups:
+            b = permute(space, wb[active], others(g.name, active))
+            new = _solve(_cost(space, g, g.axes, wa[active], b))
+            changed |= (new != perms[g.name][active]).any(1)
+            perms[g.name][active] = new
+        active = active[changed]
+        if len(active) == 0:
+            break
+    return perms
+
+
+def aligned_l2_pairs(space: WeightSpace, weights_a: Tensor, weights_b: Tensor, *, max_sweeps: int = 50) -> Tensor:
+    """Aligned L2 of each pair (``weights_a[k]``, ``weights_b[k]``): ``[K, P]``, ``[K, P]`` → ``[K]``."""
+    wa, wb = _check_pair(space, weights_a, weights_b)
+    perms = match_permutations(space, wa, wb, max_sweeps=max_sweeps)
+    diff = wa.to(torch.float64) - permute(space, wb, perms).to(torch.float64)
+    return diff.norm(dim=1).to(torch.promote_types(wa.dtype, wb.dtype))
+
+
+def aligned_l2(
+    space: WeightSpace,
+    weights_a: Tensor,
+    weights_b: Tensor,
+    *,
+    max_sweeps: int = 50,
+    chunk_pairs: int = 2048,
+    progress: bool = False,
+) -> Tensor:
+    """Aligned L2 between every model of ``weights_a`` ``[A, P]`` and of ``weights_b`` ``[B, P]``: ``[A, B]``.
+
+    One matching per pair (A·B Hungarian solves per group and sweep): exact, and fine for small
+    layers or subsets. For large sets use ``aligned_l2_fast``.
+    """
+    if weights_a.dim() != 2:
+        raise LayoutError(f"weights_a: expected [A, {space.num_params}], got {tuple(weights_a.shape)}")
+    n_a, n_b = weights_a.shape[0], weights_b.shape[0]
+    out = torch.empty(n_a * n_b, dtype=torch.promote_types(weights_a.dtype, weights_b.dtype), device=weights_a.device)
+    starts = range(0, n_a * n_b, chunk_pairs)
+    for s in tqdm(starts, desc="aligned L2", disable=not progress, total=math.ceil(n_a * n_b / chunk_pairs)):
+        pair = torch.arange(s, min(s + chunk_pairs, n_a * n_b), device=weights_a.device)
+        out[pair] = aligned_l2_pairs(space, weights_a[pair // n_b], weights_b[pair % n_b], max_sweeps=max_sweeps)
+    return out.reshape(n_a, n_b)
+
+
+def align_to(space: WeightSpace, weights: Tensor, reference: Tensor, *, max_sweeps: int = 50) -> Tensor:
+    """Every model of ``weights`` ``[N, P]`` with its neurons reordered to best match ``reference`` ``[P]``."""
+    if reference.dim() != 1:
+        raise LayoutError(f"reference: expected one model [{space.num_params}], got {tuple(reference.shape)}")
+    return permute(space, weights, match_permutations(space, reference, weights, max_sweeps=max_sweeps))
+
+
+def aligned_l2_fast(
+    space: WeightSpace,
+    weights_a: Tensor,
+    weights_b: Tensor,
+    *,
+    reference: Tensor | None = None,
+    max_sweeps: int = 50,
+) -> Tensor:
+    """Approximate aligned L2, ``[A, B]``: align every model once to one ``reference`` model (default:
+    ``weights_b[0]``, e.g. the first training checkpoint), then plain L2 between aligned vectors.
+
+    A + B matchings instead of A·B, then one matrix product. Each entry is the smaller of that and
+    the plain L2: both are distances under some permutation of b, so each is an upper bound on
+    the per-pair aligned L2 (exactly so when matching is exact), and the plain one wins for models
+    already aligned to each other but not to the reference. Check how well it ranks pairs with
+    ``fast_path_agreement``.
+    """
+    ref = weights_b[0] if reference is None else reference
+    a = align_to(space, weights_a, ref, max_sweeps=max_sweeps)
+    b = align_to(space, weights_b, ref, max_sweeps=max_sweeps)
+    return torch.minimum(l2_distances(a, b), l2_distances(weights_a, weights_b))
+
+
+def fast_path_agreement(
+    space: WeightSpace,
+    weights_a: Tensor,
+    weights_b: Tensor,
+    *,
+    n_pairs: int = 200,
+    seed: int = 0,
+    reference: Tensor | None = None,
+    exclude_self: bool = False,
+    max_sweeps: int = 50,
+) -> dict:
+    """How well ``aligned_l2_fast`` matches ``aligned_l2`` on ``n_pairs`` random pairs (seeded).
+
+    Returns Spearman rank correlation, mean relative error ``|fast - exact| / exact`` (pairs at
+    exact distance 0 left out), the mean of each, and the pairs and seed used. ``exclude_self``
+    skips pairs (i, i) when both sets are the same models.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n_a, n_b = weights_a.shape[0], weights_b.shape[0]
+    i = torch.randint(0, n_a, (n_pairs,), generator=g)
+    j = torch.randint(0, n_b, (n_pairs,), generator=g)
+    if exclude_self:
+        if n_b < 2:
+            raise ConfigError("exclude_self=True needs at least two models in weights_b")
+        j = torch.where(j == i, (j + 1) % n_b, j)
+    i, j = i.to(weights_a.device), j.to(weights_b.device)
+    exact = aligned_l2_pairs(space, weights_a[i], weights_b[j], max_sweeps=max_sweeps).double()
+    ref = weights_b[0] if reference is None else reference
+    fa = align_to(space, weights_a[i], ref, max_sweeps=max_sweeps).double()
+    fb = align_to(space, weights_b[j], ref, max_sweeps=max_sweeps).double()
+    plain = (weights_a[i].double() - weights_b[j].double()).norm(dim=1)
+    fast = torch.minimum((fa - fb).norm(dim=1), plain)
+    pos = exact > 0
+    rel = ((fast - exact).abs()[pos] / exact[pos]).mean()
+    rho = spearmanr(exact.cpu().numpy(), fast.cpu().numpy()).statistic
+    return {
+        "spearman": float(rho),
+        "mean_relative_error": float(rel),
+        "mean_exact": float(exact.mean()),
+        "mean_fast": float(fast.mean()),
+        "n_pairs": n_pairs,
+        "seed": seed,
+    }

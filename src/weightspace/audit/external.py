@@ -1,0 +1,78 @@
+"""Audit a user's own generator: its checkpoints (or its models' test predictions) against a
+training zoo, with the same baselines, verdict and report as the study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, LayoutError
+from ..generative import methods
+from ..io import SUPPORTED_SUFFIXES, load_weights
+from ..zoo import Zoo
+from .novelty import ModelSet
+from .report import Report, write_report
+from .run import TRAINING, ZooEvaluator, audit_figures, audit_groups, baseline_sets
+
+GENERATED = "generated"
+
+
+def load_generated(path: str | Path, zoo: Zoo) -> tuple[Tensor | None, Tensor | None]:
+    """``(weights [n, P], None)`` from a zoo or a folder of checkpoint files, or ``(None,
+    predictions [n, examples])`` from a ``.npy`` array of predicted labels."""
+    p = Path(path)
+    if p.suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise LayoutError(f"{p}: expected integer predicted labels of shape [models, examples], "
+                              f"got {arr.dtype} {arr.shape}")
+        return None, torch.from_numpy(arr.astype(np.int64))
+    if (p / "zoo.json").exists():
+        return Zoo.open(p).load()[0], None
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in SUPPORTED_SUFFIXES)
+        if not files:
+            raise ConfigError(f"{p}: no zoo.json and no checkpoint files ({', '.join(SUPPORTED_SUFFIXES)})")
+        return torch.stack([zoo.space.flatten(load_weights(f)[0]) for f in files]), None
+    raise ConfigError(f"{p}: expected a zoo directory, a directory of checkpoints, or a .npy of predictions")
+
+
+def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *, task: str | None = None,
+                    seed: int = 0) -> Path:
+    """Write the audit report of ``generated`` against the training zoo ``train``; returns report.html."""
+    zoo = Zoo.open(train)
+    evaluator = ZooEvaluator(zoo, task)
+    weights, predictions = load_generated(generated, zoo)
+    train_w = methods.training_weights(zoo)
+    sets = {TRAINING: evaluator.model_set(TRAINING, train_w, is_training=True)}
+    if weights is not None:
+        sets[GENERATED] = evaluator.model_set(GENERATED, weights)
+    else:
+        if not evaluator.classifier:
+            raise ConfigError(f"{generated}: predictions can only be audited against a classifier zoo")
+        if predictions.shape[1] != len(evaluator.labels):
+            raise LayoutError(f"{generated}: predictions cover {predictions.shape[1]} examples; the test split of "
+                              f"'{evaluator.task.dataset.name}' has {len(evaluator.labels)}")
+        sets[GENERATED] = ModelSet(GENERATED, (predictions == evaluator.labels).float().mean(1),
+                                   predictions=predictions)
+    n = len(sets[GENERATED])
+    interpolation, noise = baseline_sets(evaluator, train_w, n, seed=seed)
+    sets.update({m.name: m for m in [*interpolation, *noise.values()]})
+    audit = audit_groups(GENERATED, sets[TRAINING], [sets[GENERATED]], noise, interpolation,
+                         labels=evaluator.labels, seed=seed)
+    summary = pd.DataFrame(audit.summary_rows([GENERATED]))
+    report = Report(f"Memorization audit of {Path(generated).name}", summary,
+                    intro=f"{n} generated models against {len(train_w)} training checkpoints of {zoo.root}.",
+                    configs={"train": str(Path(train).resolve()), "generated": str(Path(generated).resolve()),
+                             "task": task, "seed": seed, "noise_sigmas": audit.sigmas})
+    audit_figures(report, audit, sets, GENERATED, evaluator, seed=seed)
+    report.data["per model"] = audit.table
+    report.results = {"verdicts": audit.verdicts}
+    path = write_report(report, out)
+    (Path(out) / "audit.json").write_text(json.dumps(report.configs, indent=2))
+    return path

@@ -1,0 +1,204 @@
+"""The study's figures, as in the paper. Each function takes computed results and returns a Figure;
+nothing here computes a metric."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+TRAINING = "training"
+_MARKERS = "oXs^vD<>P*"
+
+
+def _colors(groups: Sequence[str]) -> dict[str, str]:
+    cmap = plt.get_cmap("tab10")
+    out, k = {}, 1
+    for g in groups:
+        if g == TRAINING:
+            out[g] = "0.45"
+        else:
+            out[g] = cmap(k % 10)
+            k += 1
+    return out
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def novelty_quality_scatter(
+    table: pd.DataFrame, frontier: pd.DataFrame | None = None, *, x: str = "max_similarity",
+    y: str = "quality", title: str = "", xlabel: str = "max similarity to training",
+    ylabel: str = "test accuracy",
+) -> Figure:
+    """One point per model, coloured by ``group``; the noise-addition frontier (one point per σ) as a
+    line. Up-and-left of the frontier means better than adding noise to a checkpoint."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    groups = list(dict.fromkeys(table["group"]))
+    colors = _colors(groups)
+    for i, g in enumerate(groups):
+        d = table[table["group"] == g]
+        ax.scatter(d[x], d[y], s=14, alpha=0.65, color=colors[g], marker=_MARKERS[i % len(_MARKERS)], label=g)
+    if frontier is not None and len(frontier):
+        f = frontier.sort_values(x)
+        ax.plot(f[x], f[y], "k--", lw=1.2, label="noise frontier (σ sweep)")
+        for _, row in f.iterrows():
+            ax.annotate(f"σ={row['sigma']:g}", (row[x], row[y]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def min_distance_histogram(table: pd.DataFrame, *, column: str = "min_l2", title: str = "") -> Figure:
+    """Distance of each model to its nearest training checkpoint (for training models: to the nearest
+    *other* one). Generated models far left of the training histogram are replicas."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    groups = list(dict.fromkeys(table["group"]))
+    colors = _colors(groups)
+    values = table[column].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    bins = np.linspace(0, finite.max() * 1.05 if len(finite) else 1, 40)
+    for g in groups:
+        ax.hist(table.loc[table["group"] == g, column], bins=bins, alpha=0.55, color=colors[g], label=g)
+    ax.set_xlabel(f"{column.replace('_', ' ')} to training")
+    ax.set_ylabel("models")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def parameter_heatmap(generated: Tensor, nearest: Tensor, *, n_params: int = 24, seed: int = 0,
+                      title: str = "") -> Figure:
+    """Rows: a generated model, then its nearest training models (``nearest [k, P]``), on a few random
+    parameter indices. Identical colour columns mean a copy."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(generated.shape[-1], generator=g)[: min(n_params, generated.shape[-1])].sort().values
+    rows = torch.cat([generated[None, idx], nearest[:, idx]]).numpy()
+    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(rows) + 1.0))
+    lim = float(np.abs(rows).max()) or 1.0
+    im = ax.imshow(rows, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_yticks(range(len(rows)), ["generated"] + [f"nearest training #{i + 1}" for i in range(len(rows) - 1)])
+    ax.set_xticks(range(len(idx)), [str(int(i)) for i in idx], rotation=90, fontsize=6)
+    ax.set_xlabel("parameter index")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    return fig
+
+
+def decision_boundaries(
+    predict: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, models: Mapping[str, Tensor], *,
+    resolution: int = 120, title: str = "",
+) -> Figure:
+    """Decision regions in the plane of the inputs' first two principal components.
+
+    ``predict(W[n, P], inputs[m, d]) -> labels[n, m]``; grid points are mapped back to input space
+    through the PCA (other components at the data mean). Matching regions mean the same function.
+    """
+    xf = x.flatten(1).double()
+    mean = xf.mean(0)
+    _, _, v = torch.linalg.svd(xf - mean, full_matrices=False)
+    comps = v[:2]
+    z = (xf - mean) @ comps.T
+    lo, hi = z.min(0).values - 0.5, z.max(0).values + 0.5
+    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], resolution, dtype=torch.float64),
+                            torch.linspace(lo[1], hi[1], resolution, dtype=torch.float64), indexing="xy")
+    grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+    inputs = (mean + grid @ comps).to(x.dtype).reshape(-1, *x.shape[1:])
+    names = list(models)
+    labels = predict(torch.stack([models[n] for n in names]), inputs)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.4), squeeze=False)
+    n_classes = int(max(int(y.max()), int(labels.max()))) + 1
+    for ax, name, lab in zip(axes[0], names, labels):
+        ax.contourf(gx.numpy(), gy.numpy(), lab.reshape(resolution, resolution).numpy(),
+                    levels=np.arange(n_classes + 1) - 0.5, cmap="tab10", alpha=0.35)
+        ax.scatter(z[:, 0], z[:, 1], c=y.numpy(), cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    return fig
+
+
+def weight_tsne(weights: Mapping[str, Tensor], *, seed: int = 0, max_per_group: int = 200,
+                title: str = "") -> Figure:
+    """t-SNE of flattened weights, per group: generated clusters sitting on training points are copies."""
+    from sklearn.manifold import TSNE
+
+    names = list(weights)
+    parts = [weights[n][:max_per_group].double().numpy() for n in names]
+    data = np.concatenate(parts)
+    perplexity = float(min(30, max(2, (len(data) - 1) // 3)))
+    emb = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(data)
+    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    colors = _colors(names)
+    start = 0
+    for i, (n, p) in enumerate(zip(names, parts)):
+        e = emb[start : start + len(p)]
+        start += len(p)
+        ax.scatter(e[:, 0], e[:, 1], s=10, alpha=0.7, color=colors[n], marker=_MARKERS[i % len(_MARKERS)], label=n)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def parameter_kde(weights: Mapping[str, Tensor], indices: Sequence[int], *, title: str = "") -> Figure:
+    """Kernel density of single parameters per group: generated densities that trace the training
+    density's spikes are memorised values."""
+    from scipy.stats import gaussian_kde
+
+    names = list(weights)
+    colors = _colors(names)
+    fig, axes = plt.subplots(1, len(indices), figsize=(3.2 * len(indices), 2.8), squeeze=False)
+    for ax, idx in zip(axes[0], indices):
+        values = {n: weights[n][:, idx].double().numpy() for n in names}
+        lo = min(v.min() for v in values.values())
+        hi = max(v.max() for v in values.values())
+        pad = 0.1 * (hi - lo) + 1e-6
+        grid = np.linspace(lo - pad, hi + pad, 200)
+        for n, v in values.items():
+            if len(v) > 1 and np.std(v) > 0:
+                ax.plot(grid, gaussian_kde(v)(grid), color=colors[n], label=n)
+            else:
+                ax.axvline(float(v.mean()), color=colors[n], label=n)
+        ax.set_title(f"parameter {idx}", fontsize=9)
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(title)
+    return fig
+
+
+def shapes_side_by_side(pairs: Sequence[tuple[Tensor, Tensor]], *, titles=("generated", "nearest training"),
+                        title: str = "") -> Figure:
+    """Each generated shape (boundary points) beside its nearest training shape."""
+    fig, axes = plt.subplots(2, len(pairs), figsize=(2.2 * len(pairs), 4.6), squeeze=False)
+    for j, pair in enumerate(pairs):
+        for i, pts in enumerate(pair):
+            ax = axes[i][j]
+            p = pts.numpy()
+            ax.scatter(p[:, 0], p[:, 1], s=1.5, color="C0" if i == 0 else "0.3")
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(titles[i], fontsize=8)
+    fig.suptitle(title)
+    return fig

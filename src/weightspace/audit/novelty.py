@@ -1,0 +1,374 @@
+"""Novelty against quality: one tidy row per model, the noise-addition frontier, and the verdict.
+
+The study's question for a group of generated models: are they replicas of training checkpoints,
+interpolations of them (as good as averaging checkpoints or sampling each parameter from the
+training population), or new and good (better quality than adding noise to a checkpoint buys at
+the same distance from the training set)?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, LayoutError
+from ..space import WeightSpace
+from .alignment import align_to, aligned_l2
+from .similarity import (
+    chamfer_distance,
+    error_iou,
+    l2_distances,
+    max_similarity_to_training,
+    min_distance_to_training,
+)
+
+
+# ---------------------------------------------------------------- the per-model table
+@dataclass(frozen=True)
+class ModelSet:
+    """One group of models to audit (training checkpoints, generated samples, a baseline).
+
+    ``quality``: ``[n]`` (test accuracy, or a shape score; higher is better). Optional views of the
+    same n models: ``weights`` ``[n, P]``, ``predictions`` ``LongTensor[n, examples]`` (test-set
+    labels), ``points`` (point sets for Chamfer distance). ``is_training`` marks the set everything
+    is compared with; ``training_index`` ``LongTensor[n]`` gives, for a subset of the training set,
+    each model's own training index (-1: none) so it is not compared with itself.
+    """
+
+    name: str
+    quality: Tensor
+    weights: Tensor | None = None
+    predictions: Tensor | None = None
+    points: Sequence[Tensor] | Tensor | None = None
+    is_training: bool = False
+    training_index: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        q = torch.as_tensor(self.quality)
+        object.__setattr__(self, "quality", q)
+        if q.dim() != 1:
+            raise LayoutError(f"ModelSet '{self.name}': quality must be a 1-D tensor [n], got {tuple(q.shape)}")
+        for attr in ("weights", "predictions", "points", "training_index"):
+            v = getattr(self, attr)
+            if v is not None and len(v) != len(q):
+                raise LayoutError(
+                    f"ModelSet '{self.name}': {attr} has {len(v)} models, quality has {len(q)}; they must agree"
+                )
+
+    def __len__(self) -> int:
+        return len(self.quality)
+
+    def self_exclusion(self) -> bool | Tensor:
+        """The ``exclude_self`` argument for comparing this set with the training set."""
+        if self.is_training:
+            return True
+        return False if self.training_index is None else self.training_index
+
+
+def _as_sets(groups: Sequence[ModelSet] | Mapping[str, Mapping | ModelSet]) -> list[ModelSet]:
+    if isinstance(groups, Mapping):
+        sets = [g if isinstance(g, ModelSet) else ModelSet(name=name, **g) for name, g in groups.items()]
+    else:
+        sets = list(groups)
+    training = [s for s in sets if s.is_training]
+    if len(training) != 1:
+        raise ConfigError(
+            f"groups: expected exactly one training set (is_training=True), got {[s.name for s in training]}"
+        )
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"groups: names must be unique, got {names}")
+    return sets
+
+
+def novelty_table(
+    groups: Sequence[ModelSet] | Mapping[str, Mapping | ModelSet],
+    labels: Tensor | None = None,
+    *,
+    space: WeightSpace | None = None,
+    aligned: str | None = None,
+    reference: Tensor | None = None,
+    empty_union: float = 1.0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """One row per model of every group: how good it is and how close to the training set.
+
+    ``groups``: ``ModelSet``s (or ``{name: dict of ModelSet fields}``), exactly one with
+    ``is_training=True``. Columns: ``group``, ``model`` (index in its group), ``is_training``,
+    ``quality``; with predictions and ``labels``: ``max_similarity`` (error IoU) and
+    ``nearest_training``; with weights: ``min_l2`` and ``nearest_training_l2``; with
+    ``aligned="fast"`` (everything aligned once to ``reference``, default the first training model)
+    or ``"exact"`` (per pair) and a ``space``: ``aligned_min_l2``; with points: ``min_chamfer`` and
+    ``nearest_training_chamfer``. The training set's rows never compare a model with itself.
+    Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
+    every model is measured against the whole training set.
+    """
+    sets = _as_sets(groups)
+    train = next(s for s in sets if s.is_training)
+    if aligned not in (None, "fast", "exact"):
+        raise ConfigError(f"aligned: expected None, 'fast' or 'exact', got {aligned!r}")
+    if aligned and (space is None or train.weights is None):
+        raise ConfigError("aligned: needs space= and weights in the training set")
+    if train.predictions is not None and labels is None:
+        raise ConfigError("labels: the training set has predictions; pass the test labels to compare them")
+    train_aligned = None
+    if aligned == "fast":
+        ref = train.weights[0] if reference is None else reference
+        train_aligned = align_to(space, train.weights, ref)
+
+    frames = []
+    for s in sets:
+        own = s.self_exclusion()
+        cols: dict[str, object] = {
+            "group": s.name,
+            "model": np.arange(len(s)),
+            "is_training": s.is_training,
+            "quality": s.quality.detach().cpu().double().numpy(),
+        }
+        if s.predictions is not None and train.predictions is not None:
+            sim = error_iou(s.predictions, train.predictions, labels, empty_union=empty_union)
+            value, index = max_similarity_to_training(sim, own)
+            cols["max_similarity"], cols["nearest_training"] = _np(value), _np(index)
+        if s.weights is not None and train.weights is not None:
+            plain = l2_distances(s.weights, train.weights)
+            value, index = min_distance_to_training(plain, own)
+            cols["min_l2"], cols["nearest_training_l2"] = _np(value), _np(index)
+            if aligned == "fast":  # as aligned_l2_fast, reusing the training set's alignment
+                a = train_aligned if s is train else align_to(space, s.weights, ref)
+                dist = torch.minimum(l2_distances(a, train_aligned), plain)
+                cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
+            elif aligned == "exact":
+                dist = aligned_l2(space, s.weights, train.weights, progress=progress)
+                cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
+        if s.points is not None and train.points is not None:
+            value, index = min_distance_to_training(chamfer_distance(s.points, train.points), own)
+            cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)
+        frames.append(pd.DataFrame(cols))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+# ---------------------------------------------------------------- the noise frontier
+@dataclass(frozen=True)
+class NoiseFrontier:
+    """The novelty–quality curve that adding noise to training checkpoints traces, one point per σ.
+
+    ``similarity`` and ``quality`` are the per-σ medians; ``samples`` keeps each σ's raw
+    (similarity, quality) arrays for bootstrapping. Similarity means "higher is closer to the
+    training set" (pass ``-distance`` to use a distance).
+    """
+
+    sigmas: np.ndarray
+    similarity: np.ndarray
+    quality: np.ndarray
+    samples: tuple[tuple[np.ndarray, np.ndarray], ...] = field(repr=False)
+
+    def to_frame(self, similarity: str = "max_similarity") -> pd.DataFrame:
+        """One row per σ (``sigma``, ``similarity``, ``quality``), e.g. for plotting."""
+        return pd.DataFrame({"sigma": self.sigmas, similarity: self.similarity, "quality": self.quality})
+
+    def quality_at(self, similarity) -> np.ndarray:
+        """The best quality noise reaches at this similarity or lower (more novel): the running
+        maximum of quality over the σ points sorted by similarity, interpolated linearly. Beyond the
+        points' range it stays at the end values: below the most novel σ the bar is that σ's
+        quality, a conservative (high) bar since noise only gets worse further out."""
+        return _envelope(self.similarity, self.quality, np.asarray(similarity, dtype=float))
+
+
+def _envelope(sim: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndarray:
+    order = np.argsort(sim, kind="stable")
+    return np.interp(at, sim[order], np.maximum.accumulate(quality[order]))
+
+
+def noise_frontier(sigmas, similarities, qualities) -> NoiseFrontier:
+    """Frontier from a σ sweep of noise addition: ``similarities[i]`` and ``qualities[i]`` hold the
+    values of the models made with ``sigmas[i]`` (arrays of any length, or a ``[S, n]`` array)."""
+    sig = np.asarray(sigmas, dtype=float)
+    if len(similarities) != len(sig) or len(qualities) != len(sig):
+        raise LayoutError(
+            f"noise_frontier: expected one similarity and one quality array per sigma ({len(sig)}), "
+            f"got {len(similarities)} and {len(qualities)}"
+        )
+    samples = []
+    for i, (s, q) in enumerate(zip(similarities, qualities)):
+        s, q = np.asarray(s, dtype=float).ravel(), np.asarray(q, dtype=float).ravel()
+        if len(s) != len(q) or len(s) == 0:
+            raise LayoutError(f"noise_frontier: sigma {sig[i]} has {len(s)} similarities and {len(q)} qualities")
+        samples.append((s, q))
+    return NoiseFrontier(
+        sigmas=sig,
+        similarity=np.array([np.median(s) for s, _ in samples]),
+        quality=np.array([np.median(q) for _, q in samples]),
+        samples=tuple(samples),
+    )
+
+
+def frontier_from_table(
+    table: pd.DataFrame, sigma_groups: Mapping[float, str], *, similarity: str = "max_similarity"
+) -> NoiseFrontier:
+    """``noise_frontier`` from the rows of a novelty table: ``{sigma: group name}``."""
+    rows = [_group(table, g) for g in sigma_groups.values()]
+    return noise_frontier(list(sigma_groups), [r[similarity].to_numpy() for r in rows],
+                          [r["quality"].to_numpy() for r in rows])
+
+
+def beyond_frontier(
+    similarity,
+    quality,
+    frontier: NoiseFrontier,
+    *,
+    margin: float = 0.0,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Fraction of a group's models above-left of the noise frontier: ``quality > quality_at(similarity)
+    + margin`` (better than noise at the same or a lower similarity), with a percentile bootstrap
+    interval. Each of the ``n_boot`` resamples (seeded) redraws the group's models and, within each σ,
+    the noise models behind the frontier, so both sources of sampling error are in the interval."""
+    s, q = np.asarray(similarity, dtype=float).ravel(), np.asarray(quality, dtype=float).ravel()
+    if len(s) != len(q) or len(s) == 0:
+        raise LayoutError(f"beyond_frontier: expected equal, non-empty similarity and quality, got {len(s)}, {len(q)}")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence: expected a value in (0, 1), got {confidence}")
+    fraction = float(np.mean(q > frontier.quality_at(s) + margin))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(s), (n_boot, len(s)))
+    f_sim = np.stack([np.median(fs[rng.integers(0, len(fs), (n_boot, len(fs)))], 1) for fs, _ in frontier.samples], 1)
+    f_q = np.stack([np.median(fq[rng.integers(0, len(fq), (n_boot, len(fq)))], 1) for _, fq in frontier.samples], 1)
+    boot = np.array([np.mean(q[i] > _envelope(fs, fq, s[i]) + margin) for i, fs, fq in zip(idx, f_sim, f_q)])
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha]) if n_boot else (np.nan, np.nan)
+    return {"fraction": fraction, "ci_low": float(low), "ci_high": float(high), "n": len(s),
+            "n_boot": n_boot, "confidence": confidence, "seed": seed}
+
+
+# ---------------------------------------------------------------- the verdict
+def _group(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    rows = table[table["group"] == name]
+    if rows.empty:
+        raise ConfigError(f"group '{name}' is not in the table; groups: {sorted(table['group'].unique())}")
+    return rows
+
+
+def _has(rows: pd.DataFrame, column: str) -> bool:
+    return column in rows and rows[column].notna().all()
+
+
+def _iqr(x: np.ndarray) -> float:
+    q1, q3 = np.quantile(x, [0.25, 0.75])
+    return float(q3 - q1)
+
+
+def verdict(
+    table: pd.DataFrame,
+    group: str,
+    *,
+    training: str = "training",
+    frontier: NoiseFrontier | None = None,
+    interpolation: Sequence[str] = (),
+    similarity: str = "max_similarity",
+    distance: str = "min_l2",
+    replica_distance_ratio: float = 0.25,
+    replica_quantile: float = 0.9,
+    interpolation_tolerance: float = 1.0,
+    beats_fraction: float = 0.5,
+    frontier_margin: float = 0.0,
+    min_relative_quality: float = 0.9,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Classify a group of models from a novelty table as "replicates", "interpolates", "novel and
+    good" or "no better than noise", and return the numbers behind it.
+
+    The rule, tested in this order (medians over the group's models; T = the training rows, whose
+    similarity and distance exclude each model itself):
+
+    1. **replicates** if the group is closer to the training set than training models are to each
+       other, by every measure the table has: ``median(similarity) >= quantile_T(similarity,
+       replica_quantile)`` (more similar to its nearest checkpoint than most checkpoints are to
+       theirs) and ``median(distance) <= replica_distance_ratio * median_T(distance)`` (min L2 far
+       below the training set's own nearest-neighbour spacing). Every measure must agree: an
+       average of two checkpoints shares many errors with its parents, yet sits half a spacing
+       away from both; and a fresh draw from the training population has, by construction, the
+       training set's median similarity, hence a high quantile rather than the median.
+    2. **interpolates** if for some group b in ``interpolation`` (average-of-k, per-parameter
+       Gaussian baselines) every available measure (similarity, quality, distance) has
+       ``|median - median_b| <= interpolation_tolerance * (IQR + IQR_b) / 2``: the group's medians
+       sit within the two groups' spread, i.e. it is distributed like the baseline.
+    3. **novel and good** if a noise ``frontier`` is given, the bootstrap lower bound of the
+       fraction of models above it (``beyond_frontier``) exceeds ``beats_fraction``, and the median
+       quality is at least ``min_relative_quality`` × the training median.
+    4. otherwise **no better than noise**.
+    """
+    rows, train = _group(table, group), _group(table, training)
+    out: dict = {"group": group, "n_models": len(rows)}
+    q = rows["quality"].to_numpy(float)
+    out["median_quality"] = float(np.median(q))
+    out["training_median_quality"] = float(np.median(train["quality"].to_numpy(float)))
+
+    signals = []
+    if _has(rows, similarity) and _has(train, similarity):
+        out["median_similarity"] = float(rows[similarity].median())
+        out["training_nn_similarity"] = float(train[similarity].median())
+        out["training_similarity_threshold"] = float(train[similarity].quantile(replica_quantile))
+        signals.append(out["median_similarity"] >= out["training_similarity_threshold"])
+    if _has(rows, distance) and _has(train, distance):
+        out["median_min_distance"] = float(rows[distance].median())
+        out["training_spacing"] = float(train[distance].median())
+        out["distance_ratio"] = out["median_min_distance"] / max(out["training_spacing"], 1e-300)
+        signals.append(out["distance_ratio"] <= replica_distance_ratio)
+    if not signals:
+        raise ConfigError(f"table: needs a '{similarity}' or '{distance}' column for groups '{group}' and '{training}'")
+    replicates = all(signals)
+    out["replicates"] = bool(replicates)
+
+    matched = []
+    for b in interpolation:
+        base = _group(table, b)
+        measures = [m for m in (similarity, "quality", distance) if _has(rows, m) and _has(base, m)]
+        close = [
+            abs(np.median(rows[m]) - np.median(base[m]))
+            <= interpolation_tolerance * (_iqr(rows[m].to_numpy(float)) + _iqr(base[m].to_numpy(float))) / 2 + 1e-12
+            for m in measures
+        ]
+        if measures and all(close):
+            matched.append(b)
+    out["matches_interpolation"] = bool(matched)
+    out["matched_baselines"] = matched
+
+    out["beats_noise"] = False
+    if frontier is not None:
+        if not _has(rows, similarity):
+            raise ConfigError(f"frontier: the group needs a '{similarity}' column to compare with the noise frontier")
+        bf = beyond_frontier(rows[similarity].to_numpy(float), q, frontier, margin=frontier_margin,
+                             n_boot=n_boot, confidence=confidence, seed=seed)
+        out["fraction_beyond_frontier"] = bf["fraction"]
+        out["fraction_ci"] = (bf["ci_low"], bf["ci_high"])
+        out["beats_noise"] = bf["ci_low"] > beats_fraction
+    out["quality_ok"] = out["median_quality"] >= min_relative_quality * out["training_median_quality"]
+
+    if out["replicates"]:
+        out["verdict"] = "replicates"
+    elif out["matches_interpolation"]:
+        out["verdict"] = "interpolates"
+    elif out["beats_noise"] and out["quality_ok"]:
+        out["verdict"] = "novel and good"
+    else:
+        out["verdict"] = "no better than noise"
+    out["thresholds"] = {
+        "replica_distance_ratio": replica_distance_ratio, "replica_quantile": replica_quantile,
+        "interpolation_tolerance": interpolation_tolerance, "beats_fraction": beats_fraction,
+        "frontier_margin": frontier_margin, "min_relative_quality": min_relative_quality,
+        "n_boot": n_boot, "confidence": confidence, "seed": seed,
+    }
+    return out

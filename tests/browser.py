@@ -1,0 +1,51 @@
+"""Open a page in headless Chromium and report what a reader would see: images decoded, tables."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Injected into a copy of the page (never into the product). The load event fires once every image
+# has loaded or failed; a decoded image has a natural width. The findings go into the DOM, which
+# --dump-dom then prints.
+_PROBE = """
+<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const decoded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const rows = document.querySelectorAll('#summary tbody tr').length;
+  const pre = document.createElement('pre'); pre.id = 'probe';
+  pre.textContent = JSON.stringify({images: imgs.length, decoded: decoded, summary_rows: rows,
+                                    title: document.title});
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("headless Chromium not installed (Debian package 'chromium'; `make test` installs it as root)")
+    return exe
+
+
+def inspect_page(html_path: Path) -> dict:
+    page = Path(html_path).read_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "page.html"
+        probe.write_text(page.replace("</body>", _PROBE + "</body>"))
+        cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp}/profile", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', out, re.S)
+    assert found, f"the page did not finish loading in Chromium; output began: {out[:300]!r}"
+    return json.loads(html.unescape(found.group(1)))

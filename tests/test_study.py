@@ -1,0 +1,75 @@
+"""The study, the generate commands and 'weightspace audit' end to end on tiny settings."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from weightspace.cli import main
+from weightspace.generative.methods import METHODS
+from weightspace.study import run_study
+from weightspace.zoo import Zoo
+
+from .browser import inspect_page
+
+
+@pytest.fixture(scope="module")
+def pdiff_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    run_study(out, preset="tiny", methods_=["pdiff"], progress=False)
+    return out
+
+
+def test_study_report_and_results(pdiff_study):
+    results = json.loads((pdiff_study / "results.json").read_text())
+    (row,) = results["summary"]
+    assert row["method"] == "pdiff"
+    assert row["verdict"] in {"replicates", "interpolates", "novel and good", "no better than noise"}
+    assert row["beats noise"] in {"yes", "no"}
+    verdict = results["results"]["pdiff"]["verdicts"]["pdiff"]
+    assert verdict["median_quality"] == pytest.approx(row["quality (generated)"])
+    assert set(results["configs"]["methods"]["pdiff"]) >= {"data", "generator", "samples", "noise_sigmas"}
+    seen = inspect_page(pdiff_study / "report.html")
+    assert seen["summary_rows"] == 1 and seen["images"] >= 6 and seen["decoded"] == seen["images"]
+
+
+def test_generate_commands_and_audit_of_own_models(pdiff_study, tmp_path, capsys):
+    zoo = str(pdiff_study / "pdiff" / "zoo")
+    gen = tmp_path / "gen"
+    assert main(["generate", "fit", "pdiff", "--zoo", zoo, "--out", str(gen), "--quiet",
+                 "--set", "ae_steps=60", "--set", "ddpm_steps=60"]) == 0
+    for name in ("a", "b"):
+        assert main(["generate", "sample", str(gen), "-n", "6", "--seed", "3", "--out", str(tmp_path / name),
+                     "--quiet"]) == 0
+    wa, df = Zoo.open(tmp_path / "a").load()
+    wb, _ = Zoo.open(tmp_path / "b").load()
+    assert wa.shape[0] == 6 and torch.equal(wa, wb)
+    assert df["test_acc"].notna().all()
+
+    assert main(["audit", "--train", zoo, "--generated", str(tmp_path / "a"), "--out", str(tmp_path / "r")]) == 0
+    assert "generated" in capsys.readouterr().out
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["summary"][0]["method"] == "generated"
+
+    # Precomputed predictions: the audit needs no weights.
+    from weightspace.zoo.build import task_for_zoo
+
+    preds = task_for_zoo(Zoo.open(zoo)).predictions(wa).numpy()
+    np.save(tmp_path / "preds.npy", preds)
+    assert main(["audit", "--train", zoo, "--generated", str(tmp_path / "preds.npy"), "--out",
+                 str(tmp_path / "r2")]) == 0
+    res2 = json.loads((tmp_path / "r2" / "results.json").read_text())
+    assert res2["summary"][0]["similarity to training (generated)"] == pytest.approx(
+        res["summary"][0]["similarity to training (generated)"])
+    np.save(tmp_path / "bad.npy", preds[:, :10])
+    assert main(["audit", "--train", zoo, "--generated", str(tmp_path / "bad.npy"), "--out",
+                 str(tmp_path / "r3")]) == 2
+    assert "cover 10 examples" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_study_of_all_four_methods(tmp_path):
+    run_study(tmp_path, preset="tiny", progress=False)
+    seen = inspect_page(tmp_path / "report.html")
+    assert seen["summary_rows"] == len(METHODS) and seen["decoded"] == seen["images"]

@@ -25,8 +25,8 @@ PRESETS = {
     "tiny": {"data": "tiny", "samples": 12, "generators": {
         "pdiff": {"ae_steps": 200, "ddpm_steps": 200},
         "hyperrep": {"steps": 150},
-        "gpt": {"steps": 150},
-        "hyperdiffusion": {"steps": 150},
+        "gpt": {"train_steps": 150},
+        "hyperdiffusion": {"train_steps": 150},
     }},
 }
 

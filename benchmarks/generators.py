@@ -1,0 +1,70 @@
+"""The four generators of weights at their default settings: time to build the data, to fit, to
+sample, and the quality of generated models against their training checkpoints.
+
+A generator that outputs broken models would make the audit meaningless, so the figure to watch is
+``quality_ratio`` (generated mean / training mean; the target is ≥ 0.9) next to the wall times
+(target: each method end to end in ≤ 10 minutes on 2 cores). The reference point users have today
+is the training set itself: the ratio is against the checkpoints the generator learned from.
+
+Usage: python benchmarks/generators.py [METHOD ...] [--out DIR]. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from weightspace.generative.base import make_generator
+from weightspace.generative.methods import METHODS, method_module
+
+
+def _stats(q: torch.Tensor) -> dict:
+    q = q.double()
+    return {"mean": round(float(q.mean()), 4), "min": round(float(q.min()), 4), "max": round(float(q.max()), 4)}
+
+
+def run(name: str, out: Path) -> dict:
+    module = method_module(name)
+    t0 = time.perf_counter()
+    zoo = module.build_data(out / name, progress=False)
+    train = module.training_weights(zoo)
+    t1 = time.perf_counter()
+    gen = make_generator(name).fit(train, progress=False, **module.fit_context(zoo))
+    t2 = time.perf_counter()
+    n = module.n_samples(zoo) if hasattr(module, "n_samples") else module.DEFAULT_SAMPLES
+    samples = gen.sample(n, seed=0)
+    t3 = time.perf_counter()
+    q_train, q_gen = module.quality(zoo, train), module.quality(zoo, samples)
+    # Quality may be negative for shapes (a negated distance): compare on the scale of the spread.
+    ratio = float(q_gen.mean() / q_train.mean()) if float(q_train.mean()) > 0 else float(q_train.mean() / q_gen.mean())
+    return {
+        "training_checkpoints": len(train), "samples": n,
+        "seconds_data": round(t1 - t0, 1), "seconds_fit": round(t2 - t1, 1), "seconds_sample": round(t3 - t2, 1),
+        "seconds_total": round(t3 - t0, 1),
+        "quality_training": _stats(q_train), "quality_generated": _stats(q_gen), "quality_ratio": round(ratio, 4),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("methods", nargs="*", default=list(METHODS))
+    p.add_argument("--out", help="keep the zoos here (default: a temporary directory)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        results = {}
+        for name in args.methods:
+            results[name] = run(name, out)
+            print(name, json.dumps(results[name]), flush=True)
+    print(json.dumps({"threads": args.threads, "methods": results}))
+
+
+if __name__ == "__main__":
+    main()

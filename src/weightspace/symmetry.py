@@ -1,4 +1,4 @@
-"""Neuron-permutation symmetry: apply and draw permutations of hidden units."""
+"""Neuron symmetries: apply and draw permutations of hidden units; rescale ReLU neurons."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from .errors import LayoutError
 from .space import WeightSpace
 
 
@@ -29,3 +30,45 @@ def random_permutation(
         else:
             out[g.name] = torch.argsort(torch.rand(n, g.size, generator=generator), dim=-1)
     return out
+
+
+def scale_neurons(space: WeightSpace, weights: Tensor, factors: Mapping[str, Tensor]) -> Tensor:
+    """Apply the positive-scaling symmetry of ReLU / LeakyReLU nets to ``Tensor[P]`` or ``Tensor[N, P]``.
+
+    ``factors[g]`` is a positive ``Tensor[size]`` (one for every model) or ``Tensor[N, size]``:
+    neuron i of group g has its producing coordinates (the group's axis-0 entries: weight rows and
+    bias) multiplied by ``c_i`` and its consuming coordinates (the next layer's input axis) divided
+    by it. Since ``act(c x) = c act(x)`` for c > 0 (and max-pooling and averaging commute with it),
+    the function is unchanged while the vector moves, off the permutation orbit. BatchNorm'd
+    groups normalise the scale away instead, so they are refused.
+    """
+    lead = tuple(weights.shape[:-1])
+    if weights.dim() not in (1, 2) or weights.shape[-1] != space.num_params:
+        raise LayoutError(f"weights: expected [{space.num_params}] or [N, {space.num_params}] for layout "
+                          f"'{space.name}', got {tuple(weights.shape)}")
+    dtype = weights.dtype if weights.dtype.is_floating_point else torch.float32
+    pieces = {e.name: torch.ones(*lead, *e.shape, dtype=dtype, device=weights.device) for e in space.entries}
+    for name, c in factors.items():
+        g = space.group(name)
+        bn = sorted({t for t, _ in g.axes if "norms." in t or "running_" in t})
+        if bn:
+            raise LayoutError(f"factors: group '{name}' feeds BatchNorm tensors {bn}, which normalise a neuron's "
+                              "scale away; positive scaling is a symmetry only of groups without BatchNorm")
+        c = torch.as_tensor(c, dtype=dtype, device=weights.device)
+        if c.shape not in ((g.size,), (*lead, g.size)):
+            raise LayoutError(f"factors['{name}']: expected shape [{g.size}] or {[*lead, g.size]}, "
+                              f"got {list(c.shape)}")
+        if not bool((c > 0).all()):
+            raise LayoutError(f"factors['{name}']: expected positive factors (the symmetry needs c > 0)")
+        c_lead = tuple(c.shape[:-1])
+        for tname, axis in g.axes:
+            if axis > 1:
+                raise LayoutError(f"group '{name}': axis {axis} of '{tname}' is neither an output (0) nor an "
+                                  "input (1) axis; cannot tell how to scale it")
+            t = pieces[tname]
+            shape = [1] * t.dim()
+            shape[: len(c_lead)] = c_lead
+            shape[len(lead) + axis] = g.size
+            pieces[tname] = t * c.reshape(shape) if axis == 0 else t / c.reshape(shape)
+    scale = torch.cat([pieces[e.name].reshape(*lead, -1) for e in space.entries], dim=-1)
+    return (weights * scale).to(weights.dtype)

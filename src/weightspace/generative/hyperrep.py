@@ -41,7 +41,7 @@ from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
 from ..space import WeightSpace
 from ..symmetry import random_permutation
-from ..task import Task
+from ..zoo.build import task_for_zoo
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded
@@ -108,21 +108,15 @@ def fit_context(zoo: Zoo, metric: str = "test_acc") -> dict:
     return {"accuracies": torch.as_tensor(df[metric].to_numpy(dtype="float32"))}
 
 
-def _task(zoo: Zoo) -> Task:
-    info = zoo.info["task"]
-    dataset = load_dataset(info["name"], **info.get("options", {}))
-    return Task(dataset, build_architecture(zoo.info["architecture"]))
-
-
 def quality(zoo: Zoo, weights: Tensor) -> Tensor:
     """Test accuracy of each weight vector."""
-    task = _task(zoo)
+    task = task_for_zoo(zoo)
     return task.accuracy(weights.detach().to(task.dataset.x_test.device), "test")
 
 
 def predictions(zoo: Zoo, weights: Tensor) -> Tensor:
     """Predicted test labels ``LongTensor[n, examples]``."""
-    task = _task(zoo)
+    task = task_for_zoo(zoo)
     return task.predictions(weights.detach().to(task.dataset.x_test.device), "test")
 
 

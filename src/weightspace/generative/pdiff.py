@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
-from ..nets import CNN, build_architecture
-from ..task import Task
+from ..nets import CNN
+from ..zoo.build import task_for_zoo
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded
@@ -96,20 +96,14 @@ def fit_context(zoo: Zoo) -> dict:
     return {"mask": zoo.space.mask(tuple(zoo.info["config"].get("trainable", TRAINABLE)))}
 
 
-def task(zoo: Zoo) -> Task:
-    """The zoo's data set and architecture, rebuilt from what the zoo recorded."""
-    info = zoo.info["task"]
-    return Task(load_dataset(info["name"], **info.get("options", {})), build_architecture(zoo.info["architecture"]))
-
-
 def quality(zoo: Zoo, weights: Tensor) -> Tensor:
     """Test accuracy ``Tensor[n]``."""
-    return task(zoo).accuracy(weights, "test")
+    return task_for_zoo(zoo).accuracy(weights, "test")
 
 
 def predictions(zoo: Zoo, weights: Tensor) -> Tensor:
     """Test-split predicted labels ``LongTensor[n, examples]``."""
-    return task(zoo).predictions(weights, "test")
+    return task_for_zoo(zoo).predictions(weights, "test")
 
 
 # --------------------------------------------------------------------------- networks

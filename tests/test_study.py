@@ -73,3 +73,12 @@ def test_tiny_study_of_all_four_methods(tmp_path):
     run_study(tmp_path, preset="tiny", progress=False)
     seen = inspect_page(tmp_path / "report.html")
     assert seen["summary_rows"] == len(METHODS) and seen["decoded"] == seen["images"]
+
+
+@pytest.mark.slow
+def test_ablation_table(tmp_path):
+    assert main(["study", "--ablation", "hyperrep", "--preset", "tiny", "--out", str(tmp_path), "--quiet"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    variants = [r["variant"] for r in results["summary"]]
+    assert variants[0] == "default" and "no permutation augmentation" in variants
+    assert inspect_page(tmp_path / "report.html")["summary_rows"] == len(variants)

@@ -115,6 +115,13 @@ def _study(args) -> None:
     from .study import run_study, verdict_lines
 
     start = time.perf_counter()
+    if args.ablation:
+        from .study import run_ablation_study
+
+        path = run_ablation_study(args.out, method=args.ablation, preset=args.preset, seed=args.seed,
+                                  progress=not args.quiet)
+        print(f"report: {path}  ({time.perf_counter() - start:.0f} s)")
+        return
     chosen = args.methods.split(",") if args.methods else METHODS
     path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, progress=not args.quiet)
     print("\n".join(verdict_lines(args.out)))
@@ -140,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", default="runs/study", help="output directory (default runs/study)")
     study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion")
     study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--ablation", metavar="METHOD", nargs="?", const="hyperrep",
+                       help="instead: the ablation table of one method (default hyperrep)")
     study.add_argument("--quiet", action="store_true")
     study.set_defaults(func=_study)
 

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from .audit.ablation import ablation_figure, run_ablation
+from .audit.figures import png_bytes
 from .audit.report import Report, write_report
+from .audit.symmetry_check import symmetry_check, symmetry_figure
 from .audit.run import TRAINING, Audit, ZooEvaluator, audit_figures, audit_groups, baseline_sets
 from .errors import ConfigError
 from .generative import methods
 from .generative.base import make_generator
+
+SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
 
 # Hyper-Representations is audited as published: its code drew every latent dimension with one
 # shared random state, so each sample is one training latent plus jitter. Independent draws per
@@ -65,13 +70,24 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, progress: b
     audit = audit_groups(name, sets[TRAINING], [sets[name]], noise, interpolation, labels=evaluator.labels,
                          seed=seed)
     timings["audit"] = time.perf_counter() - t
-    return {"name": name, "module": module, "zoo": zoo, "audit": audit, "sets": sets, "timings": timings,
+    symmetry = None
+    if hasattr(gen, "encode") and hasattr(gen, "decode"):  # an autoencoder: did it learn the symmetries?
+        symmetry = symmetry_check(gen, zoo.space, train[:SYMMETRY_MODELS], evaluator, seed=seed)
+    return {"symmetry": symmetry, "name": name, "module": module, "zoo": zoo, "audit": audit, "sets": sets, "timings": timings,
             "generator": {"name": name, "config": gen.config()}, "samples": n,
             "data_config": zoo.info.get("config", {}), "evaluator": evaluator}
 
 
 def _figures(report: Report, result: dict, seed: int) -> None:
     audit_figures(report, result["audit"], result["sets"], result["name"], result["evaluator"], seed=seed)
+    table = result["symmetry"]
+    if table is not None:
+        name = f"Symmetry check ({result['name']})"
+        report.tables[name] = table
+        report.add_figure(name, png_bytes(symmetry_figure(table)),
+                          f"{result['name']}: the autoencoder's reconstructions of a model and of a function-preserving "
+                          "transform of it (neuron permutation, positive scaling). Agreement 1 would mean it treats "
+                          "both as the same function, i.e. it learned the symmetry.", f"{result['name']}-symmetry")
 
 
 def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_: Sequence[str] = methods.METHODS,
@@ -108,6 +124,30 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
     return path
 
 
+def run_ablation_study(out: str | Path = "runs/ablation", *, method: str = "hyperrep", preset: str = "quick",
+                       seed: int = 0, progress: bool = True) -> Path:
+    """The ablation table: generator size, training length, dropout, augmentations and number of
+    training checkpoints → quality and novelty of the samples, one row per variant."""
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    p = PRESETS[preset]
+    module = methods.method_module(method)
+    out = Path(out)
+    zoo = module.build_data(out / method / "zoo", preset=p["data"], progress=progress)
+    table = run_ablation(zoo, method, base_config=p["generators"].get(method, {}), n_samples=p["samples"] or 100,
+                         seed=seed, progress=progress)
+    report = Report(f"Ablation of {method}", table,
+                    intro=("Each row refits the generator with one change and measures its samples against the full "
+                           "training set: does any change raise novelty (min L2 over the training spacing) without "
+                           "losing quality?"),
+                    configs={"method": method, "preset": preset, "seed": seed, "data": zoo.info.get("config", {}),
+                             "training": table.attrs.get("training", {})})
+    report.add_figure("Novelty against quality", png_bytes(ablation_figure(table)),
+                      f"{method}: one point per variant. A variant that generalised would sit further right "
+                      "(more novel) at the same height (quality).", f"{method}-ablation")
+    return write_report(report, out)
+
+
 def verdict_lines(out: str | Path) -> list[str]:
     """One readable line per method from a finished study's results.json."""
     res = json.loads((Path(out) / "results.json").read_text())
@@ -115,4 +155,4 @@ def verdict_lines(out: str | Path) -> list[str]:
             f"matches interpolation: {r['matches interpolation']}" for r in res["summary"]]
 
 
-__all__ = ["PRESETS", "Audit", "run_method", "run_study", "verdict_lines"]
+__all__ = ["PRESETS", "Audit", "run_ablation_study", "run_method", "run_study", "verdict_lines"]

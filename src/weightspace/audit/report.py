@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,10 @@ def _write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
 def _table_html(df: pd.DataFrame, table_id: str) -> str:
     return df.to_html(index=False, table_id=table_id, float_format=lambda v: f"{v:.4g}", border=0,
                       escape=True, na_rep="–")
@@ -81,7 +86,7 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
         parts.append(f"<p>{html.escape(report.intro)}</p>")
     parts += ["<h2>Summary</h2>", _table_html(report.summary, "summary")]
     for name, df in report.tables.items():
-        parts += [f"<h2>{html.escape(name)}</h2>", _table_html(df, f"table-{name.lower().replace(' ', '-')}")]
+        parts += [f"<h2>{html.escape(name)}</h2>", _table_html(df, f"table-{_slug(name)}")]
     section = None
     for fig in report.figures:
         if fig.section != section:
@@ -100,5 +105,5 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
                                              indent=2, default=_json_default).encode())
     _write(out / "summary.csv", report.summary.to_csv(index=False).encode())
     for name, df in {**report.tables, **report.data}.items():
-        _write(out / f"{name.lower().replace(' ', '_')}.csv", df.to_csv(index=False).encode())
+        _write(out / f"{_slug(name)}.csv", df.to_csv(index=False).encode())
     return path

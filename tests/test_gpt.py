@@ -83,6 +83,19 @@ def test_permutation_augmentation_keeps_functions(zoo):
     assert torch.equal(same_target, p_target)
 
 
+def test_permutation_pool_starts_with_the_identity(zoo):
+    finals = training_weights(zoo)
+    pool = Gpt(**SMALL, permutations=3)._permutation_pool(torch.Generator().manual_seed(0))
+    assert pool.shape == (3, 760) and torch.equal(pool[0], torch.arange(760))
+    arch = build_architecture(zoo.info["architecture"])
+    x = torch.randn(16, 64)
+    for p in pool[1:]:
+        assert not torch.equal(p, pool[0]) and torch.equal(p.sort().values, pool[0])
+        torch.testing.assert_close(arch.logits(finals[:, p], x), arch.logits(finals, x), rtol=1e-5, atol=1e-5)
+    for off in (0, 1, -1):  # no pool: identity only
+        assert torch.equal(Gpt(**SMALL, permutations=off)._permutation_pool(torch.Generator()), pool[:1])
+
+
 def test_prompted_samples_reproduce_final_checkpoints(zoo, memorizer):
     gen, finals, final_loss = memorizer
     spacing = torch.pdist(finals).min()
@@ -130,7 +143,7 @@ def test_quality_and_predictions_agree(zoo):
 def test_options_fit_and_sample(zoo):
     """The original's residual and permutation augmentation, the DDPM sampler, no fresh inits."""
     finals, ctx = training_weights(zoo), fit_context(zoo)
-    gen = Gpt(**SMALL, train_steps=3, global_residual=True, permute_augment=True, fresh_init_prob=0.0,
+    gen = Gpt(**SMALL, train_steps=3, global_residual=True, permutations=-1, fresh_init_prob=0.0,
               sampler="ddpm", diffusion_steps=50).fit(finals, progress=False, **ctx)
     starts = gen.initial_weights(3)
     out = gen.prompt(starts, start_loss=2.3, target_loss=0.5)
@@ -151,6 +164,8 @@ def test_errors(zoo):
         Gpt(**SMALL).sample(2)
     with pytest.raises(LayoutError, match="starts"):
         Gpt(**SMALL, train_steps=2).fit(finals, progress=False, **ctx).prompt(finals[:, :10])
+    with pytest.raises(ConfigError, match="permutations"):
+        Gpt(permutations=-2)
     with pytest.raises(ConfigError, match="fresh_init_prob"):
         Gpt(fresh_init_prob=1.5)
     with pytest.raises(ConfigError, match="preset"):

@@ -69,10 +69,15 @@ def test_generate_commands_and_audit_of_own_models(pdiff_study, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_tiny_study_of_all_four_methods(tmp_path):
-    run_study(tmp_path, preset="tiny", progress=False)
+def test_tiny_study_of_all_four_methods(tmp_path, pdiff_study):
+    run_study(tmp_path, preset="tiny", workers=2, progress=False)
     seen = inspect_page(tmp_path / "report.html")
     assert seen["summary_rows"] == len(METHODS) and seen["decoded"] == seen["images"]
+    # Two worker processes reach what one process does (the fixture ran P-diff in this process).
+    rows = {r["method"]: r for r in json.loads((tmp_path / "results.json").read_text())["summary"]}
+    (alone,) = json.loads((pdiff_study / "results.json").read_text())["summary"]
+    assert json.dumps(rows["pdiff"], sort_keys=True) == json.dumps(alone, sort_keys=True)  # NaN-safe
+    assert json.loads((tmp_path / "study.json").read_text())["workers"] == 2
 
 
 @pytest.mark.slow

@@ -87,6 +87,15 @@ def test_population_learns_and_records_metrics(tmp_path, digits):
     assert torch.allclose(Task(digits, arch).accuracy(w, "test"), torch.tensor(df["test_acc"].values).float())
 
 
+def test_training_without_evaluation_records_no_metrics(tmp_path, digits):
+    arch = MLP(64, (8,), 10)
+    zoo = _zoo(tmp_path, arch, digits)
+    runs = [Run(f"r{i}", i, HParams(lr=0.05, epochs=2)) for i in range(3)]
+    assert train_population(arch, digits, runs, zoo, TrainConfig(eval_splits=()), progress=False) == 3
+    df = zoo.index()
+    assert len(df) == 3 and df["test_acc"].isna().all() and df["step"].gt(0).all()
+
+
 def test_trajectory_mode_trains_only_the_named_tensors(tmp_path, digits_images):
     """P-diff's setting: a fine-tune of the last BatchNorm affine parameters, a checkpoint every step."""
     arch = CNN(1, 8, channels=(4, 4), fc_widths=(8,))

@@ -123,7 +123,8 @@ def _study(args) -> None:
         print(f"report: {path}  ({time.perf_counter() - start:.0f} s)")
         return
     chosen = args.methods.split(",") if args.methods else METHODS
-    path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, progress=not args.quiet)
+    path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, workers=args.workers,
+                     progress=not args.quiet)
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}  ({time.perf_counter() - start:.0f} s)")
 
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", default="runs/study", help="output directory (default runs/study)")
     study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion")
     study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--workers", type=int, help="methods run at once, one process each (default: one per core)")
     study.add_argument("--ablation", metavar="METHOD", nargs="?", const="hyperrep",
                        help="instead: the ablation table of one method (default hyperrep)")
     study.add_argument("--quiet", action="store_true")

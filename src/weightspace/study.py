@@ -4,17 +4,29 @@ generator, sample, draw the baselines, audit everything, and write one report.""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
 from .audit.ablation import ablation_figure, run_ablation
 from .audit.figures import png_bytes
 from .audit.report import Report, write_report
+from .audit.run import (
+    TRAINING,
+    Audit,
+    ZooEvaluator,
+    audit_figures,
+    audit_groups,
+    baseline_sets,
+)
 from .audit.symmetry_check import symmetry_check, symmetry_figure
-from .audit.run import TRAINING, Audit, ZooEvaluator, audit_figures, audit_groups, baseline_sets
 from .errors import ConfigError
 from .generative import methods
 from .generative.base import make_generator
@@ -90,18 +102,58 @@ def _figures(report: Report, result: dict, seed: int) -> None:
                           "both as the same function, i.e. it learned the symmetry.", f"{result['name']}-symmetry")
 
 
+def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: bool = True) -> dict:
+    """:func:`run_method` plus its report figures and tables, keeping only what pickles (a study
+    worker process returns this)."""
+    r = run_method(name, out, preset, seed=seed, progress=progress)
+    part = Report(name, pd.DataFrame())
+    _figures(part, r, seed)
+    keep = ("name", "audit", "timings", "generator", "samples", "data_config")
+    return {**{k: r[k] for k in keep}, "figures": part.figures, "tables": part.tables}
+
+
+def _one_thread() -> None:
+    # Workers split the cores between them; the small per-step ops of these fits lose more to
+    # thread hand-offs than they gain once two processes share two cores.
+    torch.set_num_threads(1)
+
+
+def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, workers: int, progress: bool) -> list[dict]:
+    """One part per method, in ``names`` order; ``workers > 1`` runs methods in that many processes
+    at once (one torch thread each), each method's own progress bars then silenced."""
+    if workers <= 1 or len(names) <= 1:
+        return [method_part(m, out, preset, seed, progress) for m in names]
+    ctx = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
+    with ProcessPoolExecutor(min(workers, len(names)), mp_context=ctx, initializer=_one_thread) as pool:
+        futures = {pool.submit(method_part, m, out, preset, seed, False): m for m in names}
+        done = {}
+        bar = tqdm(total=len(names), desc=f"study ({min(workers, len(names))} workers)", disable=not progress)
+        for f in as_completed(futures):
+            done[futures[f]] = f.result()
+            bar.set_postfix_str(f"{futures[f]} done")
+            bar.update()
+        bar.close()
+    return [done[m] for m in names]
+
+
 def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_: Sequence[str] = methods.METHODS,
-              seed: int = 0, progress: bool = True) -> Path:
-    """Run the study and write ``report.html``, ``results.json`` and CSV tables under ``out``."""
+              seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
+    """Run the study and write ``report.html``, ``results.json`` and CSV tables under ``out``.
+    ``workers``: methods run at once in separate processes (default: one per core, at most one
+    per method); results do not depend on it."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     for m in methods_:
         methods.method_module(m)
+    if workers is None:
+        workers = min(len(methods_), os.cpu_count() or 1)
+    if int(workers) != workers or workers < 1:
+        raise ConfigError(f"--workers: expected a positive integer, got {workers!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = PRESETS[preset]
     start = time.perf_counter()
-    results = [run_method(m, out, p, seed=seed, progress=progress) for m in methods_]
+    results = _method_parts(list(methods_), out, p, seed, int(workers), progress)
     summary = pd.DataFrame([row for r in results for row in r["audit"].summary_rows([r["name"]])])
     report = Report(
         "Generative models of weights: generalization or memorization?", summary,
@@ -115,12 +167,14 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
                         "noise_sigmas": r["audit"].sigmas} for r in results}},
     )
     for r in results:
-        _figures(report, r, seed)
+        report.figures += r["figures"]
+        report.tables.update(r["tables"])
         report.data[f"{r['name']} per model"] = r["audit"].table
     report.results = {r["name"]: {"verdicts": r["audit"].verdicts, "timings_s": r["timings"]} for r in results}
     report.results["total_seconds"] = time.perf_counter() - start
     path = write_report(report, out)
-    (out / "study.json").write_text(json.dumps({"preset": preset, "seed": seed, "methods": list(methods_)}))
+    (out / "study.json").write_text(json.dumps({"preset": preset, "seed": seed, "methods": list(methods_),
+                                                       "workers": int(workers)}))
     return path
 
 
@@ -155,4 +209,4 @@ def verdict_lines(out: str | Path) -> list[str]:
             f"matches interpolation: {r['matches interpolation']}" for r in res["summary"]]
 
 
-__all__ = ["PRESETS", "Audit", "run_ablation_study", "run_method", "run_study", "verdict_lines"]
+__all__ = ["PRESETS", "Audit", "method_part", "run_ablation_study", "run_method", "run_study", "verdict_lines"]

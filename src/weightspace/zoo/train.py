@@ -278,7 +278,10 @@ def _flush(task: Task, zoo: Zoo, pending: list, cfg: TrainConfig) -> int:
     """Evaluate pending checkpoints in one batched call and add them to the zoo."""
     if not pending:
         return 0
-    metrics = task.evaluate(torch.stack([p[1] for p in pending]), cfg.eval_splits)
-    items = [(mid, vec, {**rec, **metrics.iloc[i].to_dict()}) for i, (mid, vec, rec) in enumerate(pending)]
+    if cfg.eval_splits:
+        metrics = task.evaluate(torch.stack([p[1] for p in pending]), cfg.eval_splits).to_dict("records")
+    else:
+        metrics = [{}] * len(pending)
+    items = [(mid, vec, {**rec, **metrics[i]}) for i, (mid, vec, rec) in enumerate(pending)]
     pending.clear()
     return zoo.add_many(items)

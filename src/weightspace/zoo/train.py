@@ -246,12 +246,16 @@ def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch,
     active = lasts > 0
     step = 0
     orders = batch_orders(runs, x.shape[0], cfg.batch_size, steps_per_epoch)
+    # Batches are gathered into buffers reused every step: a fresh megabyte-sized tensor per step
+    # costs more in page faults than the gather itself.
+    xb = x.new_empty(len(runs), cfg.batch_size, *x.shape[1:])
+    yb = y.new_empty(len(runs), cfg.batch_size)
     for _ in range(math.ceil(last / steps_per_epoch)):
         order = next(orders)
         for s in range(min(steps_per_epoch, last - step)):
             idx = order[:, s].reshape(-1)
-            xb = x.index_select(0, idx).view(len(runs), cfg.batch_size, *x.shape[1:])
-            yb = y.index_select(0, idx).view(len(runs), cfg.batch_size)
+            torch.index_select(x, 0, idx, out=xb.view(-1, *x.shape[1:]))
+            torch.index_select(y, 0, idx, out=yb.view(-1))
             _, grad, new_buffers = arch.loss_and_grad(w, xb, yb, dropout=dropout, generator=gen)
             opt.step(w, grad)
             _write_buffers(space, w, new_buffers, active, mask)

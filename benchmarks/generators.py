@@ -45,7 +45,7 @@ def run(name: str, out: Path) -> dict:
     config = STUDY_SETTINGS.get(name, {})
     gen = make_generator(name, **config).fit(train, progress=False, **module.fit_context(zoo))
     t2 = time.perf_counter()
-    n = module.n_samples(zoo) if hasattr(module, "n_samples") else module.DEFAULT_SAMPLES
+    n = module.n_samples(zoo)
     samples = gen.sample(n, seed=0)
     t3 = time.perf_counter()
     q_train, q_gen = module.quality(zoo, train), module.quality(zoo, samples)

@@ -7,11 +7,21 @@ import pytest
 import torch
 
 from weightspace.cli import main
-from weightspace.generative.methods import METHODS
+from weightspace.generative.methods import METHODS, method_module
 from weightspace.study import run_study
 from weightspace.zoo import Zoo
 
 from .browser import inspect_page
+
+
+def test_every_method_module_provides_what_the_study_calls():
+    for name in METHODS:
+        module = method_module(name)
+        for fn in ("build_data", "training_weights", "fit_context", "n_samples", "quality"):
+            assert callable(getattr(module, fn, None)), f"{name}.{fn}"
+        assert callable(getattr(module, "predictions", None)) or callable(getattr(module, "shapes", None))
+    # the paper's sample counts (HyperDiffusion's depends on its zoo: tested with it)
+    assert [method_module(m).n_samples(None) for m in ("pdiff", "hyperrep", "gpt")] == [200, 200, 128]
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, progress: b
     timings["fit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    n = preset["samples"] or getattr(module, "n_samples", lambda z: module.DEFAULT_SAMPLES)(zoo)
+    n = preset["samples"] or module.n_samples(zoo)
     generated = gen.sample(n, seed)
     timings["sample"] = time.perf_counter() - t
 

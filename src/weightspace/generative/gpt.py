@@ -102,6 +102,11 @@ def _task(zoo: Zoo) -> Task:
     return Task(dataset, build_architecture(zoo.info["architecture"]))
 
 
+def n_samples(zoo: Zoo) -> int:
+    """The paper prompts G.pt 128 times."""
+    return 128
+
+
 def quality(zoo: Zoo, weights: Tensor) -> Tensor:
     """Test accuracy of each weight vector."""
     return _task(zoo).accuracy(weights, "test")

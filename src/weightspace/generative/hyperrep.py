@@ -108,6 +108,11 @@ def fit_context(zoo: Zoo, metric: str = "test_acc") -> dict:
     return {"accuracies": torch.as_tensor(df[metric].to_numpy(dtype="float32"))}
 
 
+def n_samples(zoo: Zoo) -> int:
+    """The paper samples 200 models from Hyper-Representations."""
+    return 200
+
+
 def quality(zoo: Zoo, weights: Tensor) -> Tensor:
     """Test accuracy of each weight vector."""
     task = task_for_zoo(zoo)

@@ -1,7 +1,8 @@
 """The paper's four generators and their data settings, looked up by name.
 
 Each method module provides ``build_data(out, preset=, progress=) -> Zoo``,
-``training_weights(zoo)``, ``fit_context(zoo)``, ``quality(zoo, weights)`` and either
+``training_weights(zoo)``, ``fit_context(zoo)``, ``n_samples(zoo)`` (the paper's sample count),
+``quality(zoo, weights)`` and either
 ``predictions(zoo, weights)`` (classifiers) or ``shapes(zoo, weights)`` (implicit shapes).
 """
 

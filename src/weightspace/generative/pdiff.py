@@ -29,7 +29,6 @@ from .base import Generator, seeded
 from .diffusion import Diffusion, NoiseSchedule, fit_denoiser, timestep_embedding
 
 TRAINABLE = ("norms.1.weight", "norms.1.bias", "norms.2.weight", "norms.2.bias")
-DEFAULT_SAMPLES = 200  # the paper generates 200 models per P-diff setting
 BASE_RUN, FINETUNE_RUN = "base", "finetune"
 
 PRESETS = {
@@ -94,6 +93,11 @@ def training_weights(zoo: Zoo) -> Tensor:
 def fit_context(zoo: Zoo) -> dict:
     """``mask``: the fine-tuned coordinates, the only ones P-diff models."""
     return {"mask": zoo.space.mask(tuple(zoo.info["config"].get("trainable", TRAINABLE)))}
+
+
+def n_samples(zoo: Zoo) -> int:
+    """The paper generates 200 models per P-diff setting."""
+    return 200
 
 
 def quality(zoo: Zoo, weights: Tensor) -> Tensor:

@@ -99,6 +99,14 @@ def test_pdiff_ablations_build_valid_generators():
     assert config["ae_channels"] == [2 * c for c in base["ae_channels"]]
 
 
+def test_gpt_ablations_build_valid_generators():
+    base = make_generator("gpt").config()
+    for name, overrides in ABLATIONS["gpt"].items():
+        config, fraction = resolve_variant(base, overrides)
+        assert make_generator("gpt", **config).config() == config and fraction == 1.0, name
+    assert resolve_variant(base, ABLATIONS["gpt"]["width ×2"])[0]["d_model"] == 2 * base["d_model"]
+
+
 def test_bad_calls_are_named(zoo):
     with pytest.raises(ConfigError, match="variant 'bad'"):
         run_ablation(zoo, "hyperrep", {"bad": {"nope": 1}}, base_config=BASE, progress=False)

@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--workers", type=int, help="methods run at once, one process each (default: one per core)")
     study.add_argument("--ablation", metavar="METHOD", nargs="?", const="hyperrep",
-                       help="instead: the ablation table of one method (default hyperrep)")
+                       help="instead: the ablation table of one method: hyperrep (default), pdiff or gpt")
     study.add_argument("--quiet", action="store_true")
     study.set_defaults(func=_study)
 

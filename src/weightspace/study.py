@@ -173,8 +173,8 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
     report.results = {r["name"]: {"verdicts": r["audit"].verdicts, "timings_s": r["timings"]} for r in results}
     report.results["total_seconds"] = time.perf_counter() - start
     path = write_report(report, out)
-    (out / "study.json").write_text(json.dumps({"preset": preset, "seed": seed, "methods": list(methods_),
-                                                       "workers": int(workers)}))
+    study = {"preset": preset, "seed": seed, "methods": list(methods_), "workers": int(workers)}
+    (out / "study.json").write_text(json.dumps(study))
     return path
 
 

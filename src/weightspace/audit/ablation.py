@@ -81,6 +81,16 @@ ABLATIONS: dict[str, dict[str, dict]] = {
         "no latent noise": {"latent_noise": 0.0},
         "50% of training checkpoints": {TRAIN_FRACTION: 0.5},
     },
+    # G.pt learns from pairs of a run's checkpoints, so no subset-of-checkpoints row.
+    "gpt": {
+        "default": {},
+        "width ×2": {"d_model": Relative(2)},
+        "depth +1 layer": {"n_layers": Relative(plus=1)},
+        "training ×0.5": {"train_steps": Relative(0.5)},
+        "no permutation augmentation": {"permutations": 0},
+        "a permutation per pair (original)": {"permutations": -1},
+        "no fresh inits (original)": {"fresh_init_prob": 0.0},
+    },
 }
 
 

@@ -113,7 +113,7 @@ def test_bad_calls_are_named(zoo):
     with pytest.raises(ConfigError, match="base_config"):
         run_ablation(zoo, "hyperrep", base_config={"heads": 3}, progress=False)
     with pytest.raises(ConfigError, match="no built-in ablations"):
-        run_ablation(zoo, "gpt", progress=False)
+        run_ablation(zoo, "hyperdiffusion", progress=False)
 
 
 def test_figure(table):

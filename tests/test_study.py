@@ -24,6 +24,12 @@ def test_every_method_module_provides_what_the_study_calls():
     assert [method_module(m).n_samples(None) for m in ("pdiff", "hyperrep", "gpt")] == [200, 200, 128]
 
 
+def test_bad_worker_count_is_named(tmp_path, capsys):
+    assert main(["study", "--workers", "0", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+
+
 @pytest.fixture(scope="module")
 def pdiff_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")

@@ -13,7 +13,8 @@ from .space import WeightSpace
 
 def permute(space: WeightSpace, weights: Tensor, perms: Mapping[str, Tensor]) -> Tensor:
     """Apply neuron permutations to ``Tensor[P]`` or ``Tensor[N, P]`` (one permutation set per model)."""
-    idx = space.coordinate_permutation(perms)
+    # The index is built on the CPU (the layout's offsets live there) and moved to the weights.
+    idx = space.coordinate_permutation({k: v.cpu() for k, v in perms.items()}).to(weights.device)
     if idx.dim() == 1:
         return weights[..., idx]
     return torch.gather(weights, -1, idx)

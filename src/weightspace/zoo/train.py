@@ -246,8 +246,7 @@ def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch,
     active = lasts > 0
     step = 0
     orders = batch_orders(runs, x.shape[0], cfg.batch_size, steps_per_epoch)
-    # Batches are gathered into buffers reused every step: a fresh megabyte-sized tensor per step
-    # costs more in page faults than the gather itself.
+    # Each step's batches are gathered into the same two buffers.
     xb = x.new_empty(len(runs), cfg.batch_size, *x.shape[1:])
     yb = y.new_empty(len(runs), cfg.batch_size)
     for _ in range(math.ceil(last / steps_per_epoch)):

@@ -15,6 +15,7 @@ from weightspace.generative.gpt import (
     training_weights,
 )
 from weightspace.nets import build_architecture
+from weightspace.symmetry import permutation_pool
 
 SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ddim_steps": 20}
 
@@ -85,7 +86,7 @@ def test_permutation_augmentation_keeps_functions(zoo):
 
 def test_permutation_pool_starts_with_the_identity(zoo):
     finals = training_weights(zoo)
-    pool = Gpt(**SMALL, permutations=3)._permutation_pool(torch.Generator().manual_seed(0))
+    pool = permutation_pool(zoo.space, 3, torch.Generator().manual_seed(0))
     assert pool.shape == (3, 760) and torch.equal(pool[0], torch.arange(760))
     arch = build_architecture(zoo.info["architecture"])
     x = torch.randn(16, 64)
@@ -93,7 +94,7 @@ def test_permutation_pool_starts_with_the_identity(zoo):
         assert not torch.equal(p, pool[0]) and torch.equal(p.sort().values, pool[0])
         torch.testing.assert_close(arch.logits(finals[:, p], x), arch.logits(finals, x), rtol=1e-5, atol=1e-5)
     for off in (0, 1, -1):  # no pool: identity only
-        assert torch.equal(Gpt(**SMALL, permutations=off)._permutation_pool(torch.Generator()), pool[:1])
+        assert torch.equal(permutation_pool(zoo.space, off, torch.Generator()), pool[:1])
 
 
 def test_prompted_samples_reproduce_final_checkpoints(zoo, memorizer):

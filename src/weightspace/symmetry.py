@@ -33,6 +33,17 @@ def random_permutation(
     return out
 
 
+def permutation_pool(space: WeightSpace, size: int, generator: torch.Generator | None = None) -> Tensor:
+    """``LongTensor[K, P]`` coordinate permutations for augmentation: the identity first, then
+    ``size - 1`` random neuron permutations (just the identity when ``size <= 1`` or the layout
+    has no permutation groups). Drawn once, so views pick from a fixed set, as the originals do."""
+    identity = torch.arange(space.num_params)[None]
+    if size <= 1 or not space.groups:
+        return identity
+    perms = random_permutation(space, n=size - 1, generator=generator)
+    return torch.cat([identity, space.coordinate_permutation(perms)])
+
+
 def scale_neurons(space: WeightSpace, weights: Tensor, factors: Mapping[str, Tensor]) -> Tensor:
     """Apply the positive-scaling symmetry of ReLU / LeakyReLU nets to ``Tensor[P]`` or ``Tensor[N, P]``.
 

@@ -32,7 +32,7 @@ from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
 from ..space import WeightSpace
-from ..symmetry import random_permutation
+from ..symmetry import permutation_pool, random_permutation
 from ..task import Task
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
@@ -430,12 +430,13 @@ class Gpt(Generator):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / self.train_steps)))
         ema = EMA(net, self.ema_decay)
         net.train()
-        pool = self._permutation_pool(gen).to(device)
+        pool = permutation_pool(space, self.permutations, gen).to(device)  # -1 (per pair): identity only
         bar = tqdm(range(self.train_steps), desc="G.pt", disable=not progress, leave=False)
         for it in bar:
             pick = torch.randint(len(pairs), (self.batch_size,), generator=gen).to(device)
             i, j = pairs[pick, 0], pairs[pick, 1]
             start, target = wn[i], wn[j]
+            clean_target = target
             if self.permutations == -1:
                 start, target = permute_pairs(space, start, target, gen)
             elif len(pool) > 1:
@@ -447,7 +448,7 @@ class Gpt(Generator):
                 swap = from_init[pick] & (torch.rand(self.batch_size, generator=gen).to(device) < self.fresh_init_prob)
                 other = fresh[torch.randint(len(fresh), (self.batch_size,), generator=gen).to(device)]
                 start = torch.where(swap[:, None], other, start)
-                target = torch.where(swap[:, None], wn[j], target)
+                target = torch.where(swap[:, None], clean_target, target)
             cond = torch.cat([start, ln[i, None], ln[j, None]], dim=1)
             loss = self.diffusion.loss(net, target, cond, gen)
             opt.zero_grad(set_to_none=True)
@@ -458,15 +459,6 @@ class Gpt(Generator):
             if progress and it % 100 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         return ema.averaged()
-
-    def _permutation_pool(self, gen: torch.Generator) -> Tensor:
-        """``LongTensor[K, P]``: the identity and ``permutations - 1`` random coordinate permutations,
-        drawn once per fit (just the identity when augmentation is off or per pair)."""
-        identity = torch.arange(self.space.num_params)[None]
-        if self.permutations <= 1 or not self.space.groups:
-            return identity
-        perms = random_permutation(self.space, n=self.permutations - 1, generator=gen)
-        return torch.cat([identity, self.space.coordinate_permutation(perms)])
 
     def prompt(self, starts: Tensor, start_loss: Tensor | float | None = None,
                target_loss: Tensor | float | None = None, seed: int = 0) -> Tensor:

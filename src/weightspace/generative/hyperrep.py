@@ -40,7 +40,7 @@ from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
 from ..space import WeightSpace
-from ..symmetry import random_permutation
+from ..symmetry import permutation_pool
 from ..zoo.build import task_for_zoo
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
@@ -376,7 +376,7 @@ class HyperRep(Generator):
         mean, std = self._scale()
         wn = (w - mean) / std
         gen = seeded(self.seed)
-        pool = self._permutation_pool(gen).to(device)
+        pool = permutation_pool(self.space, self.permutations, gen).to(device)
         valid = self.tokenizer.valid.to(device)
 
         net = self._new_net().to(device)
@@ -405,15 +405,6 @@ class HyperRep(Generator):
         self.stats["anchors"] = self.encode(w[top])
         self.stats["anchor_rows"] = top
         return self
-
-    def _permutation_pool(self, gen: torch.Generator) -> Tensor:
-        """``LongTensor[K, P]`` coordinate permutations, the identity first (as the original, a fixed
-        set of random permutations is drawn once and views pick from it)."""
-        identity = torch.arange(self.space.num_params)[None]
-        if self.permutations <= 1 or not self.space.groups:
-            return identity
-        perms = random_permutation(self.space, n=self.permutations - 1, generator=gen)
-        return torch.cat([identity, self.space.coordinate_permutation(perms)])
 
     def _view(self, wn: Tensor, pool: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """(augmented input tokens, clean target tokens) of standardised models ``wn [B, P]``: a

@@ -121,6 +121,16 @@ def test_each_model_has_its_own_training_subset():
     assert torch.equal(first[1], next(batch_orders(runs[1:], 100, 10, 10))[0])  # independent of batch mates
 
 
+@pytest.mark.parametrize("batch, steps", [(10, 10), (7, 5), (30, 3)])
+def test_drawing_several_epochs_at_once_gives_the_same_batches(batch, steps):
+    runs = [Run("a", 1, HParams(train_fraction=0.25)), Run("b", 2, HParams(train_fraction=1.0))]
+    endless = batch_orders(runs, 100, batch, steps)
+    drawn = list(batch_orders(runs, 100, batch, steps, epochs=4))
+    assert len(drawn) == 4
+    for epoch in drawn:
+        assert torch.equal(epoch, next(endless))
+
+
 def test_rerun_skips_finished_runs(tmp_path, digits):
     arch = MLP(64, (8,), 10)
     runs = [Run(f"r{i}", i, HParams(epochs=1)) for i in range(3)]

@@ -1,10 +1,12 @@
 """Batched population training: N models of one architecture trained in one program.
 
 Every model keeps its own seed (init, data order, training subset) and its own hyper-parameters,
-but all of them step together: the weights are one leaf ``Tensor[N, P]``, the forward is the
-architecture's batched ``apply``, and the optimizers are a few tensor ops on ``[N, P]`` with
-per-model learning rates and decays. An epoch is ``ceil(n_train / batch_size)`` steps for every
-model; a model with ``train_fraction < 1`` draws its batches from its own fixed subset.
+but all of them step together: the weights are one flat state (``Tensor[N·P]``, in the layout of
+the architecture's :mod:`~weightspace.zoo.step`), one call computes every model's gradient on its
+own batch, and the optimizers are a few elementwise ops with per-model learning rates and decays.
+An epoch is ``ceil(n_train / batch_size)`` steps for every model; a model with
+``train_fraction < 1`` draws its batches from its own fixed subset. A model shorter than its chunk
+is saved at its own last step; the steps after that are never saved.
 
 Checkpoints go to a :class:`~weightspace.zoo.store.Zoo` as they are made. Runs whose checkpoints
 are all in the zoo are skipped, so a killed job resumes by running the same command again.
@@ -25,6 +27,7 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..nets import Architecture
 from ..task import Task
+from .step import make_step
 from .store import Zoo
 
 OPTIMIZERS = ("sgd", "adam")
@@ -102,68 +105,95 @@ def _generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & (2**63 - 1))
 
 
-def batch_orders(runs: Sequence[Run], n_train: int, batch: int, steps: int) -> Iterator[Tensor]:
-    """Each epoch's example indices, ``LongTensor[N, steps, batch]``, for as many epochs as asked.
+_DRAW_ELEMENTS = 1 << 19  # batch indices drawn at once (4 MB): several epochs of a small dataset
+
+
+def batch_orders(runs: Sequence[Run], n_train: int, batch: int, steps: int, epochs: int | None = None
+                 ) -> Iterator[Tensor]:
+    """Each epoch's example indices, ``LongTensor[N, steps, batch]``: ``epochs`` of them, or endless.
 
     Model i draws from its own fixed subset (``train_fraction``) in an endless stream of shuffles
     seeded by its seed alone, so its batches do not depend on which models it is trained with.
+    Several epochs are drawn at once when ``epochs`` says how many are wanted.
     """
-    streams = []
-    for run in runs:
+    gens, sizes = [], []
+    subsets = torch.zeros(len(runs), n_train, dtype=torch.long)  # row i: model i's subset, padded
+    for i, run in enumerate(runs):
         g = _generator(run.seed, 0)
-        subset = torch.randperm(n_train, generator=g)[: max(1, round(run.hparams.train_fraction * n_train))]
-        streams.append((g, subset, [torch.empty(0, dtype=torch.long)]))
+        m = max(1, round(run.hparams.train_fraction * n_train))
+        subsets[i, :m] = torch.randperm(n_train, generator=g)[:m]
+        gens.append(g)
+        sizes.append(m)
+    # Per model, a stream of positions into its subset (one shuffle after another); the positions
+    # of all models become example indices in one gather.
+    left = [torch.empty(0, dtype=torch.long)] * len(runs)
     need = steps * batch
-    while True:
-        out = torch.empty(len(runs), need, dtype=torch.long)
-        for i, (g, subset, left) in enumerate(streams):
-            parts, have = [left[0]], len(left[0])
-            while have < need:
-                parts.append(subset[torch.randperm(len(subset), generator=g)])
-                have += len(subset)
-            stream = torch.cat(parts)
-            out[i], left[0] = stream[:need], stream[need:]
-        yield out.view(len(runs), steps, batch)
+    per_draw = max(1, _DRAW_ELEMENTS // (len(runs) * need))
+    remaining = epochs
+    while remaining is None or remaining > 0:
+        n_epochs = 1 if remaining is None else min(per_draw, remaining)
+        pos = torch.empty(len(runs), n_epochs * need, dtype=torch.long)
+        for i, (g, m) in enumerate(zip(gens, sizes)):
+            left[i] = _fill_with_shuffles(pos[i], left[i], m, g)
+        drawn = subsets.gather(1, pos).view(len(runs), n_epochs, steps, batch)
+        yield from drawn.unbind(1)
+        if remaining is not None:
+            remaining -= n_epochs
+
+
+def _fill_with_shuffles(row: Tensor, left: Tensor, m: int, g: torch.Generator) -> Tensor:
+    """Fill ``row`` with ``left``, then shuffles of ``range(m)`` drawn in place; returns what is left over."""
+    have = min(len(left), len(row))
+    row[:have] = left[:have]
+    rest = left[have:]
+    while have < len(row):
+        if have + m <= len(row):
+            torch.randperm(m, generator=g, out=row[have : have + m])
+            have += m
+        else:
+            shuffle = torch.randperm(m, generator=g)
+            row[have:] = shuffle[: len(row) - have]
+            rest, have = shuffle[len(row) - have :], len(row)
+    return rest
 
 
 class _Optimizer:
-    """SGD with momentum, or Adam, on ``[N, P]`` with per-model rates; L2 decay coupled as in torch.optim."""
+    """SGD with momentum, or Adam, on a packed state with per-model rates; L2 decay coupled as in
+    torch.optim. Every rate is a full packed vector, so the state's layout does not matter."""
 
-    def __init__(self, runs: Sequence[Run], weights: Tensor, mask: Tensor | None):
-        hp = [r.hparams for r in runs]
-        self.adam = hp[0].optimizer == "adam"
-        self.lr0 = self._col(hp, "lr", weights)
-        self.wd = self._col(hp, "weight_decay", weights)
+    def __init__(self, runs: Sequence[Run], pack, state: Tensor, mask: Tensor | None):
+        """``pack`` maps ``[N, P]`` to the state's layout."""
+        self.shape, self.pack = (len(runs), state.numel() // len(runs)), pack
+        self.adam = runs[0].hparams.optimizer == "adam"
+        self.lr, self.wd, self.mom = (
+            self._packed(torch.tensor([getattr(r.hparams, key) for r in runs])[:, None], state)
+            for key in ("lr", "weight_decay", "momentum")
+        )
         self.decay = bool((self.wd > 0).any())
-        self.mom = self._col(hp, "momentum", weights)
-        self.mask = None if mask is None else mask.to(weights.dtype)
-        self.buf = torch.zeros_like(weights)
-        self.v = torch.zeros_like(weights) if self.adam else None
+        self.buf = torch.zeros_like(state)
+        self.v = torch.zeros_like(state) if self.adam else None
+        self.scratch = torch.empty_like(state) if self.adam else None
+        if mask is not None:  # frozen tensors: rate 0
+            self.lr = self.lr * self._packed(mask[None, :], state)
         self.t = 0
-        self.set_active(torch.ones(len(runs), dtype=torch.bool))
 
-    @staticmethod
-    def _col(hp, key, like):
-        return torch.tensor([getattr(h, key) for h in hp], dtype=like.dtype, device=like.device)[:, None]
-
-    def set_active(self, active: Tensor) -> None:
-        """Models that finished their epochs stop moving (their rate becomes 0)."""
-        self.lr = self.lr0 * active.to(self.lr0)[:, None]
-        if self.mask is not None:
-            self.lr = self.lr * self.mask
+    def _packed(self, values: Tensor, like: Tensor) -> Tensor:
+        """Per-model ``[N, 1]`` or per-parameter ``[1, P]`` values, broadcast to ``[N, P]`` and packed."""
+        return self.pack(values.to(like.dtype).expand(self.shape)).to(like.device)
 
     def step(self, w: Tensor, grad: Tensor) -> None:
+        """Update ``w`` in place; ``grad`` is the trainer's own buffer and may be overwritten."""
         self.t += 1
-        g = torch.addcmul(grad, self.wd, w) if self.decay else grad
+        g = grad.addcmul_(self.wd, w) if self.decay else grad
         if not self.adam:
-            self.buf.mul_(self.mom).add_(g)
+            torch.addcmul(g, self.buf, self.mom, out=self.buf)  # buf ← momentum · buf + g
             w.addcmul_(self.lr, self.buf, value=-1.0)
             return
         b1, b2, eps = 0.9, 0.999, 1e-8
         self.buf.lerp_(g, 1 - b1)
         self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (self.v / (1 - b2**self.t)).sqrt_().add_(eps)
-        w.addcmul_(self.lr / (1 - b1**self.t), self.buf / denom, value=-1.0)
+        denom = torch.div(self.v, 1 - b2**self.t, out=self.scratch).sqrt_().add_(eps)
+        w.addcmul_(self.lr, torch.div(self.buf, denom, out=self.scratch), value=-1.0 / (1 - b1**self.t))
 
 
 def train_population(
@@ -218,63 +248,54 @@ def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch,
         w = arch.init([r.seed for r in runs], [r.hparams.init_scale for r in runs])
     else:
         w = init.to(space.dtype).expand(len(runs), -1).clone()
-    opt = _Optimizer(runs, w, mask)
     dropout = torch.tensor([r.hparams.dropout for r in runs], dtype=w.dtype)
     dropout = dropout if bool((dropout > 0).any()) else None
     gen = _generator(*(r.seed for r in runs))
-    lasts = torch.tensor([s.last for s in scheds])
-    last = int(lasts.max())
+    step_fn = make_step(arch, x, y, len(runs), cfg.batch_size, dropout, gen)
+    state = step_fn.pack(w)
+    opt = _Optimizer(runs, step_fn.pack, state, mask)
+    last = max(s.last for s in scheds)
     saves_at: dict[int, list[tuple[int, str]]] = {}
     for i, sched in enumerate(scheds):
         for step, tag in sched.saves.items():
             saves_at.setdefault(step, []).append((i, tag))
-    finish_steps = {s.last for s in scheds}
     pending: list[tuple[str, Tensor, dict]] = []
     added = 0
 
     def save_due(step: int) -> None:
         nonlocal added
-        for i, tag in saves_at.get(step, ()):
+        due = saves_at.get(step, ())
+        weights = step_fn.unpack(state) if due else None
+        for i, tag in due:
             run = runs[i]
             record = {"run_id": run.run_id, "seed": run.seed, "epoch": None if cfg.every_steps else int(tag[1:]),
                       "step": step, "hparams": asdict(run.hparams)}
-            pending.append((f"{run.run_id}-{tag}", w[i].clone(), record))
+            pending.append((f"{run.run_id}-{tag}", weights[i].clone(), record))
         if len(pending) >= 256 or step == last:
             added += _flush(task, zoo, pending, cfg)
 
     save_due(0)
-    active = lasts > 0
     step = 0
-    orders = batch_orders(runs, x.shape[0], cfg.batch_size, steps_per_epoch)
-    # Each step's batches are gathered into the same two buffers.
-    xb = x.new_empty(len(runs), cfg.batch_size, *x.shape[1:])
-    yb = y.new_empty(len(runs), cfg.batch_size)
-    for _ in range(math.ceil(last / steps_per_epoch)):
-        order = next(orders)
+    for order in batch_orders(runs, x.shape[0], cfg.batch_size, steps_per_epoch, math.ceil(last / steps_per_epoch)):
+        order = order.transpose(0, 1).contiguous()  # [steps, N, batch]
         for s in range(min(steps_per_epoch, last - step)):
-            idx = order[:, s].reshape(-1)
-            torch.index_select(x, 0, idx, out=xb.view(-1, *x.shape[1:]))
-            torch.index_select(y, 0, idx, out=yb.view(-1))
-            _, grad, new_buffers = arch.loss_and_grad(w, xb, yb, dropout=dropout, generator=gen)
-            opt.step(w, grad)
-            _write_buffers(space, w, new_buffers, active, mask)
+            grad, new_buffers = step_fn(state, order[s].view(-1))
+            opt.step(state, grad)
+            if new_buffers:  # BatchNorm statistics: only the flat step has them, and its unpack is a view
+                _write_buffers(space, step_fn.unpack(state), new_buffers, mask)
             step += 1
-            if step in finish_steps and step < last:
-                active = lasts > step
-                opt.set_active(active)
             save_due(step)
             bar.update(1)
     return added
 
 
-def _write_buffers(space, w, new_buffers, active, mask) -> None:
-    """Store BatchNorm running statistics of active models; frozen models and tensors keep theirs."""
+def _write_buffers(space, w, new_buffers, mask) -> None:
+    """Store BatchNorm running statistics; frozen tensors keep theirs."""
     for name in new_buffers:
         sl = space.slice(name)
         if mask is not None and not bool(mask[sl].all()):
             continue
-        new = new_buffers[name].reshape(w.shape[0], -1)
-        w[:, sl] = torch.where(active[:, None], new, w[:, sl])
+        w[:, sl] = new_buffers[name].reshape(w.shape[0], -1)
 
 
 def _flush(task: Task, zoo: Zoo, pending: list, cfg: TrainConfig) -> int:

@@ -19,7 +19,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..nets import ACTIVATION_GRADS, ACTIVATIONS_OUT, MLP, Architecture, inverted_dropout
+from ..nets import (
+    ACTIVATION_GRADS,
+    ACTIVATIONS_OUT,
+    MLP,
+    Architecture,
+    inverted_dropout,
+)
 
 
 def make_step(arch: Architecture, x: Tensor, y: Tensor, n_models: int, batch_size: int,

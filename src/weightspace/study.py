@@ -85,9 +85,9 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, progress: b
     symmetry = None
     if hasattr(gen, "encode") and hasattr(gen, "decode"):  # an autoencoder: did it learn the symmetries?
         symmetry = symmetry_check(gen, zoo.space, train[:SYMMETRY_MODELS], evaluator, seed=seed)
-    return {"symmetry": symmetry, "name": name, "module": module, "zoo": zoo, "audit": audit, "sets": sets, "timings": timings,
+    return {"name": name, "module": module, "zoo": zoo, "audit": audit, "sets": sets, "timings": timings,
             "generator": {"name": name, "config": gen.config()}, "samples": n,
-            "data_config": zoo.info.get("config", {}), "evaluator": evaluator}
+            "data_config": zoo.info.get("config", {}), "evaluator": evaluator, "symmetry": symmetry}
 
 
 def _figures(report: Report, result: dict, seed: int) -> None:

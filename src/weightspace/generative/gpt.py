@@ -33,7 +33,7 @@ from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
 from ..space import WeightSpace
 from ..symmetry import permutation_pool, random_permutation
-from ..task import Task
+from ..zoo.build import task_for_zoo
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded
@@ -96,12 +96,6 @@ def fit_context(zoo: Zoo, metric: str = "test_loss") -> dict:
     }
 
 
-def _task(zoo: Zoo) -> Task:
-    info = zoo.info["task"]
-    dataset = load_dataset(info["name"], **info.get("options", {}))
-    return Task(dataset, build_architecture(zoo.info["architecture"]))
-
-
 def n_samples(zoo: Zoo) -> int:
     """The paper prompts G.pt 128 times."""
     return 128
@@ -109,12 +103,12 @@ def n_samples(zoo: Zoo) -> int:
 
 def quality(zoo: Zoo, weights: Tensor) -> Tensor:
     """Test accuracy of each weight vector."""
-    return _task(zoo).accuracy(weights, "test")
+    return task_for_zoo(zoo).accuracy(weights, "test")
 
 
 def predictions(zoo: Zoo, weights: Tensor) -> Tensor:
     """Predicted test labels ``LongTensor[n, examples]``."""
-    return _task(zoo).predictions(weights, "test")
+    return task_for_zoo(zoo).predictions(weights, "test")
 
 
 # ----------------------------------------------------------------------------- pairs

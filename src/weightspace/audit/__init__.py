@@ -1,6 +1,6 @@
 """Memorization audit: how close generated models are to their training checkpoints, and how good."""
 
-from .alignment import (
+from ..align import (
     align_to,
     aligned_l2,
     aligned_l2_fast,

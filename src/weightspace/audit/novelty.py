@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..align import align_to, aligned_l2
 from ..errors import ConfigError, LayoutError
 from ..space import WeightSpace
-from .alignment import align_to, aligned_l2
 from .similarity import (
     chamfer_distance,
     error_iou,

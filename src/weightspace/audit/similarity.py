@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..align import l2_distances  # noqa: F401  (core; re-exported for the audit's users)
 from ..errors import ConfigError, LayoutError
 
 
@@ -139,32 +140,6 @@ def _one_hot_columns(keys: Tensor, columns: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- distances
-def l2_distances(
-    weights_a: Tensor, weights_b: Tensor, *, chunk_size: int = 2048, dtype: torch.dtype = torch.float64
-) -> Tensor:
-    """Euclidean distances between flattened weight vectors: ``[A, P]``, ``[B, P]`` → ``[A, B]``.
-
-    A Gram-matrix product (``|a|² + |b|² - 2 a·b``) after subtracting one common vector (B's mean),
-    computed in ``dtype`` (float64 by default): near-replicas sit at distances far below the
-    weights' norms, where float32 Gram products cancel to noise. The result has the inputs' dtype.
-    """
-    if weights_a.dim() != 2 or weights_b.dim() != 2 or weights_a.shape[1] != weights_b.shape[1]:
-        raise LayoutError(
-            f"weights: expected [A, P] and [B, P] with the same P, got {tuple(weights_a.shape)} "
-            f"and {tuple(weights_b.shape)}"
-        )
-    out_dtype = torch.promote_types(weights_a.dtype, weights_b.dtype)
-    center = weights_b.to(dtype).mean(0) if len(weights_b) else 0.0
-    a = weights_a.to(dtype) - center
-    sq_a = (a * a).sum(1)
-    out = torch.empty(len(a), len(weights_b), dtype=out_dtype, device=weights_a.device)
-    for s, e in _chunks(len(weights_b), chunk_size):
-        b = weights_b[s:e].to(dtype) - center
-        d2 = sq_a[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-        out[:, s:e] = d2.clamp_min_(0).sqrt_().to(out_dtype)
-    return out
-
-
 def _pad(points: Sequence[Tensor] | Tensor, name: str) -> tuple[Tensor, Tensor]:
     """Point sets → (``[N, M, d]`` padded, ``bool[N, M]`` valid mask)."""
     if isinstance(points, Tensor):

@@ -1,5 +1,8 @@
-"""Permutation-aligned L2 distance: the distance between two networks after reordering the hidden
-neurons of one to best match the other (G.pt analysis of the memorization study).
+"""Permutation alignment (core: the audit, the merges and the generators share it) and distances.
+
+Plain L2 between stacked weight vectors, and permutation-aligned L2: the distance between two networks
+after reordering the hidden neurons of one to best match the other (G.pt analysis of the memorization
+study).
 
 Two checkpoints that differ only by a neuron permutation compute the same function but lie far apart
 in plain L2; aligned L2 measures the distance between their symmetry orbits. Matching uses the
@@ -27,10 +30,41 @@ from scipy.stats import spearmanr
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, LayoutError
-from ..space import PermutationGroup, WeightSpace
-from ..symmetry import permute
-from .similarity import l2_distances
+from .errors import ConfigError, LayoutError
+from .space import PermutationGroup, WeightSpace
+from .symmetry import permute
+
+
+def _chunks(n: int, size: int):
+    if size < 1:
+        raise ConfigError(f"chunk_size: expected a positive integer, got {size}")
+    return ((s, min(s + size, n)) for s in range(0, n, size))
+
+
+def l2_distances(
+    weights_a: Tensor, weights_b: Tensor, *, chunk_size: int = 2048, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Euclidean distances between flattened weight vectors: ``[A, P]``, ``[B, P]`` → ``[A, B]``.
+
+    A Gram-matrix product (``|a|² + |b|² - 2 a·b``) after subtracting one common vector (B's mean),
+    computed in ``dtype`` (float64 by default): near-replicas sit at distances far below the
+    weights' norms, where float32 Gram products cancel to noise. The result has the inputs' dtype.
+    """
+    if weights_a.dim() != 2 or weights_b.dim() != 2 or weights_a.shape[1] != weights_b.shape[1]:
+        raise LayoutError(
+            f"weights: expected [A, P] and [B, P] with the same P, got {tuple(weights_a.shape)} "
+            f"and {tuple(weights_b.shape)}"
+        )
+    out_dtype = torch.promote_types(weights_a.dtype, weights_b.dtype)
+    center = weights_b.to(dtype).mean(0) if len(weights_b) else 0.0
+    a = weights_a.to(dtype) - center
+    sq_a = (a * a).sum(1)
+    out = torch.empty(len(a), len(weights_b), dtype=out_dtype, device=weights_a.device)
+    for s, e in _chunks(len(weights_b), chunk_size):
+        b = weights_b[s:e].to(dtype) - center
+        d2 = sq_a[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        out[:, s:e] = d2.clamp_min_(0).sqrt_().to(out_dtype)
+    return out
 
 
 def _grouped_axes(space: WeightSpace) -> dict[str, dict[int, str]]:

@@ -1,0 +1,66 @@
+"""``weightspace generate data|fit|sample``: generative models of weights and their baselines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .common import parse_sets, zoo_summary
+
+
+def _generate_data(args) -> None:
+    from ..generative.methods import method_module
+
+    zoo = method_module(args.method).build_data(args.out, preset=args.preset, progress=not args.quiet)
+    print(zoo_summary(zoo))
+
+
+def _generate_fit(args) -> None:
+    import json
+
+    from ..generative import methods
+    from ..generative.base import make_generator
+    from ..zoo import Zoo
+
+    zoo = Zoo.open(args.zoo)
+    weights = methods.training_weights(zoo)
+    gen = make_generator(args.method, **parse_sets(args.set))
+    start = time.perf_counter()
+    gen.fit(weights, progress=not args.quiet, **methods.fit_context(zoo, args.method, weights))
+    out = gen.save(args.out)
+    (out / "fit.json").write_text(json.dumps({"zoo": str(Path(args.zoo).resolve()), "generator": args.method,
+                                              "config": gen.config(), "training_models": len(weights),
+                                              "seconds": round(time.perf_counter() - start, 2)}, indent=2))
+    print(f"fitted {args.method} on {len(weights)} checkpoints of {zoo.root} → {out}")
+
+
+def _generate_sample(args) -> None:
+    from ..generative.sampling import write_samples
+
+    zoo = write_samples(args.dir, args.n, args.out, seed=args.seed, progress=not args.quiet)
+    print(zoo_summary(zoo))
+
+
+def register(sub) -> None:
+    gen = sub.add_parser("generate", help="generative models of weights and their baselines").add_subparsers(
+        dest="generate_command", required=True)
+    data = gen.add_parser("data", help="build a method's training checkpoints as a zoo")
+    data.add_argument("method", choices=("pdiff", "hyperrep", "gpt", "hyperdiffusion"))
+    data.add_argument("--out", required=True)
+    data.add_argument("--preset", default="default", help="default, or tiny for a seconds-long smoke run")
+    data.add_argument("--quiet", action="store_true")
+    data.set_defaults(func=_generate_data)
+    fit = gen.add_parser("fit", help="fit a generator (a method or a baseline) on a zoo")
+    fit.add_argument("method", help="pdiff, hyperrep, gpt, hyperdiffusion, noise, average or gaussian")
+    fit.add_argument("--zoo", required=True)
+    fit.add_argument("--out", required=True)
+    fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. --set sigma=0.02")
+    fit.add_argument("--quiet", action="store_true")
+    fit.set_defaults(func=_generate_fit)
+    sample = gen.add_parser("sample", help="draw models from a fitted generator into a new zoo")
+    sample.add_argument("dir", help="a directory written by 'generate fit'")
+    sample.add_argument("-n", type=int, default=200)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--quiet", action="store_true")
+    sample.set_defaults(func=_generate_sample)

@@ -1,0 +1,57 @@
+"""``weightspace study`` (the main job) and ``weightspace audit`` (bring your own generated models)."""
+
+from __future__ import annotations
+
+import time
+
+
+def _study(args) -> None:
+    """The main job: the memorization study of the four generators, end to end."""
+    from ..generative.methods import METHODS
+    from ..study import run_study, verdict_lines
+
+    start = time.perf_counter()
+    if args.ablation:
+        from ..study import run_ablation_study
+
+        path = run_ablation_study(args.out, method=args.ablation, preset=args.preset, seed=args.seed,
+                                  progress=not args.quiet)
+        print(f"report: {path}  ({time.perf_counter() - start:.0f} s)")
+        return
+    chosen = args.methods.split(",") if args.methods else METHODS
+    path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, workers=args.workers,
+                     progress=not args.quiet)
+    print("\n".join(verdict_lines(args.out)))
+    print(f"\nreport: {path}  ({time.perf_counter() - start:.0f} s)")
+
+
+def _audit(args) -> None:
+    from ..audit.external import audit_generated
+
+    path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed)
+    from ..study import verdict_lines
+
+    print("\n".join(verdict_lines(args.out)))
+    print(f"\nreport: {path}")
+
+
+def register(sub) -> None:
+    study = sub.add_parser("study", help="the main job: do the four generators of weights memorise? (no downloads)")
+    study.add_argument("--preset", default="quick", help="quick (default), paper, or tiny (a smoke run)")
+    study.add_argument("--out", default="runs/study", help="output directory (default runs/study)")
+    study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion")
+    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--workers", type=int, help="methods run at once, one process each (default: one per core)")
+    study.add_argument("--ablation", metavar="METHOD", nargs="?", const="hyperrep",
+                       help="instead: the ablation table of one method: hyperrep (default), pdiff or gpt")
+    study.add_argument("--quiet", action="store_true")
+    study.set_defaults(func=_study)
+
+    audit = sub.add_parser("audit", help="audit your own generated checkpoints against a training zoo")
+    audit.add_argument("--train", required=True, help="the training zoo")
+    audit.add_argument("--generated", required=True,
+                       help="a zoo, a folder of checkpoints, or a .npy of test predictions [models, examples]")
+    audit.add_argument("--task", help="score on another data set with the same inputs (default: the zoo's)")
+    audit.add_argument("--out", default="runs/audit")
+    audit.add_argument("--seed", type=int, default=0)
+    audit.set_defaults(func=_audit)

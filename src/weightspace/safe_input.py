@@ -74,7 +74,7 @@ def read_bytes(path: str | os.PathLike, limit: int, what: str, error: type[Weigh
 def read_json(path: str | os.PathLike, what: str, *, limit: int = MAX_JSON_BYTES,
               error: type[WeightspaceError] = InputError):
     """A JSON file of at most ``limit`` bytes; NaN and infinities are refused."""
-    return parse_json(read_bytes(path, limit, what, error), f"{what} {path}", error)
+    return parse_json(read_bytes(path, limit, what, error), f"{path}: not a valid {what}", error)
 
 
 def parse_json(data: bytes | str, what: str, error: type[WeightspaceError] = InputError):
@@ -212,9 +212,9 @@ def read_safetensors_header(path: str | os.PathLike, *, limit: int = MAX_HEADER_
         if n > size - 8:
             raise CheckpointError(f"{path}: header length {n} exceeds file size {size}")
         raw = f.read(n)
-    header = parse_json(raw, f"{path}: header", CheckpointError)
+    header = parse_json(raw, f"{path}: malformed header", CheckpointError)
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: header is a JSON {type(header).__name__}, not an object")
+        raise CheckpointError(f"{path}: malformed header (a JSON {type(header).__name__}, not an object)")
     return header, size - 8 - n
 
 

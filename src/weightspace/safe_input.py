@@ -92,17 +92,22 @@ def read_yaml(path: str | os.PathLike, what: str = "config", *, max_bytes: int =
     """A YAML document (safe tags only), refused before it is built if the file, the document it
     expands to (anchors and aliases counted at every use) or its nesting is too large."""
     text = read_bytes(path, max_bytes, what, ConfigError)
+    return parse_yaml(text, f"{what} {path}", max_nodes=max_nodes, max_depth=max_depth)
+
+
+def parse_yaml(text: str | bytes, what: str, *, max_nodes: int = MAX_CONFIG_NODES, max_depth: int = MAX_CONFIG_DEPTH):
+    """:func:`read_yaml` for text already in hand (a ``--set`` value, say)."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_yaml_size(node, f"{what} {path}", max_nodes, max_depth)
+        _check_yaml_size(node, what, max_nodes, max_depth)
         return loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {path}: not valid YAML: {' '.join(str(e).split())[:300]}") from None
+        raise ConfigError(f"{what}: not valid YAML: {' '.join(str(e).split())[:300]}") from None
     except RecursionError:
-        raise ConfigError(f"{what} {path}: nested too deeply (at most {max_depth} levels)") from None
+        raise ConfigError(f"{what}: nested too deeply (at most {max_depth} levels)") from None
     finally:
         loader.dispose()
 

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, InputError, LayoutError, ZooError
 from ..io import load_checkpoint, read_tensor_specs, save_checkpoint, sha256_file
-from ..safe_input import connect_sqlite, inside_root, read_json
+from ..safe_input import connect_sqlite, inside_root, prepare_output, read_json
 from ..space import StateDict, WeightSpace
 
 FORMAT = "weightspace-zoo"
@@ -517,17 +517,15 @@ class Zoo:
         return removed
 
     # ------------------------------------------------------------------ export
-    def export(self, out_dir: str | os.PathLike, where: str | None = None, params: Sequence = ()) -> Path:
+    def export(self, out_dir: str | os.PathLike, where: str | None = None, params: Sequence = (), *,
+               force: bool = False) -> Path:
         """One-file copy of the selected models: ``weights.safetensors`` (``weights`` [N, P] with the
-        layout and model ids as metadata), ``models.csv`` (their index rows) and ``zoo.json``."""
-        out = Path(out_dir)
-        earlier_export = (out / "weights.safetensors").is_file()
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not earlier_export)):
-            raise ZooError(f"{out} exists and is not an earlier export (no weights.safetensors); choose another")
+        layout and model ids as metadata), ``models.csv`` (their index rows) and ``zoo.json``.
+        ``out_dir`` must be new or an earlier export (unless ``force``)."""
         weights, df = self.load(where, params)
         if len(df) == 0:
             raise ZooError(f"no model of zoo {self.root} matches {where!r} with {tuple(params)!r}; nothing exported")
-        out.mkdir(parents=True, exist_ok=True)
+        out = prepare_output(out_dir, "zoo export", force=force, what="export directory")
         _write_atomic(out / "models.csv", df.to_csv(index=False).encode())
         _write_atomic(out / ZOO_JSON, (self.root / ZOO_JSON).read_bytes())
         meta = {"layout": self.space.to_json(), "model_ids": json.dumps(list(df["model_id"]))}

@@ -299,7 +299,10 @@ def _ends_inside_name(path: Path, qualified_name: str) -> bool:
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - len(name) - 1))
-        return f.read()[:-1] == name
+        tail = f.read()
+    # A name that ends in a newline was read whole: the file goes on (or stops) after a complete
+    # GLOBAL, so it asked for that object; it is not cut off.
+    return tail[:-1] == name and tail[-1:] != b"\n"
 
 
 def _only_tensors(tree: dict) -> bool:

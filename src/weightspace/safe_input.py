@@ -175,12 +175,19 @@ def safe_name(value, what: str) -> str:
 
 # ---------------------------------------------------------------------------------------- SQLite
 def connect_sqlite(path: str | os.PathLike, *, write: bool = False) -> sqlite3.Connection:
-    """A connection to an index: read-write for writers; for readers ``mode=ro``, and where the
-    storage itself is read-only (WAL side files cannot be made) ``immutable=1``, since nothing can
-    write to it there anyway."""
+    """A connection to an index. Readers cannot write through it (``query_only``). Where the
+    storage is writable they open it as writers do, so that SQLite removes its WAL side files when
+    the last connection closes (a ``mode=ro`` connection leaves them behind in the zoo); where it
+    is not, ``mode=ro``, and if the side files cannot be made there either, ``immutable=1``: nothing
+    can write to such storage anyway."""
     path = Path(path)
-    if write:
-        return sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+    if not write and not path.is_file():  # sqlite3 would create an empty database there
+        raise sqlite3.OperationalError(f"no index file {path}")
+    if write or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) and not _read_only_mount(path)):
+        con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+        if not write:
+            con.execute("PRAGMA query_only = 1")
+        return con
     uri = f"file:{quote(str(path.resolve()))}"
     con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
     try:
@@ -188,8 +195,6 @@ def connect_sqlite(path: str | os.PathLike, *, write: bool = False) -> sqlite3.C
         return con
     except sqlite3.OperationalError:
         con.close()
-        if os.access(path.parent, os.W_OK) and not _read_only_mount(path):
-            raise
     return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
 

@@ -97,7 +97,10 @@ def read_yaml(path: str | os.PathLike, what: str = "config", *, max_bytes: int =
 
 def parse_yaml(text: str | bytes, what: str, *, max_nodes: int = MAX_CONFIG_NODES, max_depth: int = MAX_CONFIG_DEPTH):
     """:func:`read_yaml` for text already in hand (a ``--set`` value, say)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:  # the reader checks the characters first
+        raise ConfigError(f"{what}: not valid YAML: {' '.join(str(e).split())[:300]}") from None
     try:
         node = loader.get_single_node()
         if node is None:

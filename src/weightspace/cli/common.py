@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -20,7 +21,8 @@ def zoo_summary(zoo) -> str:
     if len(df) and metric_cols:
         key = next((k for k in ("epoch", "step") if df[k].notna().any()), None)
         by = df.groupby(key) if key else df.assign(all="all").groupby("all")
-        table = by[metric_cols].agg(["mean", "min", "max"]).round(3)
+        with np.errstate(all="ignore"):  # metrics near the float limits: shown as they are, no warning
+            table = by[metric_cols].agg(["mean", "min", "max"]).round(3)
         table.insert(0, ("models", "n"), by.size())
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             lines += ["", f"metrics by {key or 'zoo'}:", table.to_string()]

@@ -106,5 +106,8 @@ def _appended_config(zoo: Zoo, cfg: Mapping, runs) -> dict | None:
 
 def task_for_zoo(zoo: Zoo) -> Task:
     """The zoo's data set (same split and normalisation) and architecture, rebuilt from what it recorded."""
-    info = zoo.info["task"]
-    return Task(load_dataset(info["name"], **info.get("options", {})), build_architecture(zoo.info["architecture"]))
+    info = zoo.info.get("task") or {}
+    options = info.get("options", {})
+    if not isinstance(options, dict):
+        raise ZooError(f"{zoo.root / 'zoo.json'}: task.options must be an object, got {options!r:.80}")
+    return Task(load_dataset(info.get("name"), **options), build_architecture(zoo.info.get("architecture") or {}))

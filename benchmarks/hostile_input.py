@@ -51,7 +51,7 @@ def time_loads(root: Path) -> dict:
         for _ in range(REPEATS):
             for verify in (False, True):
                 start = time.perf_counter()
-                w, _ = zoo.load(verify=verify)
+                zoo.load(verify=verify)
                 best[verify] = min(best[verify], time.perf_counter() - start)
         size = sum(p.stat().st_size for p in (root / name / "models").iterdir())
         out[name] = {"models": n, "params": arch.space.num_params, "megabytes": round(size / 1e6, 1),

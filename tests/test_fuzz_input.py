@@ -43,7 +43,7 @@ VALUES = [None, True, False, 0, -1, 1, 2, 2.5, 1e308, float("nan"), float("inf")
 def _sentinel_payloads(sentinel: Path) -> list[str]:
     cmd = f"touch {sentinel}"
     return [f'!!python/object/apply:os.system ["{cmd}"]', f"!!python/object/new:os.system [\"{cmd}\"]",
-            '!!python/name:os.system', f"&a [*a]", "&x [" + ",".join(["*y"] * 3) + "]"]
+            '!!python/name:os.system', "&a [*a]", "&x [" + ",".join(["*y"] * 3) + "]"]
 
 
 def _mutate_tree(rng: random.Random, tree, depth: int = 0):
@@ -172,6 +172,12 @@ def _case(rng: random.Random, base: Path, case: Path, sentinel: Path) -> tuple[s
         text = json.dumps(_mutate_tree(rng, json.loads(index.read_text())))
         index.write_text(text if rng.random() < 0.7 else _mutate_bytes(rng, text.encode(), inserts).decode(
             "utf-8", "replace"))
+        if rng.random() < 0.2:  # a pickle shard that would run a command if it were unpickled unsafely
+            (hf / "evil.bin").write_bytes(f"cposix\nsystem\n(S'touch {sentinel}'\ntR.".encode())
+            index_map = json.loads(index.read_text()) if _is_json(index) else {}
+            if isinstance(index_map, dict) and isinstance(index_map.get("weight_map"), dict) and index_map["weight_map"]:
+                index_map["weight_map"][rng.choice(sorted(index_map["weight_map"]))] = "evil.bin"
+                index.write_text(json.dumps(index_map))
         if rng.random() < 0.2:
             shard = next(hf.glob("*00001*"))
             shard.unlink()
@@ -185,6 +191,14 @@ def _case(rng: random.Random, base: Path, case: Path, sentinel: Path) -> tuple[s
     return kind, [["zoo", "info", str(zoo)], ["zoo", "info", str(zoo), "--verify"],
                   ["zoo", "export", str(zoo), str(out)],
                   ["generate", "fit", "noise", "--zoo", str(zoo), "--out", str(out / "gen"), "--quiet"]]
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except ValueError:
+        return False
 
 
 def fuzz_worker(work: str, seconds: float, seed: int) -> None:
@@ -236,7 +250,7 @@ def fuzz_worker(work: str, seconds: float, seed: int) -> None:
 def test_fuzzed_inputs_are_refused_in_one_line_without_side_effects(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
     code = f"from tests.test_fuzz_input import fuzz_worker; fuzz_worker({str(tmp_path)!r}, {SECONDS}, 0)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240,
+    proc = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

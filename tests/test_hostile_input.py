@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from weightspace.cli import main
 from weightspace.errors import CheckpointError, IdxFormatError, UnsafeCheckpointError, ZooError
-from weightspace.io import load_hf_folder, load_checkpoint
+from weightspace.io import load_checkpoint, load_hf_folder
 from weightspace.safe_input import OUTPUT_MARKER, read_idx
 from weightspace.zoo import Zoo
 
@@ -116,7 +116,7 @@ def _set_file(zoo_dir: Path, file: str) -> None:
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
 def test_index_paths_outside_the_zoo_are_refused(zoo_copy, tmp_path, capsys, how):
     outside = tmp_path / "outside.safetensors"
-    first = sorted((zoo_copy / "models").iterdir())[0]
+    first = min((zoo_copy / "models").iterdir())
     shutil.copy(first, outside)  # same bytes, same checksum: only the path gives it away
     if how == "absolute":
         _set_file(zoo_copy, str(outside))
@@ -129,9 +129,7 @@ def test_index_paths_outside_the_zoo_are_refused(zoo_copy, tmp_path, capsys, how
         Zoo.open(zoo_copy).load()
     refused(capsys, ["zoo", "export", zoo_copy, tmp_path / "export"], "outside")
     assert not (tmp_path / "export").exists()
-    rc = main(["zoo", "info", str(zoo_copy), "--verify"])
-    out, err = capsys.readouterr()
-    assert rc == 2 and "outside" in err and err.count("\n") == 1
+    refused(capsys, ["zoo", "info", zoo_copy, "--verify"], "outside")
 
 
 def test_hf_shard_linked_outside_the_folder_is_refused(tmp_path):
@@ -147,7 +145,7 @@ def test_hf_shard_linked_outside_the_folder_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------- 3. checksums on load
 def test_flipped_byte_is_caught_on_load_unless_opted_out(zoo_copy, tmp_path, capsys):
-    first = sorted((zoo_copy / "models").iterdir())[0]
+    first = min((zoo_copy / "models").iterdir())
     data = bytearray(first.read_bytes())
     data[-1] ^= 0x01  # a tensor byte: still a valid file
     first.write_bytes(bytes(data))
@@ -215,11 +213,11 @@ def test_zoo_on_read_only_storage_can_be_read(trained, tmp_path):
                       "print(len(z), tuple(z.load()[0].shape), len(z.verify()))\n")
     cmd = (f"mount --bind {tmp_path / 'ro'} {tmp_path / 'ro'} && mount -o remount,bind,ro {tmp_path / 'ro'} && "
            f"! touch {tmp_path / 'ro' / 'probe'} 2>/dev/null && {sys.executable} {script}")
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True) if shutil.which("unshare") else None
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False) if shutil.which("unshare") else None
     if probe is None or probe.returncode != 0:
         pytest.skip("needs unshare -m (root) to mount a read-only view")
     env = {"PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(check=False, args=["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "(2,", "610)", "0"]
 
@@ -421,7 +419,7 @@ def test_corrupt_fitted_generator(trained, tmp_path, capsys, damage, message):
 def test_nan_or_empty_generated_sets(trained, tmp_path, capsys):
     files = tmp_path / "files"
     files.mkdir()
-    state = load_checkpoint(sorted((trained / "models").iterdir())[0])[0]
+    state = load_checkpoint(min((trained / "models").iterdir()))[0]
     save_file({k: torch.full_like(v, float("nan")) for k, v in state.items()}, files / "a.safetensors")
     refused(capsys, ["audit", "--train", trained, "--generated", files, "--out", tmp_path / "a"], "non-finite")
     empty = tmp_path / "empty"
@@ -431,7 +429,7 @@ def test_nan_or_empty_generated_sets(trained, tmp_path, capsys):
 
 
 def test_broken_pipe_is_quiet(trained):
-    proc = subprocess.run(f"{sys.executable} -m weightspace.cli zoo info {trained} | head -c 10",
+    proc = subprocess.run(check=False, args=f"{sys.executable} -m weightspace.cli zoo info {trained} | head -c 10",
                           shell=True, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"})
     assert proc.stdout == "zoo       " and proc.stderr == ""
@@ -466,7 +464,7 @@ def test_audit_matches_suffixes_in_any_case(trained, tmp_path, capsys):
 
 
 def test_verify_checks_layout_orphans_and_leftovers(zoo_copy, capsys):
-    first = sorted((zoo_copy / "models").iterdir())[0]
+    first = min((zoo_copy / "models").iterdir())
     save_file({"layers.0.weight": torch.zeros(3, 3)}, zoo_copy / "models" / "ghost.safetensors")
     (zoo_copy / ".staging" / "x.123.abcd.safetensors").write_bytes(b"partial")
     info = json.loads((zoo_copy / "zoo.json").read_text())
@@ -501,3 +499,27 @@ def test_generator_error_lists_every_registered_generator(trained, tmp_path, cap
 def test_study_methods_must_name_methods(tmp_path, capsys, methods):
     refused(capsys, ["study", "--methods", methods, "--out", tmp_path / "s", "--preset", "tiny"], "--methods")
     assert not (tmp_path / "s").exists()
+
+
+def test_every_output_argument_is_claimed():
+    """A command with an output directory declares it through ``add_output``, so ``main`` claims it:
+    the next command cannot forget the rule."""
+    import argparse
+
+    from weightspace.cli import build_parser
+
+    def leaves(parser, path):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield path, parser
+        for action in subs:
+            for name, child in action.choices.items():
+                yield from leaves(child, (*path, name))
+
+    found = 0
+    for path, parser in leaves(build_parser(), ()):
+        if any(a.dest == "out" for a in parser._actions):
+            found += 1
+            assert parser.get_default("output_command"), f"weightspace {' '.join(path)}: --out not declared by add_output"
+            assert any(a.dest == "force" for a in parser._actions)
+    assert found >= 6

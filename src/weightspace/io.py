@@ -210,9 +210,8 @@ def _load_safetensors(path: Path, data: bytes | None = None) -> tuple[StateDict,
                 metadata = f.metadata() or {}
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
         else:
-            tensors = safetensors.torch.load(data)
-            header, _ = read_safetensors_header(path)
-            metadata = header.get("__metadata__") or {}
+            tensors = safetensors.torch.load(data)  # checks the header, so reading it again is safe
+            metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except SafetensorError as e:
         raise CheckpointError(f"{path}: not a valid safetensors file: {_safetensors_problem(path, e)}") from e
     return tensors, metadata

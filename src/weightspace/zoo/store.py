@@ -43,7 +43,6 @@ ZOO_JSON = "zoo.json"
 INDEX = "index.sqlite"
 MODELS = "models"
 STAGING = ".staging"
-BUSY_TIMEOUT_S = 60.0
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 COLUMNS = ("model_id", "run_id", "seed", "epoch", "step", "hparams", *METRICS, "file", "sha256", "created", "extra")
@@ -377,7 +376,7 @@ class Zoo:
             wrong = [(m, v) for m, v in zip(df["model_id"], df[column]) if not ok(v)]
             if wrong:
                 raise ZooError(f"{self.root / INDEX}: model {wrong[0][0]!r} has {column} = {wrong[0][1]!r:.80}; "
-                               f"the index is damaged (Zoo.verify lists every problem)")
+                               "the index is damaged; fix that row or rebuild the zoo")
 
         def is_int(v, none=False):
             return (none and v is None) or (isinstance(v, int) and not isinstance(v, bool))

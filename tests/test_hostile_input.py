@@ -523,3 +523,18 @@ def test_every_output_argument_is_claimed():
             assert parser.get_default("output_command"), f"weightspace {' '.join(path)}: --out not declared by add_output"
             assert any(a.dest == "force" for a in parser._actions)
     assert found >= 6
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("architecture", {"kind": "mlp", "widths": "abc"}, "architecture (mlp)"),
+    ("architecture", {"kind": "mlp", "widths": [4], "in_features": 3, "out_features": 10}, "does not have the zoo's layout"),
+    ("task", {"name": "digits", "options": {"root": 3}}, "unknown option(s) 'root'"),
+    ("task", {"name": "digits", "options": [1]}, "task.options must be an object"),
+])
+def test_zoo_json_task_and_architecture_are_named(zoo_copy, trained, tmp_path, capsys, key, value, message):
+    info = json.loads((zoo_copy / "zoo.json").read_text())
+    info[key] = value
+    (zoo_copy / "zoo.json").write_text(json.dumps(info))
+    refused(capsys, ["audit", "--train", zoo_copy, "--generated", trained, "--out", tmp_path / "a"],
+            str(zoo_copy / "zoo.json"), message)
+    assert not (tmp_path / "a").exists()

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from ..data import Dataset, load_dataset
-from ..errors import ZooError
+from ..errors import ConfigError, LayoutError, ZooError
 from ..io import load_weights
 from ..nets import Architecture, build_architecture
 from ..task import Task
@@ -110,4 +110,10 @@ def task_for_zoo(zoo: Zoo) -> Task:
     options = info.get("options", {})
     if not isinstance(options, dict):
         raise ZooError(f"{zoo.root / 'zoo.json'}: task.options must be an object, got {options!r:.80}")
-    return Task(load_dataset(info.get("name"), **options), build_architecture(zoo.info.get("architecture") or {}))
+    try:
+        arch = build_architecture(zoo.info.get("architecture") or {})
+        if arch.space.entries != zoo.space.entries:
+            raise LayoutError(f"architecture '{arch.name}' does not have the zoo's layout '{zoo.space.name}'")
+        return Task(load_dataset(info.get("name"), **options), arch)
+    except (ConfigError, LayoutError) as e:  # what zoo.json records, not what the user typed
+        raise ZooError(f"{zoo.root / 'zoo.json'}: {e}") from None

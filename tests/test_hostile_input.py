@@ -365,7 +365,7 @@ def test_malformed_layout_is_one_line(zoo_copy, capsys, entries, message):
 def test_out_that_is_a_file_or_cannot_be_made(trained, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     refused(capsys, ["zoo", "export", trained, tmp_path / "file"], "exists and is not a directory")
-    refused(capsys, ["zoo", "export", trained, tmp_path / "file" / "sub"], "cannot create it")
+    refused(capsys, ["zoo", "export", trained, tmp_path / "file" / "sub"], "file exists and is not a directory")
     assert (tmp_path / "file").read_text() == "x"
 
 

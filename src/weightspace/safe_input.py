@@ -337,7 +337,13 @@ def _range(lo, hi) -> str:
 def prepare_output(path: str | os.PathLike, command: str, *, force: bool = False, what: str = "--out") -> Path:
     """Claim ``path`` for ``command``: it must be new (or empty), or carry the marker ``command``
     left there; anything else is refused unless ``force``. The marker is then (re)written."""
-    out = Path(path)
+    _claim(Path(path), command, force, what)
+    return Path(path)
+
+
+def _claim(out: Path, command: str, force: bool, what: str) -> Path | None:
+    """:func:`prepare_output`; returns the topmost directory this call created (None if ``out``
+    existed). Each level is made with one ``mkdir``, so of two processes racing only one owns it."""
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise OutputError(f"{what} {out}: exists and is not a directory")
@@ -346,12 +352,21 @@ def prepare_output(path: str | os.PathLike, command: str, *, force: bool = False
             made_by = f"was made by 'weightspace {owner}'" if owner else f"has files and no {OUTPUT_MARKER}"
             raise OutputError(f"{what} {out}: not an output of 'weightspace {command}' (it {made_by}); choose a new "
                               "directory, or pass --force to write into it")
+    created = None
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        for level in [*reversed(out.absolute().parents), out.absolute()]:
+            try:
+                level.mkdir()
+                created = created or level
+            except FileExistsError:
+                if not level.is_dir():
+                    raise OutputError(f"{what} {out}: {level} exists and is not a directory") from None
         (out / OUTPUT_MARKER).write_text(json.dumps({"command": command}) + "\n")
     except OSError as e:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise OutputError(f"{what} {out}: cannot create it ({e.strerror or e})") from None
-    return out
+    return created
 
 
 def output_owner(directory: Path) -> str | None:
@@ -367,13 +382,13 @@ def output_owner(directory: Path) -> str | None:
 def claimed_output(path: str | os.PathLike, command: str, *, force: bool = False, what: str = "--out"
                    ) -> Iterator[Path]:
     """:func:`prepare_output`, and if the work inside fails (not when interrupted), remove the
-    directories this call created, so a failed command leaves no half-made output."""
+    directories this call created, so a failed command leaves no half-made output. A directory that
+    holds a zoo by then is kept: other writers may share it, and a rerun resumes it."""
     out = Path(path)
-    first_new = next((p for p in [*reversed(out.absolute().parents), out.absolute()] if not p.exists()), None)
-    prepare_output(out, command, force=force, what=what)
+    created = _claim(out, command, force, what)
     try:
         yield out
     except Exception:
-        if first_new is not None:
-            shutil.rmtree(first_new, ignore_errors=True)
+        if created is not None and not any(created.rglob("zoo.json")):
+            shutil.rmtree(created, ignore_errors=True)
         raise

@@ -13,7 +13,7 @@ from .base import load_generator
 from .methods import zoo_method
 
 MAX_SAMPLES = 100_000
-MAX_SAMPLE_VALUES = 1 << 31  # n × parameters held in memory at once
+MAX_SAMPLE_VALUES = 1 << 28  # n × parameters held in memory at once (1 GiB of float32)
 
 
 def write_samples(generator_dir: str | Path, n: int, out: str | Path, *, seed: int = 0, progress: bool = True) -> Zoo:

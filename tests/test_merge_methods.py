@@ -49,14 +49,21 @@ def test_models_equal_to_the_base_give_the_base(method):
 def test_ties_by_hand():
     base = {"x": torch.zeros(4)}
     models = [{"x": torch.tensor([3.0, -1.0, 0.5, 2.0])},
-              {"x": torch.tensor([-1.0, -4.0, 0.2, 1.0])},
+              {"x": torch.tensor([-1.5, -4.0, 0.2, 1.0])},
               {"x": torch.tensor([2.0, 1.0, -3.0, -0.1])}]
-    # density 0.5: k = 2 per model → [3, 0, 0, 2], [-1, -4, 0, 0], [2, 0, -3, 0]
-    # elected signs (of the sums 4, -4, -3, 2): +, -, -, +; agreeing entries averaged by their weights
+    # density 0.5: k = 2 per model → [3, 0, 0, 2], [-1.5, -4, 0, 0], [2, 0, -3, 0]
+    # elected signs (of the sums 3.5, -4, -3, 2): +, -, -, +; agreeing entries averaged by their weights
     out = merge_state_dicts(models, "ties", base=base, parameters={"density": 0.5})["x"]
     torch.testing.assert_close(out, torch.tensor([2.5, -4.0, -3.0, 2.0]))
     weighted = merge_state_dicts(models, "ties", base=base, parameters={"density": 0.5, "weight": [1.0, 1.0, 3.0]})
     torch.testing.assert_close(weighted["x"], torch.tensor([(3 + 6) / 4, -4.0, -9 / 3, 2.0]))
+
+
+def test_ties_keeps_exactly_k_entries_when_magnitudes_tie():
+    base = {"x": torch.zeros(6)}
+    model = {"x": torch.tensor([1.0, -1.0, 1.0, 2.0, -1.0, 0.5])}
+    out = merge_state_dicts([model], "ties", base=base, parameters={"density": 0.5})["x"]
+    assert int((out != 0).sum()) == 3 and out[3] == 2.0
 
 
 def test_dare_by_hand():

@@ -42,18 +42,33 @@ def _finish(deltas: Tensor, mask: Tensor, density: Tensor, rescale: bool) -> Ten
     return torch.where(_per_model(density >= 1, deltas).bool(), deltas, kept)
 
 
-def _ranks(magnitude: Tensor, descending: bool) -> Tensor:
-    """Position of each entry in its row's sort by magnitude (0 = first)."""
-    order = torch.argsort(magnitude, dim=1, descending=descending)
-    return torch.argsort(order, dim=1)
+def _ranks(magnitude: Tensor, descending: bool, dim: int = 1) -> Tensor:
+    """Position of each entry in its row's sort by magnitude (0 = first): one sort and one scatter."""
+    order = torch.argsort(magnitude, dim=dim, descending=descending)
+    positions = torch.arange(magnitude.shape[dim], device=magnitude.device)
+    positions = positions.reshape(-1, *([1] * (magnitude.dim() - dim - 1))).expand_as(order)
+    return torch.empty_like(order).scatter_(dim, order, positions)
 
 
 def magnitude(deltas: Tensor, density: Tensor, *, rescale: bool = False) -> Tensor:
-    """Keep the ``density`` fraction of largest-magnitude entries of each model's delta (TIES)."""
+    """Keep the ``density`` fraction of largest-magnitude entries of each model's delta (TIES).
+
+    A selection (``kthvalue``, about 4× faster than a sort) finds each model's k-th largest
+    magnitude; only models with ties at that threshold are sorted, so that exactly k entries are
+    kept, the ones mergekit's sort keeps."""
     rows = _rows(deltas)
+    mag = rows.abs().float()
     k = _keep_count(density, rows.shape[1])
-    mask = (_ranks(rows.abs().float(), descending=True) < k[:, None]).reshape(deltas.shape)
-    return _finish(deltas, mask.to(deltas.dtype), density, rescale)
+    threshold = torch.full((rows.shape[0], 1), float("inf"), device=rows.device)
+    for kk in k.unique().tolist():  # usually one density for all models
+        if kk > 0:
+            sel = k == kk
+            threshold[sel] = torch.kthvalue(mag[sel], rows.shape[1] - kk + 1, dim=1, keepdim=True).values
+    mask = mag >= threshold
+    tied = mask.sum(1) > k
+    if bool(tied.any()):
+        mask[tied] = _ranks(mag[tied], descending=True) < k[tied, None]
+    return _finish(deltas, mask.reshape(deltas.shape).to(deltas.dtype), density, rescale)
 
 
 def magnitude_outliers(deltas: Tensor, density: Tensor, gamma: Tensor, *, rescale: bool = False) -> Tensor:
@@ -88,8 +103,7 @@ def della_magprune(deltas: Tensor, density: Tensor, epsilon: Tensor, generator: 
     A row of one entry (an input axis of size 1) has no rank spread and keeps with ``density``."""
     x = deltas if deltas.dim() > 2 else deltas.reshape(deltas.shape[0], 1, -1)
     axis = 2  # the tensor's axis 1 (after the model axis); for vectors the only axis
-    order = torch.argsort(x.abs(), dim=axis)
-    rank = torch.argsort(order, dim=axis).float()
+    rank = _ranks(x.abs(), descending=False, dim=axis).float()
     n = x.shape[axis]
     spread = rank / (n - 1) if n > 1 else torch.full_like(rank, 0.5)
     d, e = _per_model(density, x).float(), _per_model(epsilon, x).float()

@@ -80,12 +80,14 @@ def interpolation_curve(
     stats_split: str = "train",
     stats_examples: int = 1024,
     repair_neurons: bool = False,
+    reset_batchnorm: bool = True,
 ) -> pd.DataFrame:
     """Loss and accuracy along the path from ``weights_a`` to ``weights_b`` ([P] each): one row per λ
     (columns ``lam``, ``loss``, ``acc``, ``error``), all λ evaluated in one batched call.
 
     BatchNorm statistics of every interpolated model are recomputed on the first ``stats_examples``
-    of ``stats_split`` (the endpoints too, so that all points are measured alike); with
+    of ``stats_split`` (the endpoints too, so that all points are measured alike), unless
+    ``reset_batchnorm=False`` (interpolated running statistics: the naive path); with
     ``repair_neurons``, REPAIR runs on the same examples.
     """
     if isinstance(lambdas, int):
@@ -98,7 +100,7 @@ def interpolation_curve(
     x = task.dataset.split(stats_split)[0][:stats_examples]
     if repair_neurons:
         path = repair(arch, weights_a, weights_b, path, lambdas, x)
-    elif has_batchnorm(arch):
+    elif reset_batchnorm and has_batchnorm(arch):
         path = recompute_batchnorm(arch, path, x)
     scores = task.evaluate(path, (split,))
     return pd.DataFrame({"lam": lambdas.numpy(), "loss": scores[f"{split}_loss"].to_numpy(),

@@ -15,7 +15,9 @@ What users use today for the same job is the unaligned path (a plain average); t
 aligned / plain and REPAIR / aligned. Targets: weight matching cuts the barrier at width 512 by ≥ 90%;
 REPAIR removes ≥ 60% of the barrier left after alignment (BatchNorm CNN). "Left after alignment" is
 read both ways and both are reported: the aligned path with interpolated BatchNorm statistics, and
-the aligned path with BatchNorm statistics reset (the stronger baseline).
+the aligned path with BatchNorm statistics reset (the stronger baseline). To see why REPAIR helps
+or not, the neurons' output std at λ = 0.5 relative to the endpoints' is reported per layer (a
+ratio below 1 is the variance collapse REPAIR undoes).
 
 Writes ``curves.csv`` and ``curves.png`` under ``--out`` (default runs/bench-rebasin). Last line: JSON.
 """
@@ -31,10 +33,11 @@ import pandas as pd
 import torch
 
 from _training import load, train
-from weightspace.align import match_activations, match_permutations
+from weightspace.align import group_activations, match_activations, match_permutations
 from weightspace.data import load_digits, load_fashion_mnist
 from weightspace.merge.figures import plot_interpolation
-from weightspace.merge.interpolation import barrier, interpolation_curve
+from weightspace.merge.batchnorm import recompute_batchnorm
+from weightspace.merge.interpolation import barrier, interpolate, interpolation_curve
 from weightspace.nets import CNN, MLP
 from weightspace.symmetry import permute
 from weightspace.task import Task
@@ -67,6 +70,17 @@ def curves_for(task, a, variants: dict) -> pd.DataFrame:
     """variants: label → (model b, interpolation_curve options)"""
     return pd.concat([interpolation_curve(task, a, b, **opts).assign(variant=label)
                       for label, (b, opts) in variants.items()], ignore_index=True)
+
+
+def variance_ratio(arch, a, b, x, *, reset_batchnorm: bool) -> dict:
+    """Why REPAIR helps or not: per group, the mean over neurons of (std of the neuron's output at
+    λ = 0.5) / (mean of its std in the two endpoints) — variance collapse is a ratio below 1."""
+    mid = interpolate(a, b, torch.tensor([0.5]))
+    if reset_batchnorm:
+        mid = recompute_batchnorm(arch, mid, x)
+    ends, got = group_activations(arch, torch.stack([a, b]), x), group_activations(arch, mid, x)
+    return {g: round(float((got[g][0].std(-1) / (0.5 * (e[0].std(-1) + e[1].std(-1)) + 1e-8)).mean()), 3)
+            for g, e in ends.items()}
 
 
 def barriers(curves: pd.DataFrame) -> dict:
@@ -110,6 +124,8 @@ def main():
                "weight_matching_cut_train_loss": cut(train_bars["plain"]["loss"], train_bars["weight matching"]["loss"]),
                "activation_matching_cut_train_loss": cut(train_bars["plain"]["loss"],
                                                          train_bars["activation matching"]["loss"]),
+               "std_ratio_midpoint_weight_matching": variance_ratio(arch, a, aligned["weight"], x,
+                                                                    reset_batchnorm=False),
                **times, "seconds_training_pair": round(t_train, 1),
                "test_acc_endpoints": [round(float(v), 4) for v in task.accuracy(torch.stack([a, b]))],
                "weight_matching_cut": cut(bars["plain"]["loss"], bars["weight matching"]["loss"]),
@@ -143,6 +159,10 @@ def main():
     bars = barriers(curves)
     results["cnn_bn"] = {
         "barriers": bars, **times, "seconds_training_pair": round(t_train, 1),
+        "std_ratio_midpoint_weight_matching_interpolated_bn": variance_ratio(arch, a, aligned["weight"], x_img,
+                                                                             reset_batchnorm=False),
+        "std_ratio_midpoint_weight_matching_bn_reset": variance_ratio(arch, a, aligned["weight"], x_img,
+                                                                      reset_batchnorm=True),
         "test_acc_endpoints": [round(float(v), 4) for v in task.accuracy(torch.stack([a, b]))],
         "weight_matching_cut": cut(bars["plain + BN reset"]["loss"], bars["weight matching + BN reset"]["loss"]),
         "repair_cut_after_weight_matching": cut(bars["weight matching + BN reset"]["loss"],

@@ -76,6 +76,7 @@ def main():
         "greedy_strict_ingredients": int(strict_table["taken"].sum()),
         "ingredients_of": N_FINETUNES,
         **{f"{k}_minus_best_single_points": round(100 * (v - float(test[best])), 2) for k, v in acc.items()},
+        **{f"{k}_to_best_single_error_ratio": round((1 - v) / (1 - float(test[best])), 3) for k, v in acc.items()},
         "greedy_ge_best_single": acc["greedy"] >= float(test[best]),
         "seconds_training": round(t_train, 1), "seconds_greedy": round(t_greedy, 2),
         "seconds_learned_100_steps": round(t_learned, 2),

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 import torch
-
 from _training import load, train
 from mergekit.merge_methods.api import merge_state_dicts as mergekit_merge
+
 from weightspace.data import load_digits
 from weightspace.merge import merge_weights
 from weightspace.nets import MLP
@@ -39,6 +40,11 @@ def best_of(fn, repeats=3):
     return best, out
 
 
+def mergekit_seeded(models, method, parameters):
+    torch.manual_seed(SEED)  # mergekit draws DARE's drops from the global generator
+    return mergekit_merge(models, method, parameters=parameters, base=0)
+
+
 def main():
     torch.set_num_threads(1)
     ds = load_digits(seed=0)
@@ -55,13 +61,8 @@ def main():
         sds = space.unstack(w)
         for method, params in METHODS.items():
             per_model = {k: [v] * size for k, v in params.items()}
-            t_ours, ours = best_of(lambda: merge_weights(space, w, method, base=pre[0], parameters=params, seed=SEED))
-
-            def theirs_fn():
-                torch.manual_seed(SEED)
-                return mergekit_merge([base_sd, *sds], method, parameters=per_model, base=0)
-
-            t_theirs, theirs = best_of(theirs_fn)
+            t_ours, ours = best_of(partial(merge_weights, space, w, method, base=pre[0], parameters=params, seed=SEED))
+            t_theirs, theirs = best_of(partial(mergekit_seeded, [base_sd, *sds], method, per_model))
             diff = float((ours - space.flatten(theirs)).abs().max())
             results[f"{method}_{size}"] = {"seconds_weightspace": round(t_ours, 5),
                                            "seconds_mergekit": round(t_theirs, 5),

@@ -27,16 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
-
 from _training import load, train
+
 from weightspace.align import group_activations, match_activations, match_permutations
 from weightspace.data import load_digits, load_fashion_mnist
-from weightspace.merge.figures import plot_interpolation
 from weightspace.merge.batchnorm import recompute_batchnorm
+from weightspace.merge.figures import plot_interpolation
 from weightspace.merge.interpolation import barrier, interpolate, interpolation_curve
 from weightspace.nets import CNN, MLP
 from weightspace.symmetry import permute
@@ -107,7 +108,7 @@ def main():
     for width in map(int, args.widths.split(",")):
         arch = MLP(784, (width,) * 3, 10)
         task = Task(ds, arch)
-        (a, b), t_train = timed(lambda: pair(arch, ds, HP_MLP))
+        (a, b), t_train = timed(partial(pair, arch, ds, HP_MLP))
         aligned, times = aligned_variants(arch, task, a, b, x)
         curves = curves_for(task, a, {
             "plain": (b, {}), "weight matching": (aligned["weight"], {}),
@@ -146,7 +147,7 @@ def main():
     x_img = ds_img.split("train")[0][:1024]
     arch = CNN(1, 8, channels=(32, 64, 64), fc_widths=(64,))
     task = Task(ds_img, arch)
-    (a, b), t_train = timed(lambda: pair(arch, ds_img, HP_CNN))
+    (a, b), t_train = timed(partial(pair, arch, ds_img, HP_CNN))
     aligned, times = aligned_variants(arch, task, a, b, x_img)
     variants = {"plain (interpolated BN stats)": (b, {"reset_batchnorm": False}),
                 "plain + BN reset": (b, {}),

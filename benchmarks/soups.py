@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 import torch
-
 from _training import load, train
+
 from weightspace.data import load_fashion_mnist
 from weightspace.merge.soups import greedy_soup, learned_soup, uniform_soup
 from weightspace.nets import MLP

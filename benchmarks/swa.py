@@ -16,8 +16,8 @@ import json
 import time
 
 import torch
-
 from _training import load, train
+
 from weightspace.data import load_fashion_mnist
 from weightspace.merge.averaging import ema, swa
 from weightspace.merge.batchnorm import recompute_batchnorm

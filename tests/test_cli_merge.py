@@ -8,7 +8,6 @@ from safetensors.torch import load_file, save_file
 from weightspace.cli import main
 from weightspace.io import save_checkpoint
 from weightspace.merge import merge_state_dicts
-from weightspace.zoo import Zoo
 from weightspace.zoo.build import build_zoo, task_for_zoo
 
 CONFIG = {

@@ -10,7 +10,12 @@ from weightspace.align import group_activations, match_permutations
 from weightspace.data import load_dataset
 from weightspace.merge.averaging import ema, swa
 from weightspace.merge.batchnorm import recompute_batchnorm
-from weightspace.merge.interpolation import barrier, interpolate, interpolation_curve, repair
+from weightspace.merge.interpolation import (
+    barrier,
+    interpolate,
+    interpolation_curve,
+    repair,
+)
 from weightspace.merge.soups import greedy_soup, learned_soup, uniform_soup
 from weightspace.nets import CNN, MLP
 from weightspace.symmetry import permute
@@ -87,7 +92,7 @@ def finetunes(digits):
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_greedy_soup_never_worse_than_its_first_ingredient(finetunes, strict):
-    arch, task, w = finetunes
+    _, task, w = finetunes
     soup, table = greedy_soup(w, lambda v: task.accuracy(v, "val"), strict=strict)
     first = table.iloc[0]
     assert first["score"] == task.accuracy(w, "val").max()
@@ -100,7 +105,7 @@ def test_greedy_soup_never_worse_than_its_first_ingredient(finetunes, strict):
 
 def test_strict_greedy_soup_takes_no_more_than_non_strict(finetunes):
     _, task, w = finetunes
-    score = lambda v: task.accuracy(v, "val")  # noqa: E731
+    score = lambda v: task.accuracy(v, "val")
     assert greedy_soup(w, score, strict=True)[1]["taken"].sum() <= greedy_soup(w, score)[1]["taken"].sum()
 
 

@@ -21,7 +21,13 @@ from .api import merge_state_dicts
 from .batchnorm import has_batchnorm, recompute_batchnorm
 from .interpolation import barrier, interpolation_curve
 from .soups import greedy_soup, learned_soup, uniform_soup
-from .sources import DTYPES, LoadedModel, load_model, parse_merge_config, read_yaml_mapping
+from .sources import (
+    DTYPES,
+    LoadedModel,
+    load_model,
+    parse_merge_config,
+    read_yaml_mapping,
+)
 
 
 def _output_file(out: str | Path) -> Path:

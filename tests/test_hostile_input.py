@@ -516,9 +516,12 @@ def test_every_output_argument_is_claimed():
             for name, child in action.choices.items():
                 yield from leaves(child, (*path, name))
 
+    # Commands whose output is one file, not a directory (the directory rule does not apply; see the
+    # README's "Untrusted input").
+    single_file_outputs = {("merge",), ("soup",), ("align",)}
     found = 0
     for path, parser in leaves(build_parser(), ()):
-        if any(a.dest == "out" for a in parser._actions):
+        if any(a.dest == "out" for a in parser._actions) and path not in single_file_outputs:
             found += 1
             assert parser.get_default("output_command"), f"weightspace {' '.join(path)}: --out not declared by add_output"
             assert any(a.dest == "force" for a in parser._actions)

@@ -13,9 +13,9 @@ import sys
 
 from ..errors import WeightspaceError
 from ..safe_input import claimed_output
-from . import generate, study, zoo
+from . import generate, merge, study, zoo
 
-COMMANDS = (study, zoo, generate)
+COMMANDS = (study, zoo, generate, merge)
 
 
 class _Parser(argparse.ArgumentParser):

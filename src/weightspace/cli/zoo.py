@@ -30,7 +30,7 @@ def _zoo_info(args) -> None:
     zoo = Zoo.open(args.dir)
     print(zoo_summary(zoo))
     if args.verify or args.clean:
-        problems, leftovers = zoo._inspect()
+        problems, leftovers = zoo.inspect()
         removed = zoo.clean() if args.clean else []
         print("", *(f"  {p}" for p in problems + [x for x in leftovers if not removed]), sep="\n")
         if removed:

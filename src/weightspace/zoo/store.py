@@ -157,7 +157,7 @@ class Zoo:
         zoo.checksums = checksums
         zoo._check_index()
         if verify:
-            problems, _ = zoo._inspect()
+            problems, _ = zoo.inspect()
             if problems:
                 raise ZooError(f"zoo {root} has {len(problems)} bad entries:\n  " + "\n  ".join(problems))
         return zoo
@@ -443,10 +443,12 @@ class Zoo:
         Orphans, files in models/ with no row (a writer killed between rename and commit), are only
         informational: the index never points at them.
         """
-        problems, orphans = self._inspect()
+        problems, orphans = self.inspect()
         return problems + orphans
 
-    def _inspect(self) -> tuple[list[str], list[str]]:
+    def inspect(self) -> tuple[list[str], list[str]]:
+        """``(problems, leftovers)``: indexed files that are outside the zoo, missing, unreadable, of
+        another checksum or layout; then orphan files in models/ and ``.staging`` leftovers."""
         df = self.index()
         problems = []
         for model_id, file, expected in zip(df["model_id"], df["file"], df["sha256"]):

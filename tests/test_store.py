@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from weightspace.errors import LayoutError, ZooError
+from weightspace.errors import LayoutError, OutputError, ZooError
 from weightspace.io import read_metadata, sha256_file
 from weightspace.nets import CNN, MLP
 from weightspace.zoo import Zoo
@@ -293,7 +293,7 @@ def test_export_round_trip(tmp_path):
     assert load_file(out / "weights.safetensors")["weights"].shape[0] == 6
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ZooError, match="busy"):
+    with pytest.raises(OutputError, match="busy"):
         zoo.export(tmp_path / "busy")
     with pytest.raises(ZooError, match="nothing exported"):
         zoo.export(tmp_path / "none", "seed < 0")

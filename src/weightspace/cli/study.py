@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import time
 
+from .common import add_output
+
+
+def parse_methods(text: str) -> list[str]:
+    """``--methods a,b``: known names, at least one, none twice."""
+    from ..errors import ConfigError
+    from ..generative.methods import METHODS
+
+    names = [m.strip() for m in text.split(",")]
+    if not text.strip() or not all(names) or any(m not in METHODS for m in names) or len(set(names)) < len(names):
+        raise ConfigError(f"--methods: expected a comma-separated list of distinct names from {', '.join(METHODS)}, "
+                          f"got {text!r}")
+    return names
+
 
 def _study(args) -> None:
     """The main job: the memorization study of the four generators, end to end."""
@@ -18,7 +32,7 @@ def _study(args) -> None:
                                   progress=not args.quiet)
         print(f"report: {path}  ({time.perf_counter() - start:.0f} s)")
         return
-    chosen = args.methods.split(",") if args.methods else METHODS
+    chosen = METHODS if args.methods is None else parse_methods(args.methods)
     path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, workers=args.workers,
                      progress=not args.quiet)
     print("\n".join(verdict_lines(args.out)))
@@ -38,7 +52,7 @@ def _audit(args) -> None:
 def register(sub) -> None:
     study = sub.add_parser("study", help="the main job: do the four generators of weights memorise? (no downloads)")
     study.add_argument("--preset", default="quick", help="quick (default), paper, or tiny (a smoke run)")
-    study.add_argument("--out", default="runs/study", help="output directory (default runs/study)")
+    add_output(study, "study", default="runs/study", help="output directory (default runs/study)")
     study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion")
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--workers", type=int, help="methods run at once, one process each (default: one per core)")
@@ -52,6 +66,6 @@ def register(sub) -> None:
     audit.add_argument("--generated", required=True,
                        help="a zoo, a folder of checkpoints, or a .npy of test predictions [models, examples]")
     audit.add_argument("--task", help="score on another data set with the same inputs (default: the zoo's)")
-    audit.add_argument("--out", default="runs/audit")
+    add_output(audit, "audit", default="runs/audit")
     audit.add_argument("--seed", type=int, default=0)
     audit.set_defaults(func=_audit)

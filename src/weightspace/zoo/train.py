@@ -205,11 +205,13 @@ def train_population(
     *,
     init: Tensor | None = None,
     progress: bool = True,
+    extra: dict | None = None,
 ) -> int:
     """Train ``runs`` and write their checkpoints to ``zoo``; returns the number of checkpoints added.
 
     ``init`` (``Tensor[P]``), when given, is every run's starting point (a fine-tune, as P-diff's);
-    otherwise each run starts from ``arch.init`` with its own seed and ``init_scale``.
+    otherwise each run starts from ``arch.init`` with its own seed and ``init_scale``. ``extra``
+    is added to every checkpoint's record.
     """
     x, y = dataset.split("train")
     steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
@@ -229,7 +231,7 @@ def train_population(
     added = 0
     with tqdm(total=total, desc=f"training {len(todo)} runs", unit="step", disable=not progress) as bar:
         for chunk in chunks:
-            added += _train_chunk(arch, task, x, y, chunk, zoo, config, mask, init, steps_per_epoch, bar)
+            added += _train_chunk(arch, task, x, y, chunk, zoo, config, mask, init, steps_per_epoch, bar, extra)
     return added
 
 
@@ -240,7 +242,7 @@ def _split_by(items, key):
     return list(groups.values())
 
 
-def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch, bar) -> int:
+def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch, bar, extra=None) -> int:
     runs = [r for r, _ in chunk]
     scheds = [s for _, s in chunk]
     space = arch.space
@@ -269,7 +271,7 @@ def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch,
         for i, tag in due:
             run = runs[i]
             record = {"run_id": run.run_id, "seed": run.seed, "epoch": None if cfg.every_steps else int(tag[1:]),
-                      "step": step, "hparams": asdict(run.hparams)}
+                      "step": step, "hparams": asdict(run.hparams), **(extra or {})}
             pending.append((f"{run.run_id}-{tag}", weights[i].clone(), record))
         if len(pending) >= 256 or step == last:
             added += _flush(task, zoo, pending, cfg)

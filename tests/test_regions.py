@@ -63,10 +63,18 @@ def test_derived_dataset_relabels_and_drops():
 
 def test_embeddings_have_two_columns():
     x, _ = _blobs(1.0)
-    for method in ("pca", "tsne", "umap"):
+    for method in ("pca", "tsne"):
         assert embed(x, method).shape == (len(x), 2)
     with pytest.raises(ConfigError, match="embedding"):
         embed(x, "mds")
+
+
+@pytest.mark.slow  # umap-learn compiles with numba on first use (about a minute here)
+def test_umap_embedding_keeps_clusters_apart():
+    x, labels = _blobs(0.1)
+    xy = torch.from_numpy(embed(x, "umap")).double()
+    assert xy.shape == (len(x), 2)
+    assert cluster_metrics(xy, labels)["ari"] == 1.0
 
 
 TINY = {

@@ -153,7 +153,7 @@ def build_regions(source, out: str | Path, *, progress: bool = True) -> Zoo:
         members = final_checkpoints(df)
         members = members[(members["family"] == task["family"]) & (members["role"] == "region")]
         finetune(task, "base", base, "held-out")
-        finetune(task, "centroid", w[torch.tensor(members.index.to_numpy())].mean(0), "held-out")
+        finetune(task, "centroid", rows_of(w, members).mean(0), "held-out")
     return zoo
 
 
@@ -171,6 +171,11 @@ def region_table(zoo: Zoo) -> tuple[Tensor, pd.DataFrame]:
 def final_checkpoints(table: pd.DataFrame) -> pd.DataFrame:
     """The last checkpoint of every run (rows keep their index, so they select weights)."""
     return table.loc[table.groupby("run_id")["step"].idxmax().to_numpy()]
+
+
+def rows_of(weights: Tensor, rows: pd.DataFrame) -> Tensor:
+    """The weights of the index rows ``rows`` (a selection of the table :func:`region_table` returned)."""
+    return weights[torch.tensor(rows.index.to_numpy())]
 
 
 def regions_task(zoo: Zoo, name: str) -> Task:
@@ -271,7 +276,7 @@ class KnowledgeRegions:
         if "role" in final:
             final = final[final["role"].fillna("region") == "region"]
         final = final[final[self.by].notna()]
-        x = w[final.index.to_numpy()]
+        x = rows_of(w, final)
         groupings = [self.by] + [c for c in ("task", "family") if c in final and c != self.by]
         self.metrics_ = pd.DataFrame([{"by": c, **cluster_metrics(x, final[c].to_numpy(), self.seed)}
                                       for c in groupings])
@@ -295,7 +300,7 @@ class KnowledgeRegions:
             if len(tasks) != 1 or len(members) < 2:
                 continue
             task = regions_task(zoo, tasks[0])
-            mw = w[members.index.to_numpy()]
+            mw = rows_of(w, members)
             member_acc = task.accuracy(mw).numpy()
             inside = task.accuracy(convex_combinations(mw, self.interior_samples, self.seed)).numpy()
             rows.append({"region": value, "task": tasks[0], "members": len(members),

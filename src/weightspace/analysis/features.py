@@ -53,7 +53,8 @@ def weight_correlation(weights: Tensor, space: WeightSpace) -> pd.DataFrame:
         if t.dim() < 3 or t.shape[1] < 2:  # [N, out, ...]: needs two neurons
             continue
         rows = t.reshape(t.shape[0], t.shape[1], -1).double()
-        unit = rows / rows.norm(dim=2, keepdim=True).clamp_min(1e-12)
+        norm = rows.norm(dim=2, keepdim=True)
+        unit = rows / torch.where(norm > 0, norm, 1.0)  # an all-zero neuron has cosine 0 with the others
         cos = torch.bmm(unit, unit.transpose(1, 2)).abs()
         n = cos.shape[1]
         off_diagonal = cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(1)

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from weightspace.analysis.features import weight_features
-from weightspace.analysis.predictors import evaluate_predictors
+from weightspace.analysis.predictors import evaluate_predictors, run_split
 from weightspace.zoo import Zoo
 from weightspace.zoo.build import build_zoo
 
@@ -53,6 +53,22 @@ def per_model_features(weights: np.ndarray, space) -> list[dict]:
                 row[f"{e.name}.wcorr"] = (c.sum() - np.trace(c)) / (len(c) * (len(c) - 1))
         rows.append(row)
     return rows
+
+
+def diagnose(weights, table, fitted, seed) -> pd.DataFrame:
+    """Why τ is where it is: τ of each predictor, and of the validation accuracy (400 examples, the best
+    a model's own data can do) on the held-out runs, all of them and only those above chance."""
+    from scipy.stats import kendalltau
+
+    test = run_split(table["run_id"].to_numpy(), 0.2, seed)
+    y = table["test_acc"].to_numpy()[test]
+    preds = {name: p.predict(weights[torch.from_numpy(test)]) for name, p in fitted.items()}
+    preds["val_acc (oracle)"] = table["val_acc"].to_numpy()[test]
+    trained = y > 0.2
+    rows = [{"ranker": name, "tau_all": kendalltau(y, p).statistic, "tau_above_0.2": kendalltau(y[trained], p[trained]).statistic,
+             "held_out": len(y), "above_0.2": int(trained.sum()), "at_chance_le_0.11": int((y <= 0.11).sum())}
+            for name, p in preds.items()]
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -89,13 +105,15 @@ def main() -> None:
     print(f"featurise {len(w_ok)} models ({feats.shape[1]} features): batched {batched_s:.2f} s, "
           f"per-model numpy loop {loop_s:.1f} s (extrapolated from {n_loop}) → {loop_s / batched_s:.0f}×")
 
-    results, importance = [], None
+    results, importance, diagnosis = [], None, None
     for seed in args.seeds:
         res, fitted = evaluate_predictors(weights, table, zoo.space, seed=seed)
         results.append(res)
         print(res.round(4).to_string(index=False))
         if importance is None:
             importance = fitted["gbt"].importance()
+            diagnosis = diagnose(weights, table, fitted, seed)
+            print(diagnosis.round(4).to_string(index=False))
     allres = pd.concat(results)
     summary = allres.groupby("predictor")[["r2", "kendall_tau", "rmse", "fit_s"]].agg(["mean", "std"])
     print(summary.round(4).to_string())
@@ -121,6 +139,7 @@ def main() -> None:
         "best_tau_over_baseline": round(float(mean.loc[best, "kendall_tau"] / mean.loc["gbt-statistics",
                                                                                          "kendall_tau"]), 4),
         "top_features": imp.head(5)["feature"].tolist(),
+        "diagnosis_seed0": diagnosis.round(4).to_dict("records"),
         "gain_share_by_statistic": by_stat.round(4).to_dict(),
         "load": os.getloadavg()[0],
     }

@@ -75,7 +75,7 @@ def test_neuron_set_predictor_ignores_neuron_order(small_zoo):
 
 def test_predictors_rank_held_out_runs(small_zoo):
     weights, table = small_zoo
-    res, fitted = evaluate_predictors(weights, table, MLP(64, (12,), 10).space, names=("gbt", "neuron-set"))
+    res, _ = evaluate_predictors(weights, table, MLP(64, (12,), 10).space, names=("gbt", "neuron-set"))
     assert set(res["predictor"]) == {"gbt", "neuron-set"} and (res["test_runs"] == 10).all()
     # lr spans useless to good: accuracy is learnable (a constant prediction has R² ≤ 0, τ undefined)
     assert (res["r2"] > 0.5).all() and (res["kendall_tau"] > 0.3).all(), res

@@ -94,7 +94,7 @@ TINY = {
 
 def test_regions_build_and_analysis_end_to_end(tmp_path):
     zoo = build_regions(TINY, tmp_path / "regions", progress=False)
-    w, table = region_table(zoo)
+    _, table = region_table(zoo)
     assert set(table["task"]) == {"low", "high", "mid", "parity", "small"}
     assert set(table.loc[table["task"] == "mid", "start"]) == {"base", "centroid"}
     again = build_regions(TINY, tmp_path / "regions", progress=False)  # resumes: nothing new

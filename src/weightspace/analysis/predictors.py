@@ -288,7 +288,7 @@ def evaluate_predictors(
         fit_s = time.perf_counter() - start
         rows.append({"predictor": name, **scores(y[test], pred.predict(test_w)), "fit_s": fit_s,
                      "train_models": int((~test).sum()), "test_models": int(test.sum()),
-                     "test_runs": int(len(np.unique(runs[test]))), "dropped": int((~keep).sum()),
+                     "test_runs": len(np.unique(runs[test])), "dropped": int((~keep).sum()),
                      "target": target, "seed": seed})
         fitted[name] = pred
     return pd.DataFrame(rows), fitted

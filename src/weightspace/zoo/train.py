@@ -226,7 +226,9 @@ def train_population(
             todo.append((run, sched))
     # One optimizer and one activation per chunk: group runs that share them, then by length so
     # chunks finish together.
-    shared = lambda rs: (rs[0].hparams.optimizer, run_architecture(arch, rs[0].hparams).activation)  # noqa: E731
+    def shared(rs):
+        return rs[0].hparams.optimizer, run_architecture(arch, rs[0].hparams).activation
+
     todo.sort(key=lambda rs: (*shared(rs), rs[1].last))
     chunks = [todo[i : i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
     chunks = [c2 for c in chunks for c2 in _split_by(c, shared)]

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from weightspace.analysis.features import weight_features
-from weightspace.analysis.predictors import evaluate_predictors, run_split
+from weightspace.analysis.predictors import GBTPredictor, evaluate_predictors, run_split, scores
 from weightspace.zoo import Zoo
 from weightspace.zoo.build import build_zoo
 
@@ -68,6 +68,28 @@ def diagnose(weights, table, fitted, seed) -> pd.DataFrame:
     rows = [{"ranker": name, "tau_all": kendalltau(y, p).statistic, "tau_above_0.2": kendalltau(y[trained], p[trained]).statistic,
              "held_out": len(y), "above_0.2": int(trained.sum()), "at_chance_le_0.11": int((y <= 0.11).sum())}
             for name, p in preds.items()]
+    act = table["hp_activation"].to_numpy()[test]
+    for a in sorted(set(act)):  # does one activation's statistics mean another's accuracy?
+        m = act == a
+        rows.append({"ranker": f"gbt, {a} only", "tau_all": kendalltau(y[m], preds["gbt"][m]).statistic,
+                     "tau_above_0.2": kendalltau(y[m & trained], preds["gbt"][m & trained]).statistic,
+                     "held_out": int(m.sum()), "above_0.2": int((m & trained).sum()),
+                     "at_chance_le_0.11": int((m & (y <= 0.11)).sum())})
+    return pd.DataFrame(rows)
+
+
+def learning_curve(weights, table, space, seed: int, fractions=(0.25, 0.5, 1.0)) -> pd.DataFrame:
+    """τ of the GBT on the same held-out runs when trained on a fraction of the training runs."""
+    runs = table["run_id"].to_numpy()
+    test = run_split(runs, 0.2, seed)
+    train_runs = np.random.default_rng(seed).permutation(np.unique(runs[~test]))
+    y = table["test_acc"].to_numpy()
+    rows = []
+    for f in fractions:
+        use = np.isin(runs, train_runs[: round(f * len(train_runs))])
+        pred = GBTPredictor(space, seed=seed).fit(weights[torch.from_numpy(use)], y[use])
+        rows.append({"train_fraction_of_runs": f, "train_models": int(use.sum()),
+                     **scores(y[test], pred.predict(weights[torch.from_numpy(test)]))})
     return pd.DataFrame(rows)
 
 
@@ -105,7 +127,7 @@ def main() -> None:
     print(f"featurise {len(w_ok)} models ({feats.shape[1]} features): batched {batched_s:.2f} s, "
           f"per-model numpy loop {loop_s:.1f} s (extrapolated from {n_loop}) → {loop_s / batched_s:.0f}×")
 
-    results, importance, diagnosis = [], None, None
+    results, importance, diagnosis, curve = [], None, None, None
     for seed in args.seeds:
         res, fitted = evaluate_predictors(weights, table, zoo.space, seed=seed)
         results.append(res)
@@ -114,6 +136,8 @@ def main() -> None:
             importance = fitted["gbt"].importance()
             diagnosis = diagnose(weights, table, fitted, seed)
             print(diagnosis.round(4).to_string(index=False))
+            curve = learning_curve(weights, table, zoo.space, seed)
+            print(curve.round(4).to_string(index=False))
     allres = pd.concat(results)
     summary = allres.groupby("predictor")[["r2", "kendall_tau", "rmse", "fit_s"]].agg(["mean", "std"])
     print(summary.round(4).to_string())
@@ -140,6 +164,7 @@ def main() -> None:
                                                                                          "kendall_tau"]), 4),
         "top_features": imp.head(5)["feature"].tolist(),
         "diagnosis_seed0": diagnosis.round(4).to_dict("records"),
+        "gbt_learning_curve_seed0": curve.round(4).to_dict("records"),
         "gain_share_by_statistic": by_stat.round(4).to_dict(),
         "load": os.getloadavg()[0],
     }

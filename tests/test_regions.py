@@ -55,8 +55,8 @@ def test_derived_dataset_relabels_and_drops():
     t = derived_dataset(ds, [[0, 2], [5]], "even-vs-five")
     _, y = ds.split("train")
     assert len(t.y_train) == int(((y == 0) | (y == 2) | (y == 5)).sum())
-    assert set(t.y_train.tolist()) == {0, 1}
-    assert (t.y_train == 1).sum() == (y == 5).sum()
+    assert set(t.y_train.tolist()) == {0, 5}  # each group keeps its first original label
+    assert (t.y_train == 5).sum() == (y == 5).sum() and (t.y_train == 0).sum() == ((y == 0) | (y == 2)).sum()
     with pytest.raises(ConfigError, match="disjoint"):
         derived_dataset(ds, [[0, 1], [1]], "bad")
 

@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from ..errors import WeightspaceError
-from . import analysis, generate, study, zoo
+from . import analysis, generate, merge, study, zoo
 
-COMMANDS = (study, zoo, generate, analysis)
+COMMANDS = (study, zoo, generate, merge, analysis)
 
 
 def build_parser() -> argparse.ArgumentParser:

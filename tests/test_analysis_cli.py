@@ -58,3 +58,8 @@ def test_regions_command_builds_and_writes_tables_and_figures(tmp_path, capsys):
     assert len(Zoo.open(tmp_path / "r")) > 0
     assert main(["regions", str(tmp_path / "r"), "--by", "colour"]) == 2
     assert "--by 'colour'" in capsys.readouterr().err
+
+
+def test_zoo_train_points_a_regions_config_to_the_regions_command(capsys):
+    assert main(["zoo", "train", "regions-fashion", "--out", "unused"]) == 2
+    assert "weightspace regions DIR --build" in capsys.readouterr().err

@@ -59,6 +59,9 @@ def _section(cfg: Mapping, key: str, allowed: set[str] | None = None) -> dict:
 def resolve_config(raw: Mapping, out: str | None = None) -> dict:
     """Fill defaults, infer layer sizes from the data set, validate every value (errors name the key)."""
     unknown = set(raw) - TOP_KEYS
+    if {"base", "tasks"} <= unknown:
+        raise ConfigError("config: this is a knowledge-regions config (base, tasks), not a zoo config; "
+                          "build it with `weightspace regions DIR --build CONFIG --by task`")
     if unknown:
         raise ConfigError(f"config: unknown keys {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
     name = str(raw.get("name", "zoo"))

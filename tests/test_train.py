@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from weightspace.data import load_digits
+from weightspace.errors import ConfigError
 from weightspace.nets import CNN, MLP
+from weightspace.task import Task
 from weightspace.zoo import Zoo
 from weightspace.zoo.train import HParams, Run, TrainConfig, batch_orders, train_population
 
@@ -139,3 +141,25 @@ def test_rerun_skips_finished_runs(tmp_path, digits):
     before = zoo.index()["sha256"].tolist()
     assert train_population(arch, digits, runs, zoo, progress=False) == 0
     assert zoo.index()["sha256"].tolist() == before
+
+
+def test_a_run_can_have_its_own_activation(tmp_path, digits_images):
+    """Runs naming an activation train as that architecture would alone, beside runs of another one."""
+    arch = CNN(1, 8, channels=(4, 4), fc_widths=(8,), activation="relu")
+    runs = [Run("relu", 5, HParams(lr=0.05, epochs=1)), Run("tanh", 6, HParams(lr=0.05, epochs=1, activation="tanh"))]
+    cfg = TrainConfig(batch_size=64)
+    mixed = _zoo(tmp_path, arch, digits_images, "mixed")
+    train_population(arch, digits_images, runs, mixed, cfg, progress=False)
+    tanh_arch = CNN(1, 8, channels=(4, 4), fc_widths=(8,), activation="tanh")
+    alone = _zoo(tmp_path, tanh_arch, digits_images, "alone")
+    train_population(tanh_arch, digits_images, [Run("tanh", 6, HParams(lr=0.05, epochs=1))], alone, cfg, progress=False)
+    assert torch.allclose(_final(mixed, "tanh"), _final(alone, "tanh"), atol=1e-5)
+    df = mixed.index()
+    assert dict(zip(df["run_id"], df["hp_activation"])) == {"relu": "relu", "tanh": "tanh"}
+    w, df_tanh = mixed.load("run_id = ?", ("tanh",))  # its metrics are those of a tanh net
+    assert df_tanh["test_acc"].iloc[0] == pytest.approx(float(Task(digits_images, tanh_arch).accuracy(w)[0]))
+
+
+def test_an_unknown_activation_is_refused():
+    with pytest.raises(ConfigError, match="hparams.activation"):
+        HParams(activation="swish")

@@ -112,6 +112,9 @@ def resolve_config(raw: Mapping, out: str | None = None) -> dict:
     """Fill defaults, infer layer sizes from the data set, validate the type and range of every
     value (errors name the key); nothing is read or written here."""
     unknown = set(raw) - TOP_KEYS
+    if {"base", "tasks"} <= unknown:
+        raise ConfigError("config: this is a knowledge-regions config (base, tasks), not a zoo config; "
+                          "build it with `weightspace regions DIR --build CONFIG --by task`")
     if unknown:
         raise ConfigError(f"config: unknown keys {sorted(unknown, key=str)}; allowed: {sorted(TOP_KEYS)}")
     name = safe_name(raw.get("name", "zoo"), "name")

@@ -14,6 +14,7 @@ are all in the zoo are skipped, so a killed job resumes by running the same comm
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset
 from ..errors import ConfigError
-from ..nets import Architecture
+from ..nets import ACTIVATIONS, Architecture
 from ..task import Task
 from .step import make_step
 from .store import Zoo
@@ -43,10 +44,13 @@ class HParams:
     momentum: float = 0.9
     train_fraction: float = 1.0
     epochs: int = 20
+    activation: str | None = None  # None: the architecture's own; else this run's (same layout)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"hparams.optimizer: expected one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ConfigError(f"hparams.activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         for key, lo, hi in (("dropout", 0.0, 0.999), ("train_fraction", 1e-6, 1.0), ("momentum", 0.0, 0.999)):
             v = getattr(self, key)
             if not lo <= v <= hi:
@@ -222,17 +226,33 @@ def train_population(
         sched = _schedule(run, steps_per_epoch, config)
         if any(f"{run.run_id}-{tag}" not in have for tag in sched.saves.values()):
             todo.append((run, sched))
-    task = Task(dataset, arch)
-    # One optimizer per chunk: group runs that share one, then by length so chunks finish together.
-    todo.sort(key=lambda rs: (rs[0].hparams.optimizer, rs[1].last))
+    # One optimizer and one activation per chunk: group runs that share them, then by length so
+    # chunks finish together.
+    def shared(rs):
+        return rs[0].hparams.optimizer, run_architecture(arch, rs[0].hparams).activation
+
+    todo.sort(key=lambda rs: (*shared(rs), rs[1].last))
     chunks = [todo[i : i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
-    chunks = [c2 for c in chunks for c2 in _split_by(c, lambda rs: rs[0].hparams.optimizer)]
+    chunks = [c2 for c in chunks for c2 in _split_by(c, shared)]
     total = sum(max(s.last for _, s in c) for c in chunks)
     added = 0
     with tqdm(total=total, desc=f"training {len(todo)} runs", unit="step", disable=not progress) as bar:
         for chunk in chunks:
-            added += _train_chunk(arch, task, x, y, chunk, zoo, config, mask, init, steps_per_epoch, bar, extra)
+            chunk_arch = run_architecture(arch, chunk[0][0].hparams)
+            added += _train_chunk(chunk_arch, Task(dataset, chunk_arch), x, y, chunk, zoo, config, mask, init,
+                                  steps_per_epoch, bar, extra)
     return added
+
+
+def run_architecture(arch: Architecture, hparams: HParams) -> Architecture:
+    """The architecture a run trains: ``arch`` with the run's own activation when it names one.
+
+    The activation has no weights, so every run of a zoo shares one layout; the zoo's index
+    records each run's activation (``hp_activation``).
+    """
+    if hparams.activation is None or hparams.activation == getattr(arch, "activation", None):
+        return arch
+    return dataclasses.replace(arch, activation=hparams.activation)
 
 
 def _split_by(items, key):
@@ -271,7 +291,8 @@ def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch,
         for i, tag in due:
             run = runs[i]
             record = {"run_id": run.run_id, "seed": run.seed, "epoch": None if cfg.every_steps else int(tag[1:]),
-                      "step": step, "hparams": asdict(run.hparams), **(extra or {})}
+                      "step": step, "hparams": {**asdict(run.hparams), "activation": arch.activation},
+                      **(extra or {})}
             pending.append((f"{run.run_id}-{tag}", weights[i].clone(), record))
         if len(pending) >= 256 or step == last:
             added += _flush(task, zoo, pending, cfg)

@@ -1,0 +1,1 @@
+"""Analyses of populations of weights: features and accuracy predictors, knowledge regions."""

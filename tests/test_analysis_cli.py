@@ -50,13 +50,13 @@ def test_regions_command_builds_and_writes_tables_and_figures(tmp_path, capsys):
     cfg = tmp_path / "regions.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "finetune": {**TINY["finetune"], "seeds": 2}}))
     assert main(["regions", str(tmp_path / "r"), "--by", "family", "--build", str(cfg), "--embeddings", "pca",
-                 "--samples", "4", "--quiet"]) == 0
+                 "--samples", "4", "--quiet", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "metrics:" in out and "starts:" in out
-    files = {p.name for p in (tmp_path / "r" / "regions-by-family").iterdir()}
+    files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"metrics.csv", "embedding.csv", "starts.csv", "embeddings.png", "starts.png"} <= files
     assert len(Zoo.open(tmp_path / "r")) > 0
-    assert main(["regions", str(tmp_path / "r"), "--by", "colour"]) == 2
+    assert main(["regions", str(tmp_path / "r"), "--by", "colour", "--out", str(tmp_path / "out2")]) == 2
     assert "--by 'colour'" in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError
+from .common import add_output
 
 
 def _predict_accuracy(args) -> None:
@@ -77,8 +78,7 @@ def _regions(args) -> None:
     zoo = build_regions(args.build, args.zoo, progress=not args.quiet) if args.build else Zoo.open(args.zoo)
     methods = tuple(args.embeddings.split(",")) if args.embeddings else EMBEDDINGS
     res = KnowledgeRegions(by=args.by, embeddings=methods, interior_samples=args.samples, seed=args.seed).fit(zoo)
-    out = Path(args.out or Path(args.zoo) / f"regions-by-{args.by}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # claimed for this command by weightspace.cli.main
     tables = {"metrics": res.metrics_, "embedding": res.embedding_, "interior": res.interior_,
               "starts": res.starts_}
     for name, df in tables.items():
@@ -114,6 +114,6 @@ def register(sub) -> None:
     r.add_argument("--embeddings", help="comma list of pca, tsne, umap (default: all)")
     r.add_argument("--samples", type=int, default=32, help="convex combinations per region (default 32)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", help="output directory (default ZOO/regions-by-COLUMN)")
+    add_output(r, "regions", default="runs/regions", help="output directory (default runs/regions)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_regions)

@@ -27,3 +27,7 @@ class LayoutError(WeightspaceError, ValueError):
 
 class ZooError(WeightspaceError):
     """A zoo directory is missing entries, or files do not match its index."""
+
+
+class BackendError(WeightspaceError):
+    """An execution backend (Ray) is missing, unreachable, or lost a block of work."""

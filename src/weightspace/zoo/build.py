@@ -12,6 +12,7 @@ import yaml
 from ..data import Dataset, load_dataset
 from ..io import load_weights
 from ..nets import Architecture, build_architecture
+from ..parallel import resolve_backend
 from ..task import Task
 from .config import population, read_config, resolve_config
 from .store import Zoo
@@ -31,11 +32,15 @@ def architecture_for(arch_cfg: Mapping, dataset: Dataset) -> Architecture:
     return build_architecture(cfg)
 
 
-def build_zoo(source, *, out: str | Path | None = None, progress: bool = True) -> Zoo:
+def build_zoo(source, *, out: str | Path | None = None, progress: bool = True, backend="local",
+              address: str | None = None) -> Zoo:
     """Train the zoo a config describes (a path, a shipped example name, or a dict) and return it.
 
     Running it again on the same output resumes: finished checkpoints are kept and skipped.
+    ``backend="ray"`` trains the chunks as Ray tasks (a local Ray, or the cluster at ``address``;
+    or pass a :class:`~weightspace.parallel.RayBackend`), to the same weights.
     """
+    ray_backend = resolve_backend(backend, address)
     cfg = resolve_config(read_config(source), None if out is None else str(out))
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
@@ -51,7 +56,8 @@ def build_zoo(source, *, out: str | Path | None = None, progress: bool = True) -
     if not config_file.exists():
         config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["training"].items()})
-    train_population(arch, dataset, population(cfg), zoo, train_cfg, init=init, progress=progress)
+    train_population(arch, dataset, population(cfg), zoo, train_cfg, init=init, progress=progress,
+                     backend=ray_backend)
     return zoo
 
 

@@ -205,32 +205,50 @@ def train_population(
     *,
     init: Tensor | None = None,
     progress: bool = True,
+    backend=None,
 ) -> int:
     """Train ``runs`` and write their checkpoints to ``zoo``; returns the number of checkpoints added.
 
     ``init`` (``Tensor[P]``), when given, is every run's starting point (a fine-tune, as P-diff's);
-    otherwise each run starts from ``arch.init`` with its own seed and ``init_scale``.
+    otherwise each run starts from ``arch.init`` with its own seed and ``init_scale``. ``backend``:
+    ``None`` trains the chunks one after another here; a :class:`~weightspace.parallel.RayBackend`
+    trains each chunk as one Ray task (see :mod:`~weightspace.zoo.ray_backend`), to the same weights.
     """
     x, y = dataset.split("train")
     steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
+    chunks = plan_chunks(runs, zoo.ids(), steps_per_epoch, config)
+    total = sum(max(s.last for _, s in c) for c in chunks)
+    if backend is not None:
+        from .ray_backend import train_chunks_on_ray
+
+        return train_chunks_on_ray(arch, dataset, chunks, zoo, config, init=init, steps_per_epoch=steps_per_epoch,
+                                   total=total, progress=progress, backend=backend)
     mask = arch.space.mask(config.trainable) if config.trainable else None
-    have = zoo.ids()
+    task = Task(dataset, arch)
+    added = 0
+    n_runs = sum(map(len, chunks))
+    with tqdm(total=total, desc=f"training {n_runs} runs", unit="step", disable=not progress) as bar:
+        for chunk in chunks:
+            added += _train_chunk(arch, task, x, y, chunk, zoo, config, mask, init, steps_per_epoch, bar)
+    return added
+
+
+def plan_chunks(runs: Sequence[Run], have: set[str], steps_per_epoch: int, config: TrainConfig
+                ) -> list[list[tuple[Run, _Schedule]]]:
+    """The runs not yet complete in the zoo (ids in ``have``), as the chunks trained together.
+
+    A model's weights can depend on its chunk (dropout masks come from one generator seeded by the
+    chunk's seeds), so every backend trains exactly these chunks.
+    """
     todo = []
     for run in runs:
         sched = _schedule(run, steps_per_epoch, config)
         if any(f"{run.run_id}-{tag}" not in have for tag in sched.saves.values()):
             todo.append((run, sched))
-    task = Task(dataset, arch)
     # One optimizer per chunk: group runs that share one, then by length so chunks finish together.
     todo.sort(key=lambda rs: (rs[0].hparams.optimizer, rs[1].last))
     chunks = [todo[i : i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
-    chunks = [c2 for c in chunks for c2 in _split_by(c, lambda rs: rs[0].hparams.optimizer)]
-    total = sum(max(s.last for _, s in c) for c in chunks)
-    added = 0
-    with tqdm(total=total, desc=f"training {len(todo)} runs", unit="step", disable=not progress) as bar:
-        for chunk in chunks:
-            added += _train_chunk(arch, task, x, y, chunk, zoo, config, mask, init, steps_per_epoch, bar)
-    return added
+    return [c2 for c in chunks for c2 in _split_by(c, lambda rs: rs[0].hparams.optimizer)]
 
 
 def _split_by(items, key):

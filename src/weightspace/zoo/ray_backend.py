@@ -1,0 +1,80 @@
+"""Zoo training on Ray: each chunk of the population is one Ray task writing to the shared zoo.
+
+The chunks are the local trainer's own (:func:`~weightspace.zoo.train.plan_chunks`) and a task runs
+the local trainer's chunk loop, so the weights are bitwise those of the local backend: a model's
+weights can depend on its chunk mates (dropout masks come from one generator per chunk), so a
+shard is never anything but a whole chunk. Every worker opens the zoo by its path and writes
+through the same atomic store, so the zoo directory must be on a file system every worker sees.
+
+A worker that dies mid-chunk (killed, out of memory, its node lost) leaves the checkpoints it
+committed; Ray runs the task again, the chunk is retrained from its start to the same weights, and
+the store ignores the ids already indexed — so the zoo ends complete, each model once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..data import Dataset
+from ..errors import ConfigError
+from ..nets import build_architecture
+from ..parallel import RayBackend, map_blocks
+from ..task import Task
+from .store import STAGING, Zoo
+from .train import TrainConfig, _train_chunk
+
+# Test hook: "SHARD:ADDS" makes the first attempt of chunk SHARD exit (os._exit) right after its
+# ADDS-th write to the zoo, as a killed worker would; the retry runs normally.
+KILL_ENV = "WEIGHTSPACE_RAY_KILL_SHARD"
+
+
+def train_chunks_on_ray(arch, dataset: Dataset, chunks: list, zoo: Zoo, config: TrainConfig, *, init, steps_per_epoch: int,
+                        total: int, progress: bool, backend: RayBackend) -> int:
+    """Train ``chunks`` (from ``plan_chunks``) as Ray tasks into ``zoo``; returns the checkpoints added."""
+    if not isinstance(zoo, Zoo):
+        raise ConfigError(f"the Ray backend writes to a zoo directory, got a {type(zoo).__name__}")
+    kill = _kill_hook()
+    shards = [(i, chunk, kill[1] if kill and kill[0] == i else None) for i, chunk in enumerate(chunks)]
+    added = map_blocks(_train_shard, shards, arch.config, dataset, str(zoo.root.resolve()), config, init,
+                       steps_per_epoch, backend=backend, total=total, progress=progress,
+                       desc=f"training {sum(map(len, chunks))} runs in {len(chunks)} shards")
+    return sum(added)
+
+
+def _train_shard(shard, arch_config, dataset, root, config, init, steps_per_epoch, *, tick) -> int:
+    """One chunk on a worker: the local trainer's loop, writing to the zoo at ``root``."""
+    index, chunk, kill_after = shard
+    arch = build_architecture(arch_config)
+    x, y = dataset.split("train")
+    mask = arch.space.mask(config.trainable) if config.trainable else None
+    zoo = Zoo.open(root)
+    if kill_after is not None:
+        zoo = _DiesOnFirstAttempt(zoo, kill_after, Path(root) / STAGING / f"killed-shard-{index}")
+    return _train_chunk(arch, Task(dataset, arch), x, y, chunk, zoo, config, mask, init, steps_per_epoch, tick)
+
+
+def _kill_hook() -> tuple[int, int] | None:
+    value = os.environ.get(KILL_ENV)
+    if not value:
+        return None
+    shard, sep, adds = value.partition(":")
+    if not (sep and shard.isdigit() and adds.isdigit() and int(adds) >= 1):
+        raise ConfigError(f"{KILL_ENV}={value!r}: expected SHARD:ADDS, e.g. 0:1")
+    return int(shard), int(adds)
+
+
+class _DiesOnFirstAttempt:
+    """The zoo, except that the process exits after ``adds`` writes unless ``marker`` exists
+    (which it creates first, so the retry lives)."""
+
+    def __init__(self, zoo: Zoo, adds: int, marker: Path):
+        self.zoo, self.adds, self.marker = zoo, adds, marker
+
+    def add_many(self, items) -> int:
+        added = self.zoo.add_many(items)
+        self.adds -= 1
+        if self.adds == 0 and not self.marker.exists():
+            self.marker.touch()
+            os._exit(1)
+        return added

@@ -1,7 +1,8 @@
 """Scale-out on Ray: the same zoo as the local backend, bit for bit; a killed worker retried; clear errors.
 
 One local Ray for the module, capped for a 2-core machine (no deprecated local_mode). Starting it
-takes about 8 s here, so the default run keeps two Ray tests; the kill and progress tests are slow.
+takes 8-12 s here and the Ray tests 40-75 s in all, so they are slow (pytest -m slow); the error
+paths (unreachable address, Ray missing) start no Ray and run by default.
 """
 
 import sys
@@ -46,6 +47,7 @@ def _assert_same_zoo(a, b):
     assert da[cols].equals(db[cols])
 
 
+@pytest.mark.slow
 def test_ray_backend_trains_the_local_weights_bit_for_bit(tmp_path, local_ray):
     local = build_zoo(_config(), out=tmp_path / "local", progress=False)
     on_ray = build_zoo(_config(), out=tmp_path / "ray", progress=False, backend=local_ray)
@@ -81,6 +83,7 @@ def _square(block, offset, *, tick):
     return block * block + offset
 
 
+@pytest.mark.slow
 def test_an_error_inside_a_task_is_the_weightspace_error(local_ray):
     from weightspace.errors import LayoutError
 
@@ -116,3 +119,41 @@ def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkey
         resolve_backend("ray")
     rc = main(["zoo", "train", "digits-mlp", "--out", str(tmp_path / "z"), "--backend", "ray"])
     assert rc == 2 and "pip install 'weightspace[ray]'" in capsys.readouterr().err
+
+
+def _mean_abs(weights, rows, *, scale):
+    return rows[["model_id"]].assign(v=weights.abs().mean(1).numpy() * scale)
+
+
+@pytest.mark.slow
+def test_audit_evaluation_and_zoo_blocks_on_ray_equal_local(tmp_path, local_ray):
+    """Pairwise similarity blocks, aligned distances, evaluation of many models and a map over a
+    zoo's blocks give on Ray what they give here."""
+    import pandas as pd
+
+    from weightspace.align import aligned_l2, aligned_l2_fast
+    from weightspace.audit.similarity import error_iou, prediction_agreement
+    from weightspace.zoo.blocks import map_zoo
+    from weightspace.zoo.build import task_for_zoo
+
+    zoo = build_zoo(_config(), out=tmp_path / "zoo", progress=False)
+    w, _ = zoo.load()
+    task = task_for_zoo(zoo)
+    pred = task.predictions(w)
+    assert torch.equal(task.predictions(w, backend=local_ray, block_size=7), pred)
+    pd.testing.assert_frame_equal(task.evaluate(w, backend=local_ray, block_size=7), task.evaluate(w))
+    labels = task.dataset.y_test
+    assert torch.equal(error_iou(pred[:5], pred, labels, chunk_size=7, backend=local_ray),
+                       error_iou(pred[:5], pred, labels))
+    assert torch.equal(prediction_agreement(pred[:5], pred, chunk_size=7, backend=local_ray),
+                       prediction_agreement(pred[:5], pred))
+    space = zoo.space
+    assert torch.equal(aligned_l2(space, w[:3], w[:6], chunk_pairs=5, backend=local_ray), aligned_l2(space, w[:3], w[:6]))
+    torch.testing.assert_close(aligned_l2_fast(space, w[:4], w, block_size=5, backend=local_ray),
+                               aligned_l2_fast(space, w[:4], w))
+    on_ray = pd.concat(map_zoo(_mean_abs, zoo, where="epoch = ?", params=(2,), block_size=5, backend=local_ray,
+                               scale=2.0), ignore_index=True)
+    here = pd.concat(map_zoo(_mean_abs, zoo, where="epoch = ?", params=(2,), block_size=5, scale=2.0),
+                     ignore_index=True)
+    assert len(here) == 12
+    pd.testing.assert_frame_equal(on_ray, here)

@@ -202,17 +202,22 @@ def _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc) -> list
     task = ray.remote(_run_block).options(num_cpus=backend.cpus_per_task, max_retries=backend.max_retries)
     pending = {task.remote(fn, i, b, counter, backend.cpus_per_task, *refs): i for i, b in enumerate(blocks)}
     out: list = [None] * len(blocks)
-    with tqdm(total=total if total is not None else len(blocks), desc=f"{desc} (ray)", disable=not progress) as bar:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-            for ref in done:
-                i = pending.pop(ref)
-                out[i] = _get(ray, ref, i, backend)
-                if total is None:
-                    bar.update(1)
-            if total is not None:
-                bar.n = min(total, ray.get(counter.total.remote()))
-                bar.refresh()
+    try:
+        with tqdm(total=total if total is not None else len(blocks), desc=f"{desc} (ray)",
+                  disable=not progress) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for ref in done:
+                    i = pending.pop(ref)
+                    out[i] = _get(ray, ref, i, backend)
+                    if total is None:
+                        bar.update(1)
+                if total is not None:
+                    bar.n = min(total, ray.get(counter.total.remote()))
+                    bar.refresh()
+    finally:
+        for ref in pending:  # after an error or an interrupt: nothing left running in a session we keep
+            ray.cancel(ref, force=True)
     return out
 
 

@@ -13,6 +13,7 @@ import torch
 from weightspace.cli import main
 from weightspace.errors import BackendError
 from weightspace.parallel import RayBackend, map_blocks, resolve_backend
+from weightspace.zoo import Zoo
 from weightspace.zoo.build import build_zoo
 from weightspace.zoo.ray_backend import KILL_ENV
 
@@ -70,6 +71,20 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_zoo_ends_complete(tmp_path
     assert (tmp_path / "ray" / ".staging" / "killed-shard-1").exists()  # it did die once, after 256 writes
     assert len(on_ray) == 8 * 81 and on_ray.verify() == []  # complete, no orphans, checksums hold
     _assert_same_zoo(local, on_ray)
+
+
+@pytest.mark.slow
+def test_without_retries_a_killed_worker_stops_the_build_and_a_rerun_resumes(tmp_path, local_ray, monkeypatch):
+    cfg = _config(every_steps=1, max_steps=80, checkpoint_epochs=[])
+    cfg["population"]["runs"] = 4
+    cfg["population"]["hparams"]["epochs"] = 5
+    monkeypatch.setenv(KILL_ENV, "0:1")
+    with pytest.raises(BackendError, match="block 0: its Ray worker died .* 0 retries are used up"):
+        build_zoo(cfg, out=tmp_path / "ray", progress=False, backend=RayBackend(max_retries=0))
+    assert len(Zoo.open(tmp_path / "ray")) == 256  # the first write survived the kill
+    resumed = build_zoo(cfg, out=tmp_path / "ray", progress=False, backend=local_ray)
+    assert len(resumed) == 4 * 81 and resumed.verify() == []
+    _assert_same_zoo(build_zoo(cfg, out=tmp_path / "local", progress=False), resumed)
 
 
 @pytest.mark.slow
@@ -132,6 +147,7 @@ def test_audit_evaluation_and_zoo_blocks_on_ray_equal_local(tmp_path, local_ray)
     import pandas as pd
 
     from weightspace.align import aligned_l2, aligned_l2_fast
+    from weightspace.audit.novelty import ModelSet, novelty_table
     from weightspace.audit.similarity import error_iou, prediction_agreement
     from weightspace.zoo.blocks import map_zoo
     from weightspace.zoo.build import task_for_zoo
@@ -151,6 +167,11 @@ def test_audit_evaluation_and_zoo_blocks_on_ray_equal_local(tmp_path, local_ray)
     assert torch.equal(aligned_l2(space, w[:3], w[:6], chunk_pairs=5, backend=local_ray), aligned_l2(space, w[:3], w[:6]))
     torch.testing.assert_close(aligned_l2_fast(space, w[:4], w, block_size=5, backend=local_ray),
                                aligned_l2_fast(space, w[:4], w))
+    gen = w[:3] + 0.01 * torch.randn(3, w.shape[1], generator=torch.Generator().manual_seed(0))
+    sets = [ModelSet("training", task.accuracy(w), weights=w, predictions=pred, is_training=True),
+            ModelSet("generated", task.accuracy(gen), weights=gen, predictions=task.predictions(gen))]
+    pd.testing.assert_frame_equal(novelty_table(sets, labels, space=space, aligned="exact", backend=local_ray),
+                                  novelty_table(sets, labels, space=space, aligned="exact"))
     on_ray = pd.concat(map_zoo(_mean_abs, zoo, where="epoch = ?", params=(2,), block_size=5, backend=local_ray,
                                scale=2.0), ignore_index=True)
     here = pd.concat(map_zoo(_mean_abs, zoo, where="epoch = ?", params=(2,), block_size=5, scale=2.0),

@@ -13,7 +13,6 @@ Ray backend is used.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -229,10 +228,10 @@ def _get(ray, ref, i: int, backend: RayBackend):
         if isinstance(e.cause, WeightspaceError):
             raise e.cause from None
         raise
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError) as e:
         raise BackendError(
-            f"block {i}: its Ray worker died {backend.max_retries + 1} times ({type(e).__name__}); "
-            "finished work is kept, run again to resume"
+            f"block {i}: its Ray worker died ({type(e).__name__}) and its {backend.max_retries} retries are used "
+            "up; finished work is kept, run again to resume"
         ) from None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from .common import add_backend_options, backend_from
+
 
 def _study(args) -> None:
     """The main job: the memorization study of the four generators, end to end."""
@@ -28,7 +30,8 @@ def _study(args) -> None:
 def _audit(args) -> None:
     from ..audit.external import audit_generated
 
-    path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed)
+    path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed,
+                           backend=backend_from(args))
     from ..study import verdict_lines
 
     print("\n".join(verdict_lines(args.out)))
@@ -54,4 +57,5 @@ def register(sub) -> None:
     audit.add_argument("--task", help="score on another data set with the same inputs (default: the zoo's)")
     audit.add_argument("--out", default="runs/audit")
     audit.add_argument("--seed", type=int, default=0)
+    add_backend_options(audit)
     audit.set_defaults(func=_audit)

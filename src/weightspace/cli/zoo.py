@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from .common import zoo_summary
+from .common import add_backend_options, backend_from, zoo_summary
 
 
 def _zoo_train(args) -> None:
     from ..zoo.build import build_zoo
 
     start = time.perf_counter()
-    zoo = build_zoo(args.config, out=args.out, progress=not args.quiet, backend=args.backend, address=args.address)
+    zoo = build_zoo(args.config, out=args.out, progress=not args.quiet, backend=backend_from(args))
     print(zoo_summary(zoo))
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
@@ -37,10 +37,7 @@ def register(sub) -> None:
     train.add_argument("config", help="YAML config file, or the name of a shipped example (digits-mlp, ...)")
     train.add_argument("--out", help="zoo directory (default: the config's 'out', else runs/NAME)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--backend", choices=("local", "ray"), default="local",
-                       help="local: train here; ray: one Ray task per chunk of models (pip install 'weightspace[ray]')")
-    train.add_argument("--address", help="with --backend ray: a running Ray cluster's head (host:port); "
-                       "default: start a local Ray")
+    add_backend_options(train)
     train.set_defaults(func=_zoo_train)
     info = zoo.add_parser("info", help="describe a zoo")
     info.add_argument("dir")

@@ -8,8 +8,9 @@ An epoch is ``ceil(n_train / batch_size)`` steps for every model; a model with
 ``train_fraction < 1`` draws its batches from its own fixed subset. A model shorter than its chunk
 is saved at its own last step; the steps after that are never saved.
 
-Checkpoints go to a :class:`~weightspace.zoo.store.Zoo` as they are made. Runs whose checkpoints
-are all in the zoo are skipped, so a killed job resumes by running the same command again.
+Checkpoints go to a :class:`~weightspace.zoo.store.Zoo` as they are made. Chunks whose checkpoints
+are all in the zoo are skipped, so a killed job resumes by running the same command again, to the
+same weights as an uninterrupted one (the chunks do not depend on what is already done).
 """
 
 from __future__ import annotations
@@ -235,20 +236,20 @@ def train_population(
 
 def plan_chunks(runs: Sequence[Run], have: set[str], steps_per_epoch: int, config: TrainConfig
                 ) -> list[list[tuple[Run, _Schedule]]]:
-    """The runs not yet complete in the zoo (ids in ``have``), as the chunks trained together.
+    """The chunks of runs trained together that still have a checkpoint missing from ``have``.
 
     A model's weights can depend on its chunk (dropout masks come from one generator seeded by the
-    chunk's seeds), so every backend trains exactly these chunks.
+    chunk's seeds), so the chunks are cut from all runs, whatever is already done: a resumed or
+    retried build, and every backend, train the same chunks. A chunk with a missing checkpoint is
+    trained whole; the zoo ignores the ids it already has.
     """
-    todo = []
-    for run in runs:
-        sched = _schedule(run, steps_per_epoch, config)
-        if any(f"{run.run_id}-{tag}" not in have for tag in sched.saves.values()):
-            todo.append((run, sched))
+    planned = [(run, _schedule(run, steps_per_epoch, config)) for run in runs]
     # One optimizer per chunk: group runs that share one, then by length so chunks finish together.
-    todo.sort(key=lambda rs: (rs[0].hparams.optimizer, rs[1].last))
-    chunks = [todo[i : i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
-    return [c2 for c in chunks for c2 in _split_by(c, lambda rs: rs[0].hparams.optimizer)]
+    planned.sort(key=lambda rs: (rs[0].hparams.optimizer, rs[1].last))
+    chunks = [planned[i : i + config.chunk_size] for i in range(0, len(planned), config.chunk_size)]
+    chunks = [c2 for c in chunks for c2 in _split_by(c, lambda rs: rs[0].hparams.optimizer)]
+    return [c for c in chunks
+            if any(f"{run.run_id}-{tag}" not in have for run, sched in c for tag in sched.saves.values())]
 
 
 def _split_by(items, key):

@@ -114,9 +114,10 @@ def _fails_on_two(block):
     return block
 
 
-def test_an_unreachable_address_is_one_line(tmp_path, capsys):
-    rc = main(["zoo", "train", "digits-mlp", "--out", str(tmp_path / "z"), "--backend", "ray",
-               "--address", "127.0.0.1:9"])
+@pytest.mark.parametrize("command", [["zoo", "train", "digits-mlp", "--out"], ["audit", "--train", "nowhere", "--out"]])
+def test_an_unreachable_address_is_one_line(tmp_path, capsys, command):
+    rc = main([*command, str(tmp_path / "z"), "--backend", "ray", "--address", "127.0.0.1:9"]
+              + (["--generated", "nothing"] if command[0] == "audit" else []))
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "127.0.0.1:9" in err and "ray start --head" in err

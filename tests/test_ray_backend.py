@@ -149,7 +149,11 @@ def test_audit_evaluation_and_zoo_blocks_on_ray_equal_local(tmp_path, local_ray)
 
     from weightspace.align import aligned_l2, aligned_l2_fast
     from weightspace.audit.novelty import ModelSet, novelty_table
-    from weightspace.audit.similarity import error_iou, prediction_agreement
+    from weightspace.audit.similarity import (
+        chamfer_distance,
+        error_iou,
+        prediction_agreement,
+    )
     from weightspace.zoo.blocks import map_zoo
     from weightspace.zoo.build import task_for_zoo
 
@@ -168,6 +172,9 @@ def test_audit_evaluation_and_zoo_blocks_on_ray_equal_local(tmp_path, local_ray)
     assert torch.equal(aligned_l2(space, w[:3], w[:6], chunk_pairs=5, backend=local_ray), aligned_l2(space, w[:3], w[:6]))
     torch.testing.assert_close(aligned_l2_fast(space, w[:4], w, block_size=5, backend=local_ray),
                                aligned_l2_fast(space, w[:4], w))
+    points = [torch.randn(n, 2, generator=torch.Generator().manual_seed(n)) for n in (5, 9, 7, 3, 8)]
+    torch.testing.assert_close(chamfer_distance(points[:2], points, block_size=2, backend=local_ray),
+                               chamfer_distance(points[:2], points))
     gen = w[:3] + 0.01 * torch.randn(3, w.shape[1], generator=torch.Generator().manual_seed(0))
     sets = [ModelSet("training", task.accuracy(w), weights=w, predictions=pred, is_training=True),
             ModelSet("generated", task.accuracy(gen), weights=gen, predictions=task.predictions(gen))]

@@ -109,7 +109,8 @@ def novelty_table(
     ``nearest_training_chamfer``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
     every model is measured against the whole training set. With a
-    :class:`~weightspace.parallel.RayBackend`, error IoU and exact aligned L2 run in blocks as Ray tasks.
+    :class:`~weightspace.parallel.RayBackend`, error IoU, exact aligned L2 and Chamfer distances run in
+    blocks as Ray tasks.
     """
     sets = _as_sets(groups)
     train = next(s for s in sets if s.is_training)
@@ -149,7 +150,7 @@ def novelty_table(
                 dist = aligned_l2(space, s.weights, train.weights, progress=progress, backend=backend)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
         if s.points is not None and train.points is not None:
-            value, index = min_distance_to_training(chamfer_distance(s.points, train.points), own)
+            value, index = min_distance_to_training(chamfer_distance(s.points, train.points, backend=backend), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)

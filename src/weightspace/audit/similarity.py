@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..align import l2_distances  # noqa: F401  (core; re-exported for the audit's users)
 from ..errors import ConfigError, LayoutError
-from ..parallel import RayBackend, pairwise_blocks
+from ..parallel import RayBackend, map_blocks, pairwise_blocks, row_blocks
 
 
 # ---------------------------------------------------------------- counting overlaps
@@ -176,6 +176,8 @@ def chamfer_distance(
     mask_a: Tensor | None = None,
     mask_b: Tensor | None = None,
     max_elements: int = 2**23,
+    backend: RayBackend | None = None,
+    block_size: int = 256,
 ) -> Tensor:
     """Chamfer distance between every pair of point sets: ``[A, B]``.
 
@@ -183,12 +185,17 @@ def chamfer_distance(
     (squared distances, both directions, summed: HyperDiffusion's shape metric). Point sets are a
     list of ``Tensor[n_i, d]`` (padded internally) or a padded ``Tensor[N, M, d]`` with an optional
     ``bool[N, M]`` mask of valid points. Pairs are processed in blocks of about ``max_elements``
-    point-to-point distances.
+    point-to-point distances. With a :class:`~weightspace.parallel.RayBackend`, blocks of
+    ``block_size`` point sets of B are Ray tasks.
     """
     xa, ma = _pad(points_a, "points_a")
     xb, mb = _pad(points_b, "points_b")
     ma = ma if mask_a is None else mask_a.to(torch.bool)
     mb = mb if mask_b is None else mask_b.to(torch.bool)
+    if backend is not None:
+        parts = map_blocks(_chamfer_block, row_blocks(len(xb), block_size), xa, ma, xb, mb, max_elements,
+                           backend=backend, desc="Chamfer")
+        return torch.cat(parts, 1)
     if xa.shape[-1] != xb.shape[-1]:
         raise LayoutError(f"points: dimensions differ ({xa.shape[-1]} vs {xb.shape[-1]})")
     if ma.shape != xa.shape[:2] or mb.shape != xb.shape[:2]:
@@ -217,6 +224,11 @@ def chamfer_distance(
             term_b = torch.where(mb[None, t:u, :], b_to_a, 0).sum(-1) / nb[None, t:u]
             out[s:e, t:u] = term_a + term_b
     return out
+
+
+def _chamfer_block(span, xa, ma, xb, mb, max_elements) -> Tensor:
+    s, e = span
+    return chamfer_distance(xa, xb[s:e], mask_a=ma, mask_b=mb[s:e], max_elements=max_elements)
 
 
 # ---------------------------------------------------------------- nearest neighbours

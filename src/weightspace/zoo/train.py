@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data import Dataset
 from ..errors import ConfigError
 from ..nets import Architecture
+from ..parallel import RayBackend
 from ..task import Task
 from .step import make_step
 from .store import Zoo
@@ -206,7 +207,7 @@ def train_population(
     *,
     init: Tensor | None = None,
     progress: bool = True,
-    backend=None,
+    backend: RayBackend | None = None,
 ) -> int:
     """Train ``runs`` and write their checkpoints to ``zoo``; returns the number of checkpoints added.
 

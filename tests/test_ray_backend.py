@@ -88,8 +88,10 @@ def test_without_retries_a_killed_worker_stops_the_build_and_a_rerun_resumes(tmp
 
 
 @pytest.mark.slow
-def test_progress_counts_units_reported_inside_tasks(local_ray):
-    assert map_blocks(_square, [1, 2, 3], 10, backend=local_ray, total=6) == [11, 14, 19]
+def test_progress_counts_units_reported_inside_tasks(local_ray, capsys):
+    assert map_blocks(_square, [1, 2, 3], 10, backend=local_ray, total=6, progress=True, desc="sq") == [11, 14, 19]
+    err = capsys.readouterr().err
+    assert "sq (ray): 100%" in err and "6/6" in err  # units reported by the tasks, not 3 blocks
     assert map_blocks(_square, [1, 2, 3], 10, total=6) == [11, 14, 19]
 
 

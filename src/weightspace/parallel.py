@@ -211,8 +211,8 @@ def _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc) -> list
                     out[i] = _get(ray, ref, i, backend)
                     if total is None:
                         bar.update(1)
-                if total is not None:
-                    bar.n = min(total, ray.get(counter.total.remote()))
+                if total is not None:  # every block done is every unit done, whatever the counter has heard
+                    bar.n = total if not pending else min(total, ray.get(counter.total.remote()))
                     bar.refresh()
     finally:
         for ref in pending:  # after an error or an interrupt: nothing left running in a session we keep

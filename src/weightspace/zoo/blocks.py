@@ -1,8 +1,9 @@
 """A function over a zoo's models, block by block, here or on Ray: the zoo-level scale-out helper.
 
-For analyses that look at every checkpoint of a large zoo (spectra, features, evaluations): each
-block of model ids is loaded where it runs (a Ray worker opens the zoo by its path, so the zoo
-must be on a file system the workers see) and only ``fn``'s result comes back.
+For analyses that look at every checkpoint of a large zoo (spectra, features, evaluations): the
+driver reads the index, and each block of models is loaded from its files where it runs (a Ray
+worker opens the zoo by its path, so the zoo must be on a file system the workers see; it never
+opens the SQLite index) and only ``fn``'s result comes back.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ def map_zoo(
     must be a module-level function; with a :class:`~weightspace.parallel.RayBackend` each block
     is one Ray task.
     """
-    ids = list(zoo.index(where, params)["model_id"])
-    blocks = [ids[s:e] for s, e in row_blocks(len(ids), block_size)]
+    rows = zoo.index(where, params)
+    blocks = [rows.iloc[s:e].reset_index(drop=True) for s, e in row_blocks(len(rows), block_size)]
     return map_blocks(_zoo_block, blocks, str(zoo.root.resolve()), fn, kwargs, backend=backend, progress=progress,
-                      desc=f"{getattr(fn, '__name__', 'fn')} over {len(ids)} models")
+                      desc=f"{getattr(fn, '__name__', 'fn')} over {len(rows)} models")
 
 
-def _zoo_block(ids: list[str], root: str, fn: Callable, kwargs: dict):
-    weights, rows = Zoo.open(root).load(ids=ids)
-    return fn(weights, rows, **kwargs)
+def _zoo_block(rows, root: str, fn: Callable, kwargs: dict):
+    return fn(Zoo.open(root).load_rows(rows), rows, **kwargs)

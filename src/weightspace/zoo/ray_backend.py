@@ -3,8 +3,11 @@
 The chunks are the local trainer's own (:func:`~weightspace.zoo.train.plan_chunks`) and a task runs
 the local trainer's chunk loop, so the weights are bitwise those of the local backend: a model's
 weights can depend on its chunk mates (dropout masks come from one generator per chunk), so a
-shard is never anything but a whole chunk. Every worker opens the zoo by its path and writes
-through the same atomic store, so the zoo directory must be on a file system every worker sees.
+shard is never anything but a whole chunk. Every worker opens the zoo by its path and writes its
+checkpoint files through the same atomic store (``Zoo.stage_many``), so the zoo directory must be
+on a file system every worker sees; one Ray actor on the driver's node indexes them
+(``Zoo.commit_staged``), so the SQLite index is only ever opened on that one host, as SQLite's WAL
+requires (it does not work across the hosts of a network file system).
 
 A worker that dies mid-chunk (killed, out of memory, its node lost) leaves the checkpoints it
 committed; Ray runs the task again, the chunk is retrained from its start to the same weights, and
@@ -19,7 +22,7 @@ from pathlib import Path
 from ..data import Dataset
 from ..errors import ConfigError
 from ..nets import build_architecture
-from ..parallel import RayBackend, map_blocks
+from ..parallel import RayBackend, map_blocks, ray_session
 from ..task import Task
 from .store import STAGING, Zoo
 from .train import TrainConfig, _train_chunk
@@ -36,19 +39,47 @@ def train_chunks_on_ray(arch, dataset: Dataset, chunks: list, zoo: Zoo, config: 
         raise ConfigError(f"the Ray backend writes to a zoo directory, got a {type(zoo).__name__}")
     kill = _kill_hook()
     shards = [(i, chunk, kill[1] if kill and kill[0] == i else None) for i, chunk in enumerate(chunks)]
-    added = map_blocks(_train_shard, shards, arch.config, dataset, str(zoo.root.resolve()), config, init,
-                       steps_per_epoch, backend=backend, total=total, progress=progress,
-                       desc=f"training {sum(map(len, chunks))} runs in {len(chunks)} shards")
+    root = str(zoo.root.resolve())
+    with ray_session(backend) as ray:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        writer = ray.remote(num_cpus=0)(_IndexWriter).options(scheduling_strategy=here).remote(root)
+        added = map_blocks(_train_shard, shards, arch.config, dataset, root, writer, config, init,
+                           steps_per_epoch, backend=backend, total=total, progress=progress,
+                           desc=f"training {sum(map(len, chunks))} runs in {len(chunks)} shards")
     return sum(added)
 
 
-def _train_shard(shard, arch_config, dataset, root, config, init, steps_per_epoch, *, tick) -> int:
+class _IndexWriter:
+    """The zoo index's only writer during a Ray build (an actor on the driver's node)."""
+
+    def __init__(self, root: str):
+        self.zoo = Zoo.open(root)
+
+    def commit(self, staged) -> int:
+        return self.zoo.commit_staged(staged)
+
+
+class _StagingZoo:
+    """A worker's view of the zoo: it writes checkpoint files, the index writer indexes them."""
+
+    def __init__(self, zoo: Zoo, writer):
+        self.zoo, self.writer = zoo, writer
+
+    def add_many(self, items) -> int:
+        import ray
+
+        return ray.get(self.writer.commit.remote(self.zoo.stage_many(items, skip_indexed=False)))
+
+
+def _train_shard(shard, arch_config, dataset, root, writer, config, init, steps_per_epoch, *, tick) -> int:
     """One chunk on a worker: the local trainer's loop, writing to the zoo at ``root``."""
     index, chunk, kill_after = shard
     arch = build_architecture(arch_config)
     x, y = dataset.split("train")
     mask = arch.space.mask(config.trainable) if config.trainable else None
-    zoo = Zoo.open(root)
+    zoo = _StagingZoo(Zoo.open(root), writer)
     if kill_after is not None:
         zoo = _DiesOnFirstAttempt(zoo, kill_after, Path(root) / STAGING / f"killed-shard-{index}")
     return _train_chunk(arch, Task(dataset, arch), x, y, chunk, zoo, config, mask, init, steps_per_epoch, tick)
@@ -68,7 +99,7 @@ class _DiesOnFirstAttempt:
     """The zoo, except that the process exits after ``adds`` writes unless ``marker`` exists
     (which it creates first, so the retry lives)."""
 
-    def __init__(self, zoo: Zoo, adds: int, marker: Path):
+    def __init__(self, zoo, adds: int, marker: Path):
         self.zoo, self.adds, self.marker = zoo, adds, marker
 
     def add_many(self, items) -> int:

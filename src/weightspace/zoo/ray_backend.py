@@ -62,15 +62,24 @@ class _IndexWriter:
 
 
 class _StagingZoo:
-    """A worker's view of the zoo: it writes checkpoint files, the index writer indexes them."""
+    """A worker's view of the zoo: it writes checkpoint files, the index writer indexes them.
+
+    Training goes on while a commit is in flight (waiting on it would also let Ray start another
+    task on this task's CPU); :meth:`added` waits for all of them. A commit already sent completes
+    even if this worker dies.
+    """
 
     def __init__(self, zoo: Zoo, writer):
-        self.zoo, self.writer = zoo, writer
+        self.zoo, self.writer, self.commits = zoo, writer, []
 
     def add_many(self, items) -> int:
+        self.commits.append(self.writer.commit.remote(self.zoo.stage_many(items, skip_indexed=False)))
+        return 0  # counted by added()
+
+    def added(self) -> int:
         import ray
 
-        return ray.get(self.writer.commit.remote(self.zoo.stage_many(items, skip_indexed=False)))
+        return sum(ray.get(self.commits))
 
 
 def _train_shard(shard, arch_config, dataset, root, writer, config, init, steps_per_epoch, *, tick) -> int:
@@ -79,10 +88,11 @@ def _train_shard(shard, arch_config, dataset, root, writer, config, init, steps_
     arch = build_architecture(arch_config)
     x, y = dataset.split("train")
     mask = arch.space.mask(config.trainable) if config.trainable else None
-    zoo = _StagingZoo(Zoo.open(root), writer)
-    if kill_after is not None:
-        zoo = _DiesOnFirstAttempt(zoo, kill_after, Path(root) / STAGING / f"killed-shard-{index}")
-    return _train_chunk(arch, Task(dataset, arch), x, y, chunk, zoo, config, mask, init, steps_per_epoch, tick)
+    staging = _StagingZoo(Zoo.open(root), writer)
+    zoo = staging if kill_after is None else _DiesOnFirstAttempt(staging, kill_after, Path(root) / STAGING /
+                                                                 f"killed-shard-{index}")
+    _train_chunk(arch, Task(dataset, arch), x, y, chunk, zoo, config, mask, init, steps_per_epoch, tick)
+    return staging.added()
 
 
 def _kill_hook() -> tuple[int, int] | None:
@@ -96,16 +106,17 @@ def _kill_hook() -> tuple[int, int] | None:
 
 
 class _DiesOnFirstAttempt:
-    """The zoo, except that the process exits after ``adds`` writes unless ``marker`` exists
-    (which it creates first, so the retry lives)."""
+    """The worker's zoo, except that the process exits once ``adds`` writes are indexed, unless
+    ``marker`` exists (which it creates first, so the retry lives)."""
 
-    def __init__(self, zoo, adds: int, marker: Path):
+    def __init__(self, zoo: _StagingZoo, adds: int, marker: Path):
         self.zoo, self.adds, self.marker = zoo, adds, marker
 
     def add_many(self, items) -> int:
         added = self.zoo.add_many(items)
         self.adds -= 1
         if self.adds == 0 and not self.marker.exists():
+            self.zoo.added()
             self.marker.touch()
             os._exit(1)
         return added

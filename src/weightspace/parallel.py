@@ -14,7 +14,6 @@ Ray backend is used.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .errors import BackendError, ConfigError, WeightspaceError
+from .ray_progress import Counter, Ticker
 
 INSTALL_HINT = "pip install 'weightspace[ray]'"
 BACKENDS = ("local", "ray")
@@ -124,42 +124,12 @@ def ray_session(backend: RayBackend):
         ray.shutdown()
 
 
-class _Counter:
-    """Units done per block, kept by a Ray actor so the driver sees progress inside running tasks.
-    Set, not added: a retried block starts again from 0 instead of counting twice."""
-
-    def __init__(self):
-        self.done: dict[int, int] = {}
-
-    def set(self, key: int, n: int) -> None:
-        self.done[key] = n
-
-    def total(self) -> int:
-        return sum(self.done.values())
-
-
-class _Ticker:
-    """A block's progress on a worker: tqdm's ``update(n)``, sent to the counter at most 5 times a second."""
-
-    def __init__(self, counter, key: int):
-        self.counter, self.key, self.n, self.sent = counter, key, 0, 0.0
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if time.monotonic() - self.sent > 0.2:
-            self.flush()
-
-    def flush(self) -> None:
-        self.counter.set.remote(self.key, self.n)
-        self.sent = time.monotonic()
-
-
 def _run_block(fn, key, block, counter, threads, *shared):
     """One Ray task: ``fn(block, *shared)`` with ``threads`` torch threads (and a ticker when counted)."""
     torch.set_num_threads(threads)
     if counter is None:
         return fn(block, *shared)
-    ticker = _Ticker(counter, key)
+    ticker = Ticker(counter, key)
     try:
         return fn(block, *shared, tick=ticker)
     finally:
@@ -197,7 +167,7 @@ def map_blocks(
 
 def _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc) -> list:
     refs = [ray.put(s) for s in shared]
-    counter = ray.remote(num_cpus=0)(_Counter).remote() if total is not None else None
+    counter = ray.remote(num_cpus=0)(Counter).remote() if total is not None else None
     task = ray.remote(_run_block).options(num_cpus=backend.cpus_per_task, max_retries=backend.max_retries)
     pending = {task.remote(fn, i, b, counter, backend.cpus_per_task, *refs): i for i, b in enumerate(blocks)}
     out: list = [None] * len(blocks)

@@ -163,3 +163,22 @@ def test_a_run_can_have_its_own_activation(tmp_path, digits_images):
 def test_an_unknown_activation_is_refused():
     with pytest.raises(ConfigError, match="hparams.activation"):
         HParams(activation="swish")
+
+
+def test_a_resumed_build_trains_the_chunks_of_an_uninterrupted_one(tmp_path, digits):
+    """With dropout a model depends on its chunk mates; a run already finished when a build resumes
+    still belongs to its chunk, so the others reach the weights of an uninterrupted build."""
+    arch = MLP(64, (8,), 10)
+    runs = [Run(f"r{i}", i, HParams(lr=0.05, epochs=1 + i, dropout=0.2)) for i in range(3)]
+    cfg = TrainConfig(eval_splits=())
+    whole = _zoo(tmp_path, arch, digits, "whole")
+    train_population(arch, digits, runs, whole, cfg, progress=False)
+    resumed = _zoo(tmp_path, arch, digits, "resumed")
+    w, df = whole.load("run_id = ?", ("r0",))  # r0 finished before the "kill"
+    resumed.add_many([(m, w[i], {"run_id": "r0", "seed": 0, "epoch": int(e), "step": int(s)})
+                      for i, (m, e, s) in enumerate(zip(df["model_id"], df["epoch"], df["step"]))])
+    assert train_population(arch, digits, runs, resumed, cfg, progress=False) == 2
+    assert torch.equal(resumed.load()[0], whole.load()[0])
+    alone = _zoo(tmp_path, arch, digits, "alone")  # without r0 in the chunk, r1 and r2 train differently
+    train_population(arch, digits, runs[1:], alone, cfg, progress=False)
+    assert not torch.equal(alone.load()[0], whole.load("run_id != 'r0'")[0])

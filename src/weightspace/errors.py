@@ -39,3 +39,7 @@ class OutputError(WeightspaceError):
 
 class IdxFormatError(WeightspaceError, ValueError):
     """An IDX file is corrupt, truncated or not IDX at all."""
+
+
+class BackendError(WeightspaceError):
+    """An execution backend (Ray) is missing, unreachable, or lost a block of work."""

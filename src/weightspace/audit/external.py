@@ -72,10 +72,14 @@ def _load_predictions(p: Path) -> Tensor:
 
 
 def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *, task: str | None = None,
-                    seed: int = 0) -> Path:
-    """Write the audit report of ``generated`` against the training zoo ``train``; returns report.html."""
+                    seed: int = 0, backend=None) -> Path:
+    """Write the audit report of ``generated`` against the training zoo ``train``; returns report.html.
+
+    ``backend`` (``None``, or a :class:`~weightspace.parallel.RayBackend`): where model evaluation
+    and the pairwise similarity blocks run.
+    """
     zoo = Zoo.open(train)
-    evaluator = ZooEvaluator(zoo, task)
+    evaluator = ZooEvaluator(zoo, task, backend=backend)
     weights, predictions = load_generated(generated, zoo)
     train_w = methods.training_weights(zoo)
     sets = {TRAINING: evaluator.model_set(TRAINING, train_w, is_training=True)}
@@ -93,7 +97,7 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
     interpolation, noise = baseline_sets(evaluator, train_w, n, seed=seed)
     sets.update({m.name: m for m in [*interpolation, *noise.values()]})
     audit = audit_groups(GENERATED, sets[TRAINING], [sets[GENERATED]], noise, interpolation,
-                         labels=evaluator.labels, seed=seed)
+                         labels=evaluator.labels, seed=seed, backend=backend)
     summary = pd.DataFrame(audit.summary_rows([GENERATED]))
     report = Report(f"Memorization audit of {Path(generated).name}", summary,
                     intro=f"{n} generated models against {len(train_w)} training checkpoints of {zoo.root}.",

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..align import align_to, aligned_l2
 from ..errors import ConfigError, LayoutError
+from ..parallel import RayBackend
 from ..space import WeightSpace
 from .similarity import (
     chamfer_distance,
@@ -95,6 +96,7 @@ def novelty_table(
     reference: Tensor | None = None,
     empty_union: float = 1.0,
     progress: bool = False,
+    backend: RayBackend | None = None,
 ) -> pd.DataFrame:
     """One row per model of every group: how good it is and how close to the training set.
 
@@ -106,7 +108,9 @@ def novelty_table(
     or ``"exact"`` (per pair) and a ``space``: ``aligned_min_l2``; with points: ``min_chamfer`` and
     ``nearest_training_chamfer``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
-    every model is measured against the whole training set.
+    every model is measured against the whole training set. With a
+    :class:`~weightspace.parallel.RayBackend`, error IoU, exact aligned L2 and Chamfer distances run in
+    blocks as Ray tasks.
     """
     sets = _as_sets(groups)
     train = next(s for s in sets if s.is_training)
@@ -131,7 +135,7 @@ def novelty_table(
             "quality": s.quality.detach().cpu().double().numpy(),
         }
         if s.predictions is not None and train.predictions is not None:
-            sim = error_iou(s.predictions, train.predictions, labels, empty_union=empty_union)
+            sim = error_iou(s.predictions, train.predictions, labels, empty_union=empty_union, backend=backend)
             value, index = max_similarity_to_training(sim, own)
             cols["max_similarity"], cols["nearest_training"] = _np(value), _np(index)
         if s.weights is not None and train.weights is not None:
@@ -143,10 +147,10 @@ def novelty_table(
                 dist = torch.minimum(l2_distances(a, train_aligned), plain)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
             elif aligned == "exact":
-                dist = aligned_l2(space, s.weights, train.weights, progress=progress)
+                dist = aligned_l2(space, s.weights, train.weights, progress=progress, backend=backend)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
         if s.points is not None and train.points is not None:
-            value, index = min_distance_to_training(chamfer_distance(s.points, train.points), own)
+            value, index = min_distance_to_training(chamfer_distance(s.points, train.points, backend=backend), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)

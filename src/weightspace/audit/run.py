@@ -40,13 +40,13 @@ class ZooEvaluator:
     ``task``, another data set with the same inputs), or, for a zoo of implicit shapes built by a
     method's data setting, that method's shape quality and decoded shapes."""
 
-    def __init__(self, zoo, task: str | None = None):
+    def __init__(self, zoo, task: str | None = None, backend=None):
         from ..data import load_dataset
         from ..generative.methods import zoo_method
         from ..task import Task
         from ..zoo.build import task_for_zoo
 
-        self.zoo = zoo
+        self.zoo, self.backend = zoo, backend
         module = zoo_method(zoo)
         self.shape_module = module if module is not None and hasattr(module, "shapes") else None
         self.task = None
@@ -78,7 +78,7 @@ class ZooEvaluator:
         if not self.classifier:
             return ModelSet(name, self.shape_module.quality(self.zoo, weights), weights=weights,
                             points=self.shapes(weights), is_training=is_training)
-        predictions = self.task.predictions(weights)
+        predictions = self.task.predictions(weights, backend=self.backend)
         quality = (predictions == self.labels).float().mean(1)
         return ModelSet(name, quality, weights=weights, predictions=predictions, is_training=is_training)
 
@@ -155,10 +155,12 @@ def audit_groups(
     *,
     labels: Tensor | None = None,
     seed: int = 0,
+    backend=None,
 ) -> Audit:
-    """Measure every set against the training set and classify each generated set."""
+    """Measure every set against the training set and classify each generated set (the pairwise
+    blocks as Ray tasks with a :class:`~weightspace.parallel.RayBackend`)."""
     groups = [training, *generated, *interpolation, *noise.values()]
-    table = novelty_table(groups, labels)
+    table = novelty_table(groups, labels, backend=backend)
     if "max_similarity" in table:
         similarity = "max_similarity"
     else:  # shapes: closer = smaller Chamfer distance

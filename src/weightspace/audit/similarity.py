@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..align import l2_distances  # noqa: F401  (core; re-exported for the audit's users)
 from ..errors import ConfigError, LayoutError
+from ..parallel import RayBackend, map_blocks, pairwise_blocks, row_blocks
 
 
 # ---------------------------------------------------------------- counting overlaps
@@ -62,6 +63,7 @@ def error_iou(
     empty_union: float = 1.0,
     chunk_size: int = 4096,
     prune_below: float = 0.5,
+    backend: RayBackend | None = None,
 ) -> Tensor:
     """Error similarity ``|E_a ∩ E_b| / |E_a ∪ E_b|``, E = the test examples a model gets wrong.
 
@@ -77,8 +79,12 @@ def error_iou(
 
     Only examples that some model of A *and* some model of B get wrong can be in an intersection;
     when those are under ``prune_below`` of all examples the product runs over them alone (copying
-    the columns costs more than it saves otherwise). B is processed ``chunk_size`` models at a time.
+    the columns costs more than it saves otherwise). B is processed ``chunk_size`` models at a time;
+    with a :class:`~weightspace.parallel.RayBackend`, each such block is one Ray task.
     """
+    if backend is not None:
+        return pairwise_blocks(error_iou, pred_a, pred_b, block_size=chunk_size, backend=backend, labels=labels,
+                               empty_union=empty_union, prune_below=prune_below)
     if labels.dim() != 1:
         raise LayoutError(f"labels: expected shape [examples], got {tuple(labels.shape)}")
     _check_predictions(pred_a, "pred_a", labels.shape[0])
@@ -102,13 +108,17 @@ def error_iou(
     return out
 
 
-def prediction_agreement(pred_a: Tensor, pred_b: Tensor, *, chunk_size: int = 2048) -> Tensor:
+def prediction_agreement(pred_a: Tensor, pred_b: Tensor, *, chunk_size: int = 2048,
+                         backend: RayBackend | None = None) -> Tensor:
     """Fraction of examples on which two models predict the same label: ``float32[A, B]``.
 
     A one-hot product over (example, class) columns. Only the columns predicted by some model of
     each side are built, so the cost grows with how many classes are actually predicted per
-    example, not with the number of classes.
+    example, not with the number of classes. With a :class:`~weightspace.parallel.RayBackend`, each
+    block of ``chunk_size`` models of B is one Ray task.
     """
+    if backend is not None:
+        return pairwise_blocks(prediction_agreement, pred_a, pred_b, block_size=chunk_size, backend=backend)
     _check_predictions(pred_a, "pred_a")
     _check_predictions(pred_b, "pred_b", pred_a.shape[1])
     n_ex = pred_a.shape[1]
@@ -166,6 +176,8 @@ def chamfer_distance(
     mask_a: Tensor | None = None,
     mask_b: Tensor | None = None,
     max_elements: int = 2**23,
+    backend: RayBackend | None = None,
+    block_size: int = 256,
 ) -> Tensor:
     """Chamfer distance between every pair of point sets: ``[A, B]``.
 
@@ -173,12 +185,17 @@ def chamfer_distance(
     (squared distances, both directions, summed: HyperDiffusion's shape metric). Point sets are a
     list of ``Tensor[n_i, d]`` (padded internally) or a padded ``Tensor[N, M, d]`` with an optional
     ``bool[N, M]`` mask of valid points. Pairs are processed in blocks of about ``max_elements``
-    point-to-point distances.
+    point-to-point distances. With a :class:`~weightspace.parallel.RayBackend`, blocks of
+    ``block_size`` point sets of B are Ray tasks.
     """
     xa, ma = _pad(points_a, "points_a")
     xb, mb = _pad(points_b, "points_b")
     ma = ma if mask_a is None else mask_a.to(torch.bool)
     mb = mb if mask_b is None else mask_b.to(torch.bool)
+    if backend is not None:
+        parts = map_blocks(_chamfer_block, row_blocks(len(xb), block_size), xa, ma, xb, mb, max_elements,
+                           backend=backend, desc="Chamfer")
+        return torch.cat(parts, 1)
     if xa.shape[-1] != xb.shape[-1]:
         raise LayoutError(f"points: dimensions differ ({xa.shape[-1]} vs {xb.shape[-1]})")
     if ma.shape != xa.shape[:2] or mb.shape != xb.shape[:2]:
@@ -207,6 +224,11 @@ def chamfer_distance(
             term_b = torch.where(mb[None, t:u, :], b_to_a, 0).sum(-1) / nb[None, t:u]
             out[s:e, t:u] = term_a + term_b
     return out
+
+
+def _chamfer_block(span, xa, ma, xb, mb, max_elements) -> Tensor:
+    s, e = span
+    return chamfer_distance(xa, xb[s:e], mask_a=ma, mask_b=mb[s:e], max_elements=max_elements)
 
 
 # ---------------------------------------------------------------- nearest neighbours

@@ -64,3 +64,18 @@ def add_output(parser, command: str, *, positional: bool = False, default: str |
     parser.add_argument("--force", action="store_true",
                         help="write into an existing directory this command did not make")
     parser.set_defaults(output_command=command)
+
+
+def add_backend_options(parser) -> None:
+    """``--backend local|ray`` and ``--address``, for commands whose heavy parts can run on Ray."""
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: run here; ray: in blocks as Ray tasks (pip install 'weightspace[ray]')")
+    parser.add_argument("--address", help="with --backend ray: a running Ray cluster's head (host:port); "
+                        "default: start a local Ray")
+
+
+def backend_from(args):
+    """The backend the options name (``None`` for local), checked before any work starts."""
+    from ..parallel import resolve_backend
+
+    return resolve_backend(args.backend, args.address)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_output
+from .common import add_backend_options, add_output, backend_from
 
 
 def parse_methods(text: str) -> list[str]:
@@ -42,7 +42,8 @@ def _study(args) -> None:
 def _audit(args) -> None:
     from ..audit.external import audit_generated
 
-    path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed)
+    path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed,
+                           backend=backend_from(args))
     from ..study import verdict_lines
 
     print("\n".join(verdict_lines(args.out)))
@@ -68,4 +69,5 @@ def register(sub) -> None:
     audit.add_argument("--task", help="score on another data set with the same inputs (default: the zoo's)")
     add_output(audit, "audit", default="runs/audit")
     audit.add_argument("--seed", type=int, default=0)
+    add_backend_options(audit)
     audit.set_defaults(func=_audit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_output, zoo_summary
+from .common import add_backend_options, add_output, backend_from, zoo_summary
 
 
 def _zoo_train(args) -> None:
@@ -13,12 +13,13 @@ def _zoo_train(args) -> None:
     from ..zoo.config import read_config, resolve_config
 
     start = time.perf_counter()
+    options = {"progress": not args.quiet, "append": args.append, "backend": backend_from(args)}
     if args.out is None:  # the config names the output: claim it here, as main() does for --out
         args.out = resolve_config(read_config(args.config))["out"]
         with claimed_output(args.out, args.output_command, force=args.force, what="out"):
-            zoo = build_zoo(args.config, out=args.out, progress=not args.quiet, append=args.append)
+            zoo = build_zoo(args.config, out=args.out, **options)
     else:
-        zoo = build_zoo(args.config, out=args.out, progress=not args.quiet, append=args.append)
+        zoo = build_zoo(args.config, out=args.out, **options)
     print(zoo_summary(zoo))
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
@@ -56,6 +57,7 @@ def register(sub) -> None:
     train.add_argument("--append", action="store_true",
                        help="add runs of another config to an existing zoo, each checkpoint recording its config")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_options(train)
     train.set_defaults(func=_zoo_train)
     info = zoo.add_parser("info", help="describe a zoo")
     info.add_argument("dir")

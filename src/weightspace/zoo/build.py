@@ -14,6 +14,7 @@ from ..data import Dataset, load_dataset
 from ..errors import ConfigError, LayoutError, ZooError
 from ..io import load_weights
 from ..nets import Architecture, build_architecture
+from ..parallel import resolve_backend
 from ..task import Task
 from .config import population, read_config, resolve_config
 from .store import Zoo
@@ -33,14 +34,18 @@ def architecture_for(arch_cfg: Mapping, dataset: Dataset) -> Architecture:
     return build_architecture(cfg)
 
 
-def build_zoo(source, *, out: str | Path | None = None, progress: bool = True, append: bool = False) -> Zoo:
+def build_zoo(source, *, out: str | Path | None = None, progress: bool = True, append: bool = False,
+              backend="local", address: str | None = None) -> Zoo:
     """Train the zoo a config describes (a path, a shipped example name, or a dict) and return it.
 
     Running it again on the same output resumes: finished checkpoints are kept and skipped. An
     existing zoo takes new runs only under the config it records; ``append=True`` adds runs of
     another config, each checkpoint recording that config (``extra`` column, key ``config``).
-    Everything is read and checked before the zoo directory is touched.
+    Everything is read and checked before the zoo directory is touched. ``backend="ray"`` trains
+    the chunks as Ray tasks (a local Ray, or the cluster at ``address``; or pass a
+    :class:`~weightspace.parallel.RayBackend`), to the same weights.
     """
+    ray_backend = resolve_backend(backend, address)
     cfg = resolve_config(read_config(source), None if out is None else str(out))
     runs = population(cfg)
     if cfg["threads"]:
@@ -60,7 +65,8 @@ def build_zoo(source, *, out: str | Path | None = None, progress: bool = True, a
     config_file = Path(cfg["out"]) / "config.yaml"
     if not config_file.exists():
         config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    train_population(arch, dataset, runs, zoo, train_cfg, init=init, progress=progress, extra=extra)
+    train_population(arch, dataset, runs, zoo, train_cfg, init=init, progress=progress, extra=extra,
+                     backend=ray_backend)
     return zoo
 
 

@@ -186,10 +186,20 @@ class Zoo:
         Every item is checked before any file is written, all files are written, then every row
         goes in in one transaction. Repeated ids within ``items`` keep the first.
         """
+        return self.commit_staged(self.stage_many(items))
+
+    def stage_many(self, items: Iterable[tuple[str, Tensor | Mapping[str, Tensor], dict]], *,
+                   skip_indexed: bool = True) -> list[tuple[Path, dict]]:
+        """The first half of :meth:`add_many`: checkpoint files written and fsynced in ``.staging/``
+        with their rows, ready for :meth:`commit_staged` — here or in another process that sees the
+        same directory, so that one process can be the index's only writer while many write files
+        (SQLite's WAL wants every process that opens the index on one host). With
+        ``skip_indexed=False`` the index is not read at all; ids it already has are ignored at commit.
+        """
         items = list(items)
         for model_id, _, _ in items:
             check_model_id(model_id)
-        existing = self._existing([m for m, _, _ in items])
+        existing = self._existing([m for m, _, _ in items]) if skip_indexed else set()
         created = time.time()
         todo, seen = [], set(existing)
         for model_id, weights, record in items:
@@ -198,7 +208,7 @@ class Zoo:
             seen.add(model_id)
             todo.append((self._state_dict(model_id, weights), self._row(model_id, record, created)))
         if not todo:
-            return 0
+            return []
         staging = self.root / STAGING
         staging.mkdir(exist_ok=True)
         staged = []
@@ -208,10 +218,18 @@ class Zoo:
                 save_checkpoint(path, state_dict, self._file_metadata(row))
                 staged.append((path, row))
                 row["sha256"] = sha256_file(path)
-            return self._commit(staged)
+        except BaseException:
+            _unlink(staged)
+            raise
+        return staged
+
+    def commit_staged(self, staged: list[tuple[Path, dict]]) -> int:
+        """Index staged checkpoints (from :meth:`stage_many`); returns how many were new. Staged
+        files not taken (their id was indexed meanwhile) are deleted."""
+        try:
+            return self._commit(staged) if staged else 0
         finally:
-            for path, _ in staged:
-                path.unlink(missing_ok=True)
+            _unlink(staged)
 
     def _commit(self, staged: list[tuple[Path, dict]]) -> int:
         """Insert rows and move their files into models/ under one write lock (see module doc)."""
@@ -425,16 +443,22 @@ class Zoo:
                 raise ZooError(f"zoo {self.root} has no models {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
             df = df[df["model_id"].isin(order)]
             df = df.iloc[df["model_id"].map(order).argsort()].reset_index(drop=True)
+        return self.load_rows(df, verify=verify), df
+
+    def load_rows(self, rows: pd.DataFrame, *, verify: bool | None = None) -> Tensor:
+        """``Tensor[N, P]`` of the models in ``rows`` (index rows, as :meth:`index` gives them), read
+        from their files without opening the index; every path is checked before any file is read,
+        and each file against its checksum unless ``verify=False`` (or the zoo's ``checksums=False``)."""
         verify = self.checksums if verify is None else verify
-        paths = [self.path_of(f) for f in df["file"]]  # every path is checked before any file is read
-        weights = torch.empty(len(df), self.space.num_params, dtype=self.space.dtype)
-        for i, (model_id, file, path, sha) in enumerate(zip(df["model_id"], df["file"], paths, df["sha256"])):
+        paths = [self.path_of(f) for f in rows["file"]]
+        weights = torch.empty(len(rows), self.space.num_params, dtype=self.space.dtype)
+        for i, (model_id, file, path, sha) in enumerate(zip(rows["model_id"], rows["file"], paths, rows["sha256"])):
             try:
                 state_dict, _ = load_checkpoint(path, sha256=sha if verify else None)
                 weights[i] = self.space.flatten(state_dict)
             except (CheckpointError, LayoutError) as e:
                 raise ZooError(f"model {model_id!r}: cannot load {file}: {e} (Zoo.verify lists every problem)") from e
-        return weights, df
+        return weights
 
     # ------------------------------------------------------------------ checking
     def verify(self) -> list[str]:
@@ -557,6 +581,11 @@ def _dumps(value, what: str, **kwargs) -> str:
         return json.dumps(value, default=_json_default, **kwargs)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what}: {e}") from e
+
+
+def _unlink(staged: list[tuple[Path, dict]]) -> None:
+    for path, _ in staged:
+        path.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,8 +8,9 @@ An epoch is ``ceil(n_train / batch_size)`` steps for every model; a model with
 ``train_fraction < 1`` draws its batches from its own fixed subset. A model shorter than its chunk
 is saved at its own last step; the steps after that are never saved.
 
-Checkpoints go to a :class:`~weightspace.zoo.store.Zoo` as they are made. Runs whose checkpoints
-are all in the zoo are skipped, so a killed job resumes by running the same command again.
+Checkpoints go to a :class:`~weightspace.zoo.store.Zoo` as they are made. Chunks whose checkpoints
+are all in the zoo are skipped, so a killed job resumes by running the same command again, to the
+same weights as an uninterrupted one (the chunks do not depend on what is already done).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from ..data import Dataset
 from ..errors import ConfigError
 from ..nets import ACTIVATIONS, Architecture
+from ..parallel import RayBackend
 from ..task import Task
 from .step import make_step
 from .store import Zoo
@@ -210,33 +212,29 @@ def train_population(
     init: Tensor | None = None,
     progress: bool = True,
     extra: dict | None = None,
+    backend: RayBackend | None = None,
 ) -> int:
     """Train ``runs`` and write their checkpoints to ``zoo``; returns the number of checkpoints added.
 
     ``init`` (``Tensor[P]``), when given, is every run's starting point (a fine-tune, as P-diff's);
     otherwise each run starts from ``arch.init`` with its own seed and ``init_scale``. ``extra``
-    is added to every checkpoint's record.
+    is added to every checkpoint's record. ``backend``: ``None`` trains the chunks one after another
+    here; a :class:`~weightspace.parallel.RayBackend` trains each chunk as one Ray task (see
+    :mod:`~weightspace.zoo.ray_backend`), to the same weights.
     """
     x, y = dataset.split("train")
     steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
-    mask = arch.space.mask(config.trainable) if config.trainable else None
-    have = zoo.ids()
-    todo = []
-    for run in runs:
-        sched = _schedule(run, steps_per_epoch, config)
-        if any(f"{run.run_id}-{tag}" not in have for tag in sched.saves.values()):
-            todo.append((run, sched))
-    # One optimizer and one activation per chunk: group runs that share them, then by length so
-    # chunks finish together.
-    def shared(rs):
-        return rs[0].hparams.optimizer, run_architecture(arch, rs[0].hparams).activation
-
-    todo.sort(key=lambda rs: (*shared(rs), rs[1].last))
-    chunks = [todo[i : i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
-    chunks = [c2 for c in chunks for c2 in _split_by(c, shared)]
+    chunks = plan_chunks(arch, runs, zoo.ids(), steps_per_epoch, config)
     total = sum(max(s.last for _, s in c) for c in chunks)
+    if backend is not None:
+        from .ray_backend import train_chunks_on_ray
+
+        return train_chunks_on_ray(arch, dataset, chunks, zoo, config, init=init, steps_per_epoch=steps_per_epoch,
+                                   total=total, progress=progress, backend=backend, extra=extra)
+    mask = arch.space.mask(config.trainable) if config.trainable else None
     added = 0
-    with tqdm(total=total, desc=f"training {len(todo)} runs", unit="step", disable=not progress) as bar:
+    n_runs = sum(map(len, chunks))
+    with tqdm(total=total, desc=f"training {n_runs} runs", unit="step", disable=not progress) as bar:
         for chunk in chunks:
             chunk_arch = run_architecture(arch, chunk[0][0].hparams)
             added += _train_chunk(chunk_arch, Task(dataset, chunk_arch), x, y, chunk, zoo, config, mask, init,
@@ -253,6 +251,27 @@ def run_architecture(arch: Architecture, hparams: HParams) -> Architecture:
     if hparams.activation is None or hparams.activation == getattr(arch, "activation", None):
         return arch
     return dataclasses.replace(arch, activation=hparams.activation)
+
+
+def plan_chunks(arch: Architecture, runs: Sequence[Run], have: set[str], steps_per_epoch: int, config: TrainConfig
+                ) -> list[list[tuple[Run, _Schedule]]]:
+    """The chunks of runs trained together that still have a checkpoint missing from ``have``.
+
+    A model's weights can depend on its chunk (dropout masks come from one generator seeded by the
+    chunk's seeds), so the chunks are cut from all runs, whatever is already done: a resumed or
+    retried build, and every backend, train the same chunks. A chunk with a missing checkpoint is
+    trained whole; the zoo ignores the ids it already has.
+    """
+    def shared(rs):  # one optimizer and one activation per chunk
+        return rs[0].hparams.optimizer, run_architecture(arch, rs[0].hparams).activation
+
+    planned = [(run, _schedule(run, steps_per_epoch, config)) for run in runs]
+    # Group runs that share an optimizer and an activation, then by length so chunks finish together.
+    planned.sort(key=lambda rs: (*shared(rs), rs[1].last))
+    chunks = [planned[i : i + config.chunk_size] for i in range(0, len(planned), config.chunk_size)]
+    chunks = [c2 for c in chunks for c2 in _split_by(c, shared)]
+    return [c for c in chunks
+            if any(f"{run.run_id}-{tag}" not in have for run, sched in c for tag in sched.saves.values())]
 
 
 def _split_by(items, key):

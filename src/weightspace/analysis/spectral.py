@@ -1,0 +1,349 @@
+"""Spectral diagnostics of weight matrices (Martin & Mahoney's heavy-tailed self-regularisation).
+
+For every weight matrix W of a model — or of every model of a zoo at once — the eigenvalues λ of WᵀW
+(squared singular values, no 1/N), a power-law fit of their tail, norm metrics, optionally a
+Marchenko–Pastur fit and a comparison with the spectrum of W with its entries shuffled. Column names
+are WeightWatcher's where they mean the same thing.
+
+    analyzer = SpectralAnalyzer(fit="robust").fit("model.safetensors")   # or a state dict, HF folder, Zoo
+    analyzer.details_    # one row per model and layer
+    analyzer.summary_    # one row per model: means over layers, alpha_hat (mean of α·log10 λmax)
+
+Batching: matrices of one shape — the slices of a conv layer, q/k/v, the same layer of every model of
+a zoo, different layers of equal shape — are decomposed in one call, and the power-law fits of one
+layer across all models run as one array program (:mod:`weightspace.analysis.powerlaw`).
+
+``fit="ww"`` reproduces WeightWatcher 0.7.7's ``analyze()`` defaults: Conv2d slices scaled by √(1/2)
+(its ``conv2d_norm``), layers with fewer than 8 or more than 15,000 eigenvalues or a side over 50,000
+skipped, its power-law fit. ``fit="robust"`` (default): no conv rescaling, the robust fit, FARMS's
+fixed-aspect-ratio correction (α fitted on the pooled spectra of square submatrices of a rectangular W,
+so that α does not drift with N/M), and a ``status`` for layers whose α means nothing.
+
+Statuses: ``ok``; ``random-like`` (λmax within the MP bulk edge of an i.i.d. matrix of the same
+variance: α describes noise); ``too-few-evals``; ``too-many-evals``/``too-large`` (ww limits);
+``non-finite``; ``all-zero``; ``fit-failed``; ``skipped: <reason>`` (vectors, norm layers, buffers).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, WeightspaceError
+from .layers import LayerMatrices, layer_matrices
+from .mp import mp_fit, rand_distance, random_like
+from .powerlaw import fit_robust, fit_ww
+
+FITS = ("robust", "ww")
+METHODS = ("gram", "svd")
+WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
+OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
+SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank",
+                   "mp_softrank")
+
+
+class SpectralAnalyzer:
+    """Per-layer spectral metrics of a model, a checkpoint, an HF folder or a whole zoo.
+
+    fit: ``"robust"`` or ``"ww"`` (WeightWatcher 0.7.7's default fit and conventions).
+    mp_fit: also fit the Marchenko–Pastur density (sigma_mp, bulk_max, num_spikes, mp_softrank).
+    randomize: also analyse W with its entries shuffled (seeded): rand_distance, ww_softrank, ...
+    conv: ``"pool"`` (one matrix per kernel position, spectra pooled) or ``"flatten"`` (out × in·k·k).
+    conv_norm: scale Conv2d eigenvalues by 1/2 as WeightWatcher does (default: only with fit="ww").
+    farms: fit α on square submatrices of rectangular W (default: only with fit="robust").
+    method: ``"gram"`` (eigenvalues of the smaller Gram matrix, float64) or ``"svd"`` (singular values).
+    """
+
+    def __init__(
+        self,
+        fit: str = "robust",
+        *,
+        mp_fit: bool = False,
+        randomize: bool = False,
+        conv: str = "pool",
+        conv_norm: bool | None = None,
+        farms: bool | None = None,
+        method: str = "gram",
+        min_tail: int = 10,
+        n_boot: int = 200,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        if fit not in FITS:
+            raise ConfigError(f"fit={fit!r}: expected one of {', '.join(FITS)}")
+        if method not in METHODS:
+            raise ConfigError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+        self.fit_kind = fit
+        self.mp_fit = mp_fit
+        self.randomize = randomize
+        self.conv = conv
+        self.conv_norm = (fit == "ww") if conv_norm is None else conv_norm
+        self.farms = (fit == "robust") if farms is None else farms
+        self.method = method
+        self.min_tail = min_tail
+        self.n_boot = n_boot
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------ public
+    def fit(self, source, *, where: str | None = None) -> SpectralAnalyzer:
+        """Analyse ``source``: a state dict, a checkpoint path, an HF folder, a zoo directory or a Zoo."""
+        batched, models, table = as_batched(source, where=where)
+        layers = layer_matrices(batched, conv=self.conv)
+        rows, spectra = self._analyse(layers, models)
+        details = pd.DataFrame(rows)
+        if len(details):
+            lead = ["model", "layer_id", "name", "kind", "status"]
+            details = details[lead + [c for c in details.columns if c not in lead]]
+        self.details_ = details
+        self.summary_ = summarize(details, models, table, robust=self.fit_kind == "robust")
+        self.spectra_ = spectra
+        self.params_ = self.get_params()
+        return self
+
+    def get_params(self) -> dict:
+        return dict(fit=self.fit_kind, mp_fit=self.mp_fit, randomize=self.randomize, conv=self.conv,
+                    conv_norm=self.conv_norm, farms=self.farms, method=self.method, min_tail=self.min_tail,
+                    n_boot=self.n_boot, seed=self.seed)
+
+    # ------------------------------------------------------------------ work
+    def _analyse(self, layers: list[LayerMatrices], models: list[str]):
+        B = len(models)
+        rows: list[dict] = []
+        spectra: dict[tuple[str, str], dict] = {}
+        todo = []  # (layer_id, layer, good-model index)
+        for lid, layer in enumerate(layers):
+            if layer.kind == "skipped":
+                rows.extend(_row(models[b], lid, layer, f"skipped: {layer.reason}") for b in range(B))
+                continue
+            status = self._static_status(layer)
+            if status:
+                rows.extend(_row(models[b], lid, layer, status) for b in range(B))
+                continue
+            m = layer.mats
+            finite = torch.isfinite(m).flatten(1).all(1)
+            zero = (m == 0).flatten(1).all(1)
+            for b in range(B):
+                if not finite[b]:
+                    rows.append(_row(models[b], lid, layer, "non-finite"))
+                elif zero[b]:
+                    rows.append(_row(models[b], lid, layer, "all-zero"))
+            good = torch.nonzero(finite & ~zero).flatten()
+            if len(good):
+                todo.append((lid, layer, good))
+
+        evals = self._eigenvalues(todo)
+        bar = tqdm(todo, desc="spectral fits", unit="layer", disable=not self.progress or len(todo) < 2)
+        for (lid, layer, good), ev in zip(bar, evals):
+            rows.extend(self._layer_rows(lid, layer, [models[i] for i in good.tolist()], ev, spectra))
+        rows.sort(key=lambda r: (models.index(r["model"]), r["layer_id"]))
+        return rows, spectra
+
+    def _static_status(self, layer: LayerMatrices) -> str:
+        n = layer.M * layer.rf
+        if n < WW_MIN_EVALS:
+            return "too-few-evals"
+        if self.fit_kind == "ww" and n > WW_MAX_EVALS:
+            return "too-many-evals"
+        if self.fit_kind == "ww" and layer.N > WW_MAX_N:
+            return "too-large"
+        return ""
+
+    def _eigenvalues(self, todo) -> list[dict[str, np.ndarray]]:
+        """Per entry of ``todo``: ``full`` [b, n] (all slices pooled), and ``farms``/``rand`` when asked.
+
+        Every matrix of every kind and layer is put in one list; matrices of one shape go through one
+        batched decomposition.
+        """
+        gen = torch.Generator().manual_seed(self.seed)
+        jobs: list[tuple[int, str, Tensor]] = []  # (todo index, what, [b, S', r, c])
+        for k, (_, layer, good) in enumerate(todo):
+            m = layer.mats[good]
+            jobs.append((k, "full", m))
+            if self.farms and layer.N > layer.M:
+                jobs.append((k, "farms", farms_blocks(m)))
+            if self.randomize:
+                reps = 5 if layer.M * layer.rf < 100 else 1  # WeightWatcher's replicas for small layers
+                jobs.append((k, "rand", shuffle_entries(m, reps, gen)))
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for j, (_, _, m) in enumerate(jobs):
+            by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
+        results: list[np.ndarray | None] = [None] * len(jobs)
+        for idx in by_shape.values():
+            flat = torch.cat([jobs[j][2].reshape(-1, *jobs[j][2].shape[-2:]) for j in idx])
+            ev = matrix_eigenvalues(flat, self.method)
+            start = 0
+            for j in idx:
+                b, s = jobs[j][2].shape[:2]
+                results[j] = ev[start:start + b * s].reshape(b, -1)
+                start += b * s
+        out: list[dict[str, np.ndarray]] = [{} for _ in todo]
+        for (k, what, _), ev in zip(jobs, results):
+            layer = todo[k][1]
+            if self.conv_norm and layer.kind == "conv2d":
+                ev = ev * 0.5  # WeightWatcher multiplies W by sqrt(1/2): conv2d_norm with conv2d_count = 1
+            out[k][what] = np.sort(ev, axis=1)
+        return out
+
+    def _layer_rows(self, lid, layer: LayerMatrices, models, ev, spectra) -> list[dict]:
+        full = ev["full"]  # [b, n]
+        b, n = full.shape
+        N, M, rf = layer.N, layer.M, layer.rf
+        fit_on = ev.get("farms", full)
+        if self.fit_kind == "ww":
+            pl = fit_ww(list(fit_on))
+        else:
+            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed + lid)
+        norm = full.sum(1)
+        lam_max = full.max(1)
+        alpha = pl["alpha"]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            log_alpha_norm = np.log10(np.sum(full ** alpha[:, None], axis=1))
+            sv = np.sqrt(full)
+            tol = sv.max(1, keepdims=True) * N * np.finfo(np.float64).eps
+            rank = (sv > tol).sum(1)
+            p = full / norm[:, None] + 1e-10
+            entropy = -np.sum(p * np.log(p), axis=1) / np.log(rank + 1e-10)
+        noise = random_like(full, N / M, M)
+        cols = dict(
+            N=N, M=M, Q=N / M, rf=rf, num_evals=n, lambda_max=lam_max,
+            alpha=alpha, xmin=pl["xmin"], xmax=pl["xmax"], D=pl["D"], sigma=pl["sigma"],
+            num_pl_spikes=pl["num_pl_spikes"],
+            norm=norm, log_norm=np.log10(norm), spectral_norm=lam_max, log_spectral_norm=np.log10(lam_max),
+            alpha_weighted=alpha * np.log10(lam_max), log_alpha_norm=log_alpha_norm,
+            stable_rank=norm / lam_max, matrix_rank=rank, entropy=entropy,
+        )
+        for k in ("alpha_lo", "alpha_hi", "alpha_xmax"):
+            if k in pl:
+                cols[k] = pl[k]
+        if "farms" in ev:
+            cols["farms_blocks"] = ev["farms"].shape[1] // (M * rf)
+        out = []
+        for i, model in enumerate(models):
+            row = _row(model, lid, layer, "")
+            row.update({k: (v[i] if isinstance(v, np.ndarray) else v) for k, v in cols.items()})
+            if not pl["fit_ok"][i]:
+                row["status"] = "fit-failed"
+            elif noise[i]:
+                row["status"] = "random-like"
+            else:
+                row["status"] = "ok"
+            a = row["alpha"]
+            row["warning"] = "over-trained" if a < OVER_TRAINED else "under-trained" if a > UNDER_TRAINED else ""
+            if self.mp_fit:
+                row.update(mp_fit(full[i], N / M, M))
+            rec = {"evals": full[i], "fit_evals": fit_on[i], "xmin": row["xmin"], "alpha": row["alpha"],
+                   "N": N, "M": M}
+            if self.randomize:
+                rand = ev["rand"][i]  # all replicas pooled: one density
+                row["max_rand_eval"] = rand.max()
+                row["rand_distance"] = rand_distance(full[i], rand)
+                row["ww_softrank"] = rand.max() / lam_max[i]
+                row["ww_maxdist"] = lam_max[i] - rand.max()
+                rmp = mp_fit(rand, N / M, M)
+                row["rand_sigma_mp"], row["rand_num_spikes"] = rmp["sigma_mp"], rmp["num_spikes"]
+                row["rand_bulk_max"] = rmp["bulk_max"]
+                rec["rand_evals"] = rand
+            if self.mp_fit:
+                rec.update(sigma_mp=row["sigma_mp"], bulk_max=row["bulk_max"])
+            spectra[(model, layer.name)] = rec
+            out.append(row)
+        return out
+
+
+# ---------------------------------------------------------------------- helpers
+def _row(model: str, lid: int, layer: LayerMatrices, status: str) -> dict:
+    row = dict(model=model, layer_id=lid, name=layer.name, kind=layer.kind, status=status)
+    if layer.mats is not None:
+        row.update(N=layer.N, M=layer.M, Q=layer.N / layer.M, rf=layer.rf)
+    return row
+
+
+def matrix_eigenvalues(mats: Tensor, method: str = "gram") -> np.ndarray:
+    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c) in float64: ``[K, c]``, unsorted."""
+    m = mats.to(torch.float64)
+    if method == "svd":
+        return (torch.linalg.svdvals(m) ** 2).numpy()
+    gram = m.transpose(-1, -2) @ m
+    return torch.linalg.eigvalsh(gram).clamp_min(0.0).numpy()
+
+
+def farms_blocks(mats: Tensor) -> Tensor:
+    """Square c × c row blocks of ``[b, S, r, c]`` matrices (r > c), evenly spaced to cover all rows.
+
+    FARMS (arXiv 2506.06280): the ESD of a rectangular matrix depends on its aspect ratio; averaging
+    the ESDs of fixed-aspect-ratio submatrices removes that bias. ceil(r/c) blocks, overlapping when c
+    does not divide r: ``[b, S·k, c, c]``.
+    """
+    b, S, r, c = mats.shape
+    k = math.ceil(r / c)
+    starts = torch.linspace(0, r - c, k).round().long()
+    idx = starts[:, None] + torch.arange(c)[None, :]  # [k, c]
+    blocks = mats[:, :, idx, :]  # [b, S, k, c, c]
+    return blocks.reshape(b, S * k, c, c)
+
+
+def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator) -> Tensor:
+    """Each matrix with its entries randomly permuted, ``reps`` times: ``[b, S·reps, r, c]``."""
+    b, S, r, c = mats.shape
+    flat = mats.reshape(b, S, r * c).repeat(1, reps, 1)
+    perm = torch.argsort(torch.rand(flat.shape, generator=gen), dim=-1)
+    return torch.gather(flat, -1, perm).reshape(b, S * reps, r, c)
+
+
+def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:
+    """``{name: Tensor[B, *shape]}``, model names and (for a zoo) its index rows, from any source."""
+    from ..io import load_weights
+    from ..zoo import Zoo
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir() and (path / "zoo.json").is_file():
+            source = Zoo.open(path)
+        else:
+            sd, _ = load_weights(path)
+            return {k: v.unsqueeze(0) for k, v in sd.items()}, [path.name], None
+    if isinstance(source, Zoo):
+        weights, table = source.load(where)
+        if len(table) == 0:
+            raise WeightspaceError(f"zoo {source.root}: no models" + (f" match {where!r}" if where else ""))
+        space = source.space
+        batched = {n: weights[:, space.slice(n)].reshape(len(table), *space.spec(n).shape) for n in space.names}
+        return batched, [str(m) for m in table["model_id"]], table
+    if isinstance(source, Mapping):
+        return {k: v.unsqueeze(0) for k, v in source.items()}, ["model"], None
+    raise WeightspaceError(
+        f"cannot analyse a {type(source).__name__}: expected a state dict, a checkpoint path, an HF folder or a zoo")
+
+
+def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | None, *, robust: bool) -> pd.DataFrame:
+    """One row per model: means of WeightWatcher's summary metrics and ``alpha_hat`` (mean α·log10 λmax).
+
+    Norm metrics average every analysed layer; α-based metrics average layers with status ``ok`` in
+    robust mode (a random-like layer's α is not a measurement) and every fitted layer in ww mode, as
+    WeightWatcher's ``get_summary`` does.
+    """
+    rows = []
+    for model in models:
+        d = details[details["model"] == model] if len(details) else details
+        fitted = d[d["status"].isin(["ok", "random-like"])] if len(d) else d
+        shape = fitted[fitted["status"] == "ok"] if robust else fitted
+        row = {"model": model, "layers": len(fitted), "layers_ok": int((d["status"] == "ok").sum()) if len(d) else 0}
+        for m in SUMMARY_METRICS:
+            src = shape if m in ("alpha", "alpha_weighted", "log_alpha_norm") else fitted
+            row[m] = src[m].mean() if m in src.columns and len(src) else np.nan
+        row["alpha_hat"] = row["alpha_weighted"]
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if table is not None:
+        keep = [c for c in table.columns if c not in ("hparams", "file", "sha256", "created", "extra")]
+        out = out.merge(table[keep].rename(columns={"model_id": "model"}).astype({"model": str}), on="model", how="left")
+    return out

@@ -118,6 +118,9 @@ def rand_distance(evals: np.ndarray, rand_evals: np.ndarray, bins: int = 100) ->
     p = np.histogram(la, edges)[0] / len(la)
     q = np.histogram(lb, edges)[0] / len(lb)
     m = 0.5 * (p + q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl = lambda u: np.sum(np.where(u > 0, u * np.log2(u / m), 0.0))  # noqa: E731
+
+    def kl(u):
+        nz = u > 0
+        return np.sum(u[nz] * np.log2(u[nz] / m[nz]))
+
     return float(np.sqrt(max(0.5 * kl(p) + 0.5 * kl(q), 0.0)))

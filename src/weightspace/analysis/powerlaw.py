@@ -4,7 +4,8 @@
 ≤ 1e-5; every eigenvalue but the largest is a candidate xmin; α = 1 + n / Σ ln(x/xmin) over the tail;
 KS distance D = max |1 − (x/xmin)^(1−α) − k/n| (k = 0..n−1); the xmin with the smallest D wins
 (first on ties); σ = (α − 1)/√n. Spectra with fewer than 20 eigenvalues use its small-sample variant:
-α = 1 + (n − 1)/Σ ln(x/xmin), tails of at least 8, xmin chosen by D − 0.868/√n.
+α = 1 + (n − 1)/Σ ln(x/xmin) over tails of at least 8. (That variant computes an objective
+D − 0.868/√n, but ``WWFit.__init__`` then re-selects the candidate by D alone, so D is what decides.)
 
 WeightWatcher loops over candidates in Python (O(n²) interpreted work per layer). Here α of every
 candidate comes from one suffix sum, and D is evaluated for all candidates of a batch of spectra in
@@ -25,8 +26,8 @@ import numpy as np
 EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH: eigenvalues at or below it are not fitted
 SMALL_N = 20  # WeightWatcher's SMALL_N_CUTOFF
 SMALL_N_MIN_TAIL = 8
-SMALL_N_PENALTY = 0.868
-DENSE_LIMIT = 1024  # longest spectrum whose D matrix is built whole
+DENSE_LIMIT = 256  # longest spectrum whose D matrix is built whole
+_PRUNED_BLOCK = 32  # candidates whose exact D is computed per step of the pruned search
 _GRID = 128
 _BLOCK = 1 << 22  # elements per evaluated block
 
@@ -96,7 +97,7 @@ def _pruned_argmin(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray)
     lb = _lower_bound(X, alpha, row, cols)
     order = np.argsort(lb, kind="stable")
     best_d, best_c = np.inf, -1
-    per = max(1, _BLOCK // X.shape[1])
+    per = _PRUNED_BLOCK
     for a in range(0, len(order), per):
         if lb[order[a]] > best_d:
             break
@@ -108,15 +109,15 @@ def _pruned_argmin(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray)
     return best_c, best_d
 
 
-def _select(X, first, alpha, ok, objective_penalty) -> tuple[np.ndarray, np.ndarray]:
+def _select(X, first, alpha, ok) -> tuple[np.ndarray, np.ndarray]:
     """Index of the winning candidate per row and its D; -1 where no candidate is valid."""
     B, n = X.shape
     choice = np.full(B, -1, dtype=np.int64)
     D = np.full(B, np.nan)
     if n < 2:
         return choice, D
-    dense_rows = [b for b in range(B) if n - first[b] <= DENSE_LIMIT or objective_penalty is not None]
-    sparse_rows = [b for b in range(B) if b not in set(dense_rows)]
+    dense_rows = [b for b in range(B) if n - first[b] <= DENSE_LIMIT]
+    sparse_rows = [b for b in range(B) if n - first[b] > DENSE_LIMIT]
     if dense_rows:
         r, c = np.nonzero(ok[dense_rows])
         r = np.asarray(dense_rows)[r]
@@ -124,7 +125,7 @@ def _select(X, first, alpha, ok, objective_penalty) -> tuple[np.ndarray, np.ndar
         J = np.full(ok.shape, np.inf)
         Dm = np.ones(ok.shape)
         Dm[r, c] = d
-        J[r, c] = d if objective_penalty is None else d - objective_penalty / np.sqrt(n - c)
+        J[r, c] = d
         for b in dense_rows:
             if np.isfinite(J[b]).any():
                 choice[b] = int(np.argmin(J[b]))
@@ -152,33 +153,30 @@ def fit_ww(spectra: list[np.ndarray]) -> dict[str, np.ndarray]:
         return res
     counts = n - first
     small = counts < SMALL_N
-    for rows, bias, penalty in ((np.nonzero(~small)[0], False, None), (np.nonzero(small)[0], True, SMALL_N_PENALTY)):
+    for rows, small_n in ((np.nonzero(~small)[0], False), (np.nonzero(small)[0], True)):
         if len(rows) == 0:
             continue
         Xr, fr = X[rows], first[rows]
-        alpha, valid, t, s = _candidates(Xr, fr, bias)
-        if penalty is None:
+        alpha, valid, t, s = _candidates(Xr, fr, small_n)
+        if not small_n:
             # WeightWatcher keeps D = 1 for α ≤ 1: such a candidate wins only if nothing else has D < 1.
             ok = valid & (alpha > 1)
         else:
             ok = valid & (t >= SMALL_N_MIN_TAIL) & (s > 1e-12) & (alpha > 1)
-        choice, D = _select(Xr, fr, alpha, ok, penalty)
+        choice, D = _select(Xr, fr, alpha, ok)
         for k, b in enumerate(rows):
             c = choice[k]
             if c < 0:
-                if penalty is None and counts[b] >= 2:  # every α ≤ 1: WeightWatcher's argmin of all-ones D
-                    c, D[k] = fr[k], 1.0
-                elif penalty is not None and counts[b] >= 2:  # small-N fallback: the whole spectrum
-                    c = fr[k]
-                    if s[k, c] <= 1e-12:
-                        res["alpha"][b], res["D"][b], res["sigma"][b] = 1.0, 1.0, 0.0
-                        res["xmin"][b], res["xmax"][b] = X[b, c], X[b, -1]
-                        res["num_pl_spikes"][b] = np.sum(np.asarray(spectra[b]) >= X[b, c])
-                        res["fit_ok"][b] = True
-                        continue
-                    D[k] = _ks(Xr, alpha, np.array([k]), np.array([c]))[0]
-                else:
+                if counts[b] < 2:
                     continue
+                # No valid candidate: WeightWatcher's argmin over all-ones D picks the first. Its small-N
+                # fallback fits the whole spectrum (α = 0 reported when that tail is degenerate).
+                c, D[k] = fr[k], 1.0
+                if small_n:
+                    if s[k, c] > 1e-12:
+                        D[k] = _ks(Xr, alpha, np.array([k]), np.array([c]))[0]
+                    else:
+                        alpha[k, c] = 0.0
             a = alpha[k, c]
             res["alpha"][b] = a
             res["xmin"][b] = X[b, c]
@@ -244,7 +242,7 @@ def fit_robust(
     alpha, valid, t, s = _candidates(X, first, True)
     floor = np.minimum(min_tail, n - first)[:, None]
     ok = valid & (t[None, :] >= floor) & (s > 1e-12) & (alpha > 1)
-    choice, D = _select(X, first, alpha, ok, None)
+    choice, D = _select(X, first, alpha, ok)
     tails = []
     rng = np.random.default_rng(seed)
     q = [(1 - level) / 2, (1 + level) / 2]

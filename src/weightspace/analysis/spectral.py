@@ -128,9 +128,9 @@ class SpectralAnalyzer:
             if status:
                 rows.extend(_row(models[b], lid, layer, status) for b in range(B))
                 continue
-            m = layer.mats
-            finite = torch.isfinite(m).flatten(1).all(1)
-            zero = (m == 0).flatten(1).all(1)
+            top = layer.mats.abs().flatten(1).amax(1)  # NaN and Inf survive the max; all-zero gives 0
+            finite = torch.isfinite(top)
+            zero = top == 0
             for b in range(B):
                 if not finite[b]:
                     rows.append(_row(models[b], lid, layer, "non-finite"))
@@ -178,7 +178,8 @@ class SpectralAnalyzer:
             by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
         results: list[np.ndarray | None] = [None] * len(jobs)
         for idx in by_shape.values():
-            flat = torch.cat([jobs[j][2].reshape(-1, *jobs[j][2].shape[-2:]) for j in idx])
+            parts = [jobs[j][2].reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
+            flat = parts[0] if len(parts) == 1 else torch.cat(parts)
             ev = matrix_eigenvalues(flat, self.method)
             start = 0
             for j in idx:
@@ -267,24 +268,34 @@ def _row(model: str, lid: int, layer: LayerMatrices, status: str) -> dict:
     return row
 
 
-def matrix_eigenvalues(mats: Tensor, method: str = "gram") -> np.ndarray:
-    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c) in float64: ``[K, c]``, unsorted."""
-    m = mats.to(torch.float64)
+def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram") -> np.ndarray:
+    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c) in float64: ``[K, c]``, unsorted.
+
+    ``gram`` forms WᵀW in float64 (a single tall matrix goes through BLAS's symmetric rank-k update)
+    and takes LAPACK's symmetric eigenvalues; ``svd`` squares singular values (slower, and more
+    accurate for eigenvalues below ~1e-16·λmax, which only ``matrix_rank`` looks at).
+    """
+    x = mats.numpy() if isinstance(mats, Tensor) else mats
+    x = x.astype(np.float64, copy=False)
     if method == "svd":
-        return (torch.linalg.svdvals(m) ** 2).numpy()
-    gram = m.transpose(-1, -2) @ m
-    return torch.linalg.eigvalsh(gram).clamp_min(0.0).numpy()
+        return np.linalg.svd(x, compute_uv=False) ** 2
+    if x.shape[0] == 1:
+        gram = (x[0].T @ x[0])[None]
+    else:
+        gram = np.matmul(x.transpose(0, 2, 1), x)
+    return np.clip(np.linalg.eigvalsh(gram), 0.0, None)
 
 
-def farms_blocks(mats: Tensor) -> Tensor:
-    """Square c × c row blocks of ``[b, S, r, c]`` matrices (r > c), evenly spaced to cover all rows.
+def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:
+    """Square c × c row blocks of ``[b, S, r, c]`` matrices (r > c), evenly spaced over the rows.
 
-    FARMS (arXiv 2506.06280): the ESD of a rectangular matrix depends on its aspect ratio; averaging
-    the ESDs of fixed-aspect-ratio submatrices removes that bias. ceil(r/c) blocks, overlapping when c
-    does not divide r: ``[b, S·k, c, c]``.
+    FARMS (arXiv 2506.06280): the ESD of a rectangular matrix depends on its aspect ratio; pooling
+    the ESDs of fixed-aspect-ratio submatrices removes that bias. k = min(ceil(r/c), max_blocks)
+    blocks, overlapping when c does not divide r; with k < ceil(r/c) (very tall matrices such as
+    embeddings) the blocks are a spread-out sample of the rows: ``[b, S·k, c, c]``.
     """
     b, S, r, c = mats.shape
-    k = math.ceil(r / c)
+    k = min(math.ceil(r / c), max_blocks)
     starts = torch.linspace(0, r - c, k).round().long()
     idx = starts[:, None] + torch.arange(c)[None, :]  # [k, c]
     blocks = mats[:, :, idx, :]  # [b, S, k, c, c]
@@ -294,9 +305,9 @@ def farms_blocks(mats: Tensor) -> Tensor:
 def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator) -> Tensor:
     """Each matrix with its entries randomly permuted, ``reps`` times: ``[b, S·reps, r, c]``."""
     b, S, r, c = mats.shape
-    flat = mats.reshape(b, S, r * c).repeat(1, reps, 1)
-    perm = torch.argsort(torch.rand(flat.shape, generator=gen), dim=-1)
-    return torch.gather(flat, -1, perm).reshape(b, S * reps, r, c)
+    flat = mats.reshape(b * S, r * c)
+    out = torch.stack([row[torch.randperm(r * c, generator=gen)] for _ in range(reps) for row in flat])
+    return out.reshape(reps, b, S, r * c).permute(1, 2, 0, 3).reshape(b, S * reps, r, c)
 
 
 def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:
@@ -332,8 +343,10 @@ def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | No
     WeightWatcher's ``get_summary`` does.
     """
     rows = []
+    if "status" not in details.columns:  # nothing analysable at all (an empty state dict)
+        details = pd.DataFrame(columns=["model", "status", *SUMMARY_METRICS])
     for model in models:
-        d = details[details["model"] == model] if len(details) else details
+        d = details[details["model"] == model]
         fitted = d[d["status"].isin(["ok", "random-like"])] if len(d) else d
         shape = fitted[fitted["status"] == "ok"] if robust else fitted
         row = {"model": model, "layers": len(fitted), "layers_ok": int((d["status"] == "ok").sum()) if len(d) else 0}

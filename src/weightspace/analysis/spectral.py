@@ -163,8 +163,8 @@ class SpectralAnalyzer:
         Every matrix of every kind and layer is put in one list; matrices of one shape go through one
         batched decomposition.
         """
-        gen = torch.Generator().manual_seed(self.seed)
-        jobs: list[tuple[int, str, Tensor]] = []  # (todo index, what, [b, S', r, c])
+        rng = np.random.default_rng(self.seed)
+        jobs: list[tuple[int, str, Tensor | np.ndarray]] = []  # (todo index, what, [b, S', r, c])
         for k, (_, layer, good) in enumerate(todo):
             m = layer.mats[good]
             jobs.append((k, "full", m))
@@ -172,14 +172,14 @@ class SpectralAnalyzer:
                 jobs.append((k, "farms", farms_blocks(m)))
             if self.randomize:
                 reps = 5 if layer.M * layer.rf < 100 else 1  # WeightWatcher's replicas for small layers
-                jobs.append((k, "rand", shuffle_entries(m, reps, gen)))
+                jobs.append((k, "rand", shuffle_entries(m, reps, rng)))
         by_shape: dict[tuple[int, int], list[int]] = {}
         for j, (_, _, m) in enumerate(jobs):
             by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
         results: list[np.ndarray | None] = [None] * len(jobs)
         for idx in by_shape.values():
-            parts = [jobs[j][2].reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
-            flat = parts[0] if len(parts) == 1 else torch.cat(parts)
+            parts = [np.asarray(jobs[j][2]).reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
+            flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
             ev = matrix_eigenvalues(flat, self.method)
             start = 0
             for j in idx:
@@ -302,12 +302,11 @@ def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:
     return blocks.reshape(b, S * k, c, c)
 
 
-def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator) -> Tensor:
+def shuffle_entries(mats: Tensor, reps: int, rng: np.random.Generator) -> np.ndarray:
     """Each matrix with its entries randomly permuted, ``reps`` times: ``[b, S·reps, r, c]``."""
     b, S, r, c = mats.shape
-    flat = mats.reshape(b * S, r * c)
-    out = torch.stack([row[torch.randperm(r * c, generator=gen)] for _ in range(reps) for row in flat])
-    return out.reshape(reps, b, S, r * c).permute(1, 2, 0, 3).reshape(b, S * reps, r, c)
+    flat = np.broadcast_to(mats.numpy().reshape(b, S, 1, r * c), (b, S, reps, r * c))
+    return rng.permuted(flat.reshape(b * S * reps, r * c), axis=1).reshape(b, S * reps, r, c)
 
 
 def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:

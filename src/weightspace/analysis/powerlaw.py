@@ -32,10 +32,13 @@ _GRID = 128
 _BLOCK = 1 << 22  # elements per evaluated block
 
 
-def _prepare(spectra: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted, left-padded ``[B, n]`` float64 array and the index of each row's first kept value."""
+def _prepare(spectra: list[np.ndarray], rel_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, left-padded ``[B, n]`` float64 array and the index of each row's first kept value.
+
+    Kept: eigenvalues above 1e-5 and above ``rel_floor``·λmax.
+    """
     kept = [np.sort(np.asarray(s, dtype=np.float64)) for s in spectra]
-    kept = [s[s > EVALS_THRESH] for s in kept]
+    kept = [s[s > max(EVALS_THRESH, rel_floor * s[-1] if len(s) else 0.0)] for s in kept]
     n = max((len(s) for s in kept), default=0)
     X = np.ones((len(kept), max(n, 1)), dtype=np.float64)
     first = np.empty(len(kept), dtype=np.int64)
@@ -220,7 +223,8 @@ def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 60) 
 
 
 def fit_robust(
-    spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0
+    spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0,
+    rel_floor: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Bias-corrected power-law fit with a tail floor, an xmax-aware α and a bootstrap interval.
 
@@ -235,7 +239,7 @@ def fit_robust(
     res["fit_ok"] = np.zeros(B, dtype=bool)
     if B == 0:
         return res
-    X, first = _prepare(spectra)
+    X, first = _prepare(spectra, rel_floor)
     n = X.shape[1]
     if n < 3:
         return res

@@ -16,8 +16,8 @@ layer across all models run as one array program (:mod:`weightspace.analysis.pow
 ``fit="ww"`` reproduces WeightWatcher 0.7.7's ``analyze()`` defaults: Conv2d slices scaled by √(1/2)
 (its ``conv2d_norm``), layers with fewer than 8 or more than 15,000 eigenvalues or a side over 50,000
 skipped, its power-law fit. ``fit="robust"`` (default): no conv rescaling, the robust fit, FARMS's
-fixed-aspect-ratio correction (α fitted on the pooled spectra of square submatrices of a rectangular W,
-so that α does not drift with N/M), and a ``status`` for layers whose α means nothing.
+fixed-aspect-ratio correction (α of a very rectangular W, N/M ≥ 8, fitted on the pooled spectra of
+square submatrices, so that α does not drift with N/M), and a ``status`` for layers whose α means nothing.
 
 Statuses: ``ok``; ``random-like`` (λmax within the MP bulk edge of an i.i.d. matrix of the same
 variance: α describes noise); ``too-few-evals``; ``too-many-evals``/``too-large`` (ww limits);
@@ -44,6 +44,8 @@ from .powerlaw import fit_robust, fit_ww
 
 FITS = ("robust", "ww")
 METHODS = ("gram", "svd")
+PRECISIONS = ("float64", "float32")
+FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
 WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
 SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank",
@@ -58,8 +60,12 @@ class SpectralAnalyzer:
     randomize: also analyse W with its entries shuffled (seeded): rand_distance, ww_softrank, ...
     conv: ``"pool"`` (one matrix per kernel position, spectra pooled) or ``"flatten"`` (out × in·k·k).
     conv_norm: scale Conv2d eigenvalues by 1/2 as WeightWatcher does (default: only with fit="ww").
-    farms: fit α on square submatrices of rectangular W (default: only with fit="robust").
-    method: ``"gram"`` (eigenvalues of the smaller Gram matrix, float64) or ``"svd"`` (singular values).
+    farms: fit α on square submatrices of very rectangular W, N/M ≥ ``farms_min_q`` (default: only with
+        fit="robust").
+    method: ``"gram"`` (eigenvalues of the smaller Gram matrix) or ``"svd"`` (squared singular values).
+    precision: ``"float64"`` or ``"float32"`` arithmetic for the eigenvalues (default: float64 with
+        fit="ww", as WeightWatcher's SciPy SVD; float32 with fit="robust", about 3× faster — its fit
+        ignores eigenvalues below 1e-6·λmax, under which float32 Gram eigenvalues are rounding noise).
     """
 
     def __init__(
@@ -71,7 +77,9 @@ class SpectralAnalyzer:
         conv: str = "pool",
         conv_norm: bool | None = None,
         farms: bool | None = None,
+        farms_min_q: float = 8.0,
         method: str = "gram",
+        precision: str | None = None,
         min_tail: int = 10,
         n_boot: int = 200,
         seed: int = 0,
@@ -87,7 +95,11 @@ class SpectralAnalyzer:
         self.conv = conv
         self.conv_norm = (fit == "ww") if conv_norm is None else conv_norm
         self.farms = (fit == "robust") if farms is None else farms
+        self.farms_min_q = farms_min_q
         self.method = method
+        self.precision = precision or ("float64" if fit == "ww" else "float32")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.min_tail = min_tail
         self.n_boot = n_boot
         self.seed = seed
@@ -111,7 +123,8 @@ class SpectralAnalyzer:
 
     def get_params(self) -> dict:
         return dict(fit=self.fit_kind, mp_fit=self.mp_fit, randomize=self.randomize, conv=self.conv,
-                    conv_norm=self.conv_norm, farms=self.farms, method=self.method, min_tail=self.min_tail,
+                    conv_norm=self.conv_norm, farms=self.farms, farms_min_q=self.farms_min_q, method=self.method, precision=self.precision,
+                    min_tail=self.min_tail,
                     n_boot=self.n_boot, seed=self.seed)
 
     # ------------------------------------------------------------------ work
@@ -168,7 +181,7 @@ class SpectralAnalyzer:
         for k, (_, layer, good) in enumerate(todo):
             m = layer.mats[good]
             jobs.append((k, "full", m))
-            if self.farms and layer.N > layer.M:
+            if self.farms and layer.N >= self.farms_min_q * layer.M:
                 jobs.append((k, "farms", farms_blocks(m)))
             if self.randomize:
                 reps = 5 if layer.M * layer.rf < 100 else 1  # WeightWatcher's replicas for small layers
@@ -180,7 +193,7 @@ class SpectralAnalyzer:
         for idx in by_shape.values():
             parts = [np.asarray(jobs[j][2]).reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
             flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            ev = matrix_eigenvalues(flat, self.method)
+            ev = matrix_eigenvalues(flat, self.method, np.dtype(self.precision))
             start = 0
             for j in idx:
                 b, s = jobs[j][2].shape[:2]
@@ -202,15 +215,19 @@ class SpectralAnalyzer:
         if self.fit_kind == "ww":
             pl = fit_ww(list(fit_on))
         else:
-            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed + lid)
+            floor = FLOAT32_FLOOR if self.precision == "float32" else 0.0
+            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed + lid,
+                            rel_floor=floor)
         norm = full.sum(1)
         lam_max = full.max(1)
         alpha = pl["alpha"]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             log_alpha_norm = np.log10(np.sum(full ** alpha[:, None], axis=1))
             sv = np.sqrt(full)
-            tol = sv.max(1, keepdims=True) * N * np.finfo(np.float64).eps
-            rank = (sv > tol).sum(1)
+            if self.precision == "float64":  # WeightWatcher's rule (numpy.linalg.matrix_rank's)
+                rank = (sv > sv.max(1, keepdims=True) * N * np.finfo(np.float64).eps).sum(1)
+            else:  # the Gram's own rounding: eigenvalues below λmax·M·eps32 are not resolved
+                rank = (full > full.max(1, keepdims=True) * M * np.finfo(np.float32).eps).sum(1)
             p = full / norm[:, None] + 1e-10
             entropy = -np.sum(p * np.log(p), axis=1) / np.log(rank + 1e-10)
         noise = random_like(full, N / M, M)
@@ -268,22 +285,22 @@ def _row(model: str, lid: int, layer: LayerMatrices, status: str) -> dict:
     return row
 
 
-def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram") -> np.ndarray:
-    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c) in float64: ``[K, c]``, unsorted.
+def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np.float64) -> np.ndarray:
+    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c): ``[K, c]`` float64, unsorted.
 
-    ``gram`` forms WᵀW in float64 (a single tall matrix goes through BLAS's symmetric rank-k update)
+    ``gram`` forms WᵀW in ``dtype`` (a single tall matrix goes through BLAS's symmetric rank-k update)
     and takes LAPACK's symmetric eigenvalues; ``svd`` squares singular values (slower, and more
-    accurate for eigenvalues below ~1e-16·λmax, which only ``matrix_rank`` looks at).
+    accurate for eigenvalues below ~eps·λmax, which only ``matrix_rank`` looks at).
     """
     x = mats.numpy() if isinstance(mats, Tensor) else mats
-    x = x.astype(np.float64, copy=False)
+    x = x.astype(dtype, copy=False)
     if method == "svd":
-        return np.linalg.svd(x, compute_uv=False) ** 2
+        return (np.linalg.svd(x, compute_uv=False) ** 2).astype(np.float64)
     if x.shape[0] == 1:
         gram = (x[0].T @ x[0])[None]
     else:
         gram = np.matmul(x.transpose(0, 2, 1), x)
-    return np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    return np.clip(np.linalg.eigvalsh(gram), 0.0, None).astype(np.float64)
 
 
 def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from weightspace.analysis import SpectralAnalyzer
 from weightspace.analysis.layers import layer_matrices

@@ -12,13 +12,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-_NORM_NAME = re.compile(r"norm|(^|\.)(ln|bn)(_?\w*)?\.", re.I)
+_NORM_NAME = re.compile(r"norm|(^|\.)(ln|bn)(_?\w*)?\.", re.IGNORECASE)
 _RNN_NAME = re.compile(r"^(?P<prefix>.*)weight_(?P<kind>ih|hh)_l(?P<layer>\d+)(?P<suffix>(_reverse)?)$")
-_FUSED_QKV = re.compile(r"(in_proj_weight$|qkv|c_attn\.weight$|query_key_value)", re.I)
-_EMBED_NAME = re.compile(r"embed|(^|[._])(emb|wte|wpe)([._]|$)", re.I)
+_FUSED_QKV = re.compile(r"(in_proj_weight$|qkv|c_attn\.weight$|query_key_value)", re.IGNORECASE)
+_EMBED_NAME = re.compile(r"embed|(^|[._])(emb|wte|wpe)([._]|$)", re.IGNORECASE)
 
 CONV_MODES = ("pool", "flatten")
 

@@ -54,7 +54,7 @@ def _suffix_sums(L: np.ndarray) -> np.ndarray:
 
 def _candidates(X: np.ndarray, first: np.ndarray, bias_corrected: bool):
     """α and validity of every candidate xmin (all columns but the last) of every row."""
-    B, n = X.shape
+    n = X.shape[1]
     L = np.log(X)
     S = _suffix_sums(L)[:, :-1]
     t = (n - np.arange(n - 1)).astype(np.float64)  # tail sizes

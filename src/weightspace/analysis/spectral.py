@@ -123,9 +123,8 @@ class SpectralAnalyzer:
 
     def get_params(self) -> dict:
         return dict(fit=self.fit_kind, mp_fit=self.mp_fit, randomize=self.randomize, conv=self.conv,
-                    conv_norm=self.conv_norm, farms=self.farms, farms_min_q=self.farms_min_q, method=self.method, precision=self.precision,
-                    min_tail=self.min_tail,
-                    n_boot=self.n_boot, seed=self.seed)
+                    conv_norm=self.conv_norm, farms=self.farms, farms_min_q=self.farms_min_q, method=self.method,
+                    precision=self.precision, min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed)
 
     # ------------------------------------------------------------------ work
     def _analyse(self, layers: list[LayerMatrices], models: list[str]):
@@ -209,7 +208,7 @@ class SpectralAnalyzer:
 
     def _layer_rows(self, lid, layer: LayerMatrices, models, ev, spectra) -> list[dict]:
         full = ev["full"]  # [b, n]
-        b, n = full.shape
+        n = full.shape[1]
         N, M, rf = layer.N, layer.M, layer.rf
         fit_on = ev.get("farms", full)
         if self.fit_kind == "ww":

@@ -222,6 +222,28 @@ def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 60) 
     return out
 
 
+def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float, seed: int):
+    """Percentile interval of the bias-corrected α over resamples of each row's tail ``X[b, c[b]:]``.
+
+    All rows and resamples in one array: tails are padded to the longest and masked.
+    """
+    B, n = X.shape
+    t = n - c
+    T = int(t.max())
+    rng = np.random.default_rng(seed)
+    idx = c[:, None, None] + (rng.random((B, n_boot, T)) * t[:, None, None]).astype(np.int64)
+    mask = np.arange(T)[None, None, :] < t[:, None, None]
+    L = np.log(np.take_along_axis(X, np.minimum(idx, n - 1).reshape(B, -1), 1).reshape(B, n_boot, T))
+    lmin = np.where(mask, L, np.inf).min(-1, keepdims=True)
+    s = np.where(mask, L - lmin, 0.0).sum(-1)
+    with np.errstate(divide="ignore"):
+        ab = 1.0 + (t[:, None] - 1.0) / s
+    ab[~np.isfinite(ab)] = np.nan
+    q = [(1 - level) / 2, (1 + level) / 2]
+    lo, hi = np.nanquantile(ab, q, axis=1) if np.isnan(ab).any() else np.quantile(ab, q, axis=1)
+    return lo, hi
+
+
 def fit_robust(
     spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0,
     rel_floor: float = 0.0,
@@ -247,26 +269,16 @@ def fit_robust(
     floor = np.minimum(min_tail, n - first)[:, None]
     ok = valid & (t[None, :] >= floor) & (s > 1e-12) & (alpha > 1)
     choice, D = _select(X, first, alpha, ok)
-    tails = []
-    rng = np.random.default_rng(seed)
-    q = [(1 - level) / 2, (1 + level) / 2]
-    for b in range(B):
-        c = choice[b]
-        if c < 0:
-            tails.append(np.array([]))
-            continue
-        tail = X[b, c:]
-        tails.append(tail)
-        a = alpha[b, c]
-        res["alpha"][b], res["xmin"][b], res["xmax"][b], res["D"][b] = a, X[b, c], X[b, -1], D[b]
-        res["sigma"][b] = (a - 1.0) / np.sqrt(n - c)
-        res["num_pl_spikes"][b] = n - c
-        res["fit_ok"][b] = True
-        if n_boot:
-            boot = rng.choice(tail, size=(n_boot, len(tail)), replace=True)
-            sb = np.log(boot / boot.min(1, keepdims=True)).sum(1)
-            with np.errstate(divide="ignore"):
-                ab = 1.0 + (len(tail) - 1.0) / sb
-            res["alpha_lo"][b], res["alpha_hi"][b] = np.quantile(ab[np.isfinite(ab)], q) if np.isfinite(ab).any() else (np.nan, np.nan)
+    fitted = np.nonzero(choice >= 0)[0]
+    c = choice[fitted]
+    a = alpha[fitted, c]
+    res["alpha"][fitted], res["xmin"][fitted], res["xmax"][fitted] = a, X[fitted, c], X[fitted, -1]
+    res["D"][fitted] = D[fitted]
+    res["sigma"][fitted] = (a - 1.0) / np.sqrt(n - c)
+    res["num_pl_spikes"][fitted] = n - c
+    res["fit_ok"][fitted] = True
+    if n_boot and len(fitted):
+        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = _bootstrap_interval(X[fitted], c, n_boot, level, seed)
+    tails = [X[b, choice[b]:] if choice[b] >= 0 else np.array([]) for b in range(B)]
     res["alpha_xmax"] = truncated_alpha(tails, res["xmax"])
     return res

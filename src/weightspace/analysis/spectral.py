@@ -357,20 +357,20 @@ def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | No
     robust mode (a random-like layer's α is not a measurement) and every fitted layer in ww mode, as
     WeightWatcher's ``get_summary`` does.
     """
-    rows = []
     if "status" not in details.columns:  # nothing analysable at all (an empty state dict)
         details = pd.DataFrame(columns=["model", "status", *SUMMARY_METRICS])
-    for model in models:
-        d = details[details["model"] == model]
-        fitted = d[d["status"].isin(["ok", "random-like"])] if len(d) else d
-        shape = fitted[fitted["status"] == "ok"] if robust else fitted
-        row = {"model": model, "layers": len(fitted), "layers_ok": int((d["status"] == "ok").sum()) if len(d) else 0}
-        for m in SUMMARY_METRICS:
-            src = shape if m in ("alpha", "alpha_weighted", "log_alpha_norm") else fitted
-            row[m] = src[m].mean() if m in src.columns and len(src) else np.nan
-        row["alpha_hat"] = row["alpha_weighted"]
-        rows.append(row)
-    out = pd.DataFrame(rows)
+    fitted = details[details["status"].isin(["ok", "random-like"])]
+    ok = details[details["status"] == "ok"]
+    shape = ok if robust else fitted
+    shape_metrics = ["alpha", "alpha_weighted", "log_alpha_norm"]
+    out = pd.DataFrame({"model": models})
+    out["layers"] = out["model"].map(fitted.groupby("model").size()).fillna(0).astype(int)
+    out["layers_ok"] = out["model"].map(ok.groupby("model").size()).fillna(0).astype(int)
+    for m in SUMMARY_METRICS:
+        src = shape if m in shape_metrics else fitted
+        means = src.groupby("model")[m].mean() if m in src.columns else pd.Series(dtype=float)
+        out[m] = out["model"].map(means).astype(float)
+    out["alpha_hat"] = out["alpha_weighted"]
     if table is not None:
         keep = [c for c in table.columns if c not in ("hparams", "file", "sha256", "created", "extra")]
         out = out.merge(table[keep].rename(columns={"model_id": "model"}).astype({"model": str}), on="model", how="left")

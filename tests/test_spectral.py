@@ -257,3 +257,46 @@ def test_parity_with_weightwatcher_minilm():
     sd, _ = load_checkpoint(os.path.join(os.path.dirname(pkg.__file__), "model", "model.safetensors"))
     assert sum(v.numel() for v in sd.values()) > 22_000_000
     _assert_parity(_Linears([v for v in sd.values() if v.dim() == 2]), sd)
+
+
+# ---------------------------------------------------------------------- CLI and figures
+def test_cli_analyze_file_writes_tables_and_figures(tmp_path, capsys):
+    from weightspace.cli import main
+    from weightspace.io import save_checkpoint
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, {"fc1.weight": _heavy(96, 48, 0), "fc1.bias": torch.zeros(96),
+                           "fc2.weight": _heavy(10, 96, 1), "bad.weight": torch.zeros(20, 20)})
+    out = tmp_path / "out"
+    assert main(["analyze", str(path), "--out", str(out), "--mp-fit", "--randomize", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "fc1.weight" in text and "all-zero" in text and "alpha_hat" in text
+    import pandas as pd
+
+    details = pd.read_csv(out / "details.csv").set_index("name")
+    assert details.loc["bad.weight", "status"] == "all-zero"
+    assert np.isfinite(details.loc["fc1.weight", ["alpha", "sigma_mp", "rand_distance"]].astype(float)).all()
+    assert (out / "summary.csv").is_file() and (out / "config.json").is_file()
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert "alpha_by_layer.png" in pngs and any(p.startswith("esd_") for p in pngs)
+
+
+def test_cli_analyze_errors_are_one_line(tmp_path, capsys):
+    from weightspace.cli import main
+
+    assert main(["analyze", str(tmp_path / "missing.safetensors"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "missing.safetensors" in err and "\n" not in err
+
+
+def test_zoo_figure_alpha_hat_vs_accuracy(tmp_path):
+    from weightspace.analysis.spectral_figures import save_spectral_figures
+    from weightspace.space import WeightSpace
+    from weightspace.zoo import Zoo
+
+    sds = [{"l1.weight": _heavy(40, 20, s), "l2.weight": _heavy(10, 40, s + 9)} for s in range(4)]
+    zoo = Zoo.create(tmp_path / "zoo", WeightSpace.from_state_dict(sds[0]), architecture={}, task={})
+    zoo.add_many((f"m{i}", sd, {"run_id": f"r{i}", "seed": i, "test_acc": 0.2 * i}) for i, sd in enumerate(sds))
+    a = SpectralAnalyzer(progress=False).fit(zoo)
+    names = {p.name for p in save_spectral_figures(a, tmp_path / "fig")}
+    assert "alpha_hat_vs_test_acc.png" in names and "alpha_by_layer.png" in names

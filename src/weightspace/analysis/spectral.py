@@ -152,10 +152,14 @@ class SpectralAnalyzer:
             if len(good):
                 todo.append((lid, layer, good))
 
-        evals = self._eigenvalues(todo)
-        bar = tqdm(todo, desc="spectral fits", unit="layer", disable=not self.progress or len(todo) < 2)
-        for (lid, layer, good), ev in zip(bar, evals):
-            rows.extend(self._layer_rows(lid, layer, [models[i] for i in good.tolist()], ev, spectra))
+        # One bar for the whole job, in matrix entries: decompositions first, then the fits per layer.
+        size = sum(len(good) * layer.mats[0].numel() for _, layer, good in todo)
+        with tqdm(total=2 * size, desc="spectral", unit="entry", unit_scale=True,
+                  disable=not self.progress or size == 0) as bar:
+            evals = self._eigenvalues(todo, bar)
+            for (lid, layer, good), ev in zip(todo, evals):
+                rows.extend(self._layer_rows(lid, layer, [models[i] for i in good.tolist()], ev, spectra))
+                bar.update(len(good) * layer.mats[0].numel())
         rows.sort(key=lambda r: (models.index(r["model"]), r["layer_id"]))
         return rows, spectra
 
@@ -169,7 +173,7 @@ class SpectralAnalyzer:
             return "too-large"
         return ""
 
-    def _eigenvalues(self, todo) -> list[dict[str, np.ndarray]]:
+    def _eigenvalues(self, todo, bar) -> list[dict[str, np.ndarray]]:
         """Per entry of ``todo``: ``full`` [b, n] (all slices pooled), and ``farms``/``rand`` when asked.
 
         Every matrix of every kind and layer is put in one list; matrices of one shape go through one
@@ -193,6 +197,7 @@ class SpectralAnalyzer:
             parts = [np.asarray(jobs[j][2]).reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
             flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
             ev = matrix_eigenvalues(flat, self.method, np.dtype(self.precision))
+            bar.update(sum(int(np.prod(jobs[j][2].shape)) for j in idx if jobs[j][1] == "full"))
             start = 0
             for j in idx:
                 b, s = jobs[j][2].shape[:2]

@@ -300,3 +300,22 @@ def test_zoo_figure_alpha_hat_vs_accuracy(tmp_path):
     a = SpectralAnalyzer(progress=False).fit(zoo)
     names = {p.name for p in save_spectral_figures(a, tmp_path / "fig")}
     assert "alpha_hat_vs_test_acc.png" in names and "alpha_by_layer.png" in names
+
+
+@pytest.mark.slow
+def test_mp_fit_agrees_with_weightwatcher_to_its_grid():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(256, 512, bias=False), nn.Linear(512, 128, bias=False), nn.Linear(128, 128, bias=False))
+    with torch.no_grad():
+        m[0].weight.copy_(_heavy(512, 256, 1))
+        m[1].weight.copy_(_heavy(128, 512, 2))
+        m[2].weight.copy_(torch.randn(128, 128) / 11)
+    ww = pytest.importorskip("weightwatcher")
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    ref = ww.WeightWatcher(model=m).analyze(mp_fit=True)
+    ours = SpectralAnalyzer(fit="ww", mp_fit=True, progress=False).fit(
+        {k: v.detach() for k, v in m.state_dict().items()}).details_
+    # same objective and σ grid, no Nelder–Mead polish: σ within 2%, the same spike counts
+    np.testing.assert_allclose(ours["sigma_mp"], ref["sigma_mp"], rtol=0.02)
+    np.testing.assert_array_equal(ours["num_spikes"], ref["num_spikes"])
+    assert list(ours["status"]) == ["ok", "ok", "random-like"]

@@ -5,7 +5,8 @@ cached under runs/), with varied hyper-parameters; some runs are trained badly o
 10% of the training set, learning rates down to 1e-3, init scales up to 2). For each mode
 (``fit="ww"``: WeightWatcher's fit and conventions; ``fit="robust"``: the default) and each per-model
 metric (α̂ = mean of α·log10 λmax over layers, log-norm = mean log10 ‖W‖²_F), Kendall τ with test
-accuracy, pooled over depths and within each depth (Martin & Mahoney's Simpson's-paradox check:
+accuracy over the models that have the metric (robust α̂ leaves out layers whose status is
+random-like, so a model whose layers are all random-like has none), pooled over depths and within each depth (Martin & Mahoney's Simpson's-paradox check:
 shape metrics like α̂ can reverse when depths are mixed).
 
 Bootstrap spread: for the 64×64 first-layer matrices of ``--boot-models`` models, ``--boot`` resamples
@@ -113,7 +114,7 @@ def main():
         for m in METRICS:
             x = s[m].to_numpy(float)
             res["tau"][f"{fit}_{m}"] = {
-                "pooled": round(tau(x, acc), 3),
+                "pooled": round(tau(x, acc), 3), "models_with_value": int(np.isfinite(x).sum()),
                 **{f"depth{d}": round(tau(x[s["depth"] == d], acc[s["depth"] == d]), 3) for d in DEPTHS}}
         res[f"{fit}_models_without_alpha_hat"] = int(s["alpha_hat"].isna().sum())
         res[f"{fit}_random_like_layers"] = int(s["random_like_layers"].sum())

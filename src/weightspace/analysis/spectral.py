@@ -38,6 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, WeightspaceError
+from ..space import WeightSpace
 from .layers import LayerMatrices, layer_matrices
 from .mp import mp_fit, rand_distance, random_like
 from .powerlaw import fit_robust, fit_ww
@@ -107,7 +108,8 @@ class SpectralAnalyzer:
 
     # ------------------------------------------------------------------ public
     def fit(self, source, *, where: str | None = None) -> SpectralAnalyzer:
-        """Analyse ``source``: a state dict, a checkpoint path, an HF folder, a zoo directory or a Zoo."""
+        """Analyse ``source``: a state dict, a checkpoint path, an HF folder, a zoo directory, a Zoo, or
+        ``(weights [N, P], WeightSpace)`` (models named 0..N-1)."""
         batched, models, table = as_batched(source, where=where)
         layers = layer_matrices(batched, conv=self.conv)
         rows, spectra = self._analyse(layers, models)
@@ -346,13 +348,21 @@ def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], 
         weights, table = source.load(where)
         if len(table) == 0:
             raise WeightspaceError(f"zoo {source.root}: no models" + (f" match {where!r}" if where else ""))
-        space = source.space
-        batched = {n: weights[:, space.slice(n)].reshape(len(table), *space.spec(n).shape) for n in space.names}
+        batched, _, _ = as_batched((weights, source.space))
         return batched, [str(m) for m in table["model_id"]], table
     if isinstance(source, Mapping):
         return {k: v.unsqueeze(0) for k, v in source.items()}, ["model"], None
+    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], WeightSpace):
+        weights, space = source
+        if weights.dim() != 2 or weights.shape[1] != space.num_params:
+            raise WeightspaceError(
+                f"expected weights [N, {space.num_params}] for layout {space.name!r}, got {tuple(weights.shape)}")
+        n = weights.shape[0]
+        batched = {k: weights[:, space.slice(k)].reshape(n, *space.spec(k).shape) for k in space.names}
+        return batched, [str(i) for i in range(n)], None
     raise WeightspaceError(
-        f"cannot analyse a {type(source).__name__}: expected a state dict, a checkpoint path, an HF folder or a zoo")
+        f"cannot analyse a {type(source).__name__}: expected a state dict, a checkpoint path, an HF folder, "
+        "a zoo or (weights [N, P], WeightSpace)")
 
 
 def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | None, *, robust: bool) -> pd.DataFrame:

@@ -190,6 +190,19 @@ def test_a_zoo_in_one_batch_equals_models_one_by_one(tmp_path):
         assert np.isfinite(s["alpha_hat"]).all()
 
 
+def test_stacked_weights_with_their_layout():
+    from weightspace.space import WeightSpace
+
+    sds = [{"a.weight": _heavy(30, 20, s), "b.weight": _heavy(12, 30, s + 3)} for s in range(3)]
+    space = WeightSpace.from_state_dict(sds[0], name="pair")
+    W = space.stack(sds)
+    d = SpectralAnalyzer(fit="ww", progress=False).fit((W, space)).details_
+    alone = SpectralAnalyzer(fit="ww", progress=False).fit(sds[2]).details_
+    np.testing.assert_allclose(d[d["model"] == "2"]["alpha"].to_numpy(), alone["alpha"].to_numpy(), rtol=1e-12)
+    with pytest.raises(WeightspaceError, match=r"expected weights \[N, 960\] for layout 'pair'"):
+        SpectralAnalyzer(progress=False).fit((W[:, :10], space))
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ConfigError, match="fit='best'"):
         SpectralAnalyzer(fit="best")

@@ -191,7 +191,7 @@ def fit_ww(spectra: list[np.ndarray]) -> dict[str, np.ndarray]:
     return res
 
 
-def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 60) -> np.ndarray:
+def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 40) -> np.ndarray:
     """MLE of α for a power law on [xmin, xmax] (xmin = each tail's smallest value), by bisection.
 
     The log-likelihood derivative in α is monotone, so bisection on α ∈ (1, 50] converges; all tails
@@ -211,12 +211,12 @@ def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 60) 
 
     lo = np.full(B, 1.0 + 1e-9)
     hi = np.full(B, 50.0)
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
             up = score(mid) > 0
-        lo = np.where(up, mid, lo)
-        hi = np.where(up, hi, mid)
+            lo = np.where(up, mid, lo)
+            hi = np.where(up, hi, mid)
     ok = np.isfinite(mean_log) & (r > 0)
     out[ok] = 0.5 * (lo + hi)[ok]
     return out

@@ -389,11 +389,15 @@ def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | No
     out = pd.DataFrame({"model": models})
     out["layers"] = out["model"].map(fitted.groupby("model").size()).fillna(0).astype(int)
     out["layers_ok"] = out["model"].map(ok.groupby("model").size()).fillna(0).astype(int)
+    for src, cols in ((shape, shape_metrics), (fitted, [m for m in SUMMARY_METRICS if m not in shape_metrics])):
+        cols = [c for c in cols if c in src.columns]
+        means = src.groupby("model")[cols].mean() if cols else pd.DataFrame()
+        for m in cols:
+            out[m] = out["model"].map(means[m]).astype(float)
     for m in SUMMARY_METRICS:
-        src = shape if m in shape_metrics else fitted
-        means = src.groupby("model")[m].mean() if m in src.columns else pd.Series(dtype=float)
-        out[m] = out["model"].map(means).astype(float)
-    out["alpha_hat"] = out["alpha_weighted"]
+        if m not in out:
+            out[m] = np.nan
+    out = out[["model", "layers", "layers_ok", *SUMMARY_METRICS]].assign(alpha_hat=out["alpha_weighted"])
     if table is not None:
         keep = [c for c in table.columns if c not in ("hparams", "file", "sha256", "created", "extra")]
         out = out.merge(table[keep].rename(columns={"model_id": "model"}).astype({"model": str}), on="model", how="left")

@@ -157,7 +157,10 @@ def test_rand_distance_is_a_distance_between_densities():
     assert rand_distance(a, rng.permutation(a)) == 0.0  # order does not matter, unlike WeightWatcher's
     assert rand_distance(a, np.concatenate([a, a])) == pytest.approx(0.0, abs=1e-12)  # nor the count
     assert rand_distance(a, a * 1e6) == pytest.approx(1.0)  # disjoint supports
-    assert 0 < rand_distance(a, rng.exponential(1.0, 500)) < 0.3
+    b = rng.exponential(1.0, 500)
+    assert 0 < rand_distance(a, b) < 0.3
+    rows = rand_distance(np.stack([a, b, a]), np.stack([b, b, a * 1e6]))  # one call for many spectra
+    np.testing.assert_allclose(rows, [rand_distance(a, b), 0.0, 1.0])
 
 
 def test_randomize_is_seeded_and_detects_structure():

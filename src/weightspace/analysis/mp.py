@@ -20,13 +20,17 @@ _BAD = 1000.0
 
 
 def _linear_kde(samples: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Density of a linear (triangular) kernel of bandwidth 0.1 at ``x``, as scikit-learn's KernelDensity."""
-    out = np.zeros(len(x))
-    step = max(1, (1 << 22) // max(len(x), 1))
-    for a in range(0, len(samples), step):
-        d = np.abs(x[:, None] - samples[None, a:a + step]) / _BW
-        out += np.clip(1.0 - d, 0.0, None).sum(1)
-    return out / (len(samples) * _BW)
+    """Density of a linear (triangular) kernel of bandwidth 0.1, as scikit-learn's KernelDensity.
+
+    ``samples`` [B, n], ``x`` [B, G] (each row its own grid): ``[B, G]``.
+    """
+    B, n = samples.shape
+    out = np.zeros(x.shape)
+    step = max(1, (1 << 22) // max(x.size, 1))
+    for a in range(0, n, step):
+        d = np.abs(x[:, :, None] - samples[:, None, a:a + step]) / _BW
+        out += np.clip(1.0 - d, 0.0, None).sum(-1)
+    return out / (n * _BW)
 
 
 def bulk_edge_tw(bulk_max: np.ndarray, Q: float, M: int) -> np.ndarray:
@@ -35,48 +39,65 @@ def bulk_edge_tw(bulk_max: np.ndarray, Q: float, M: int) -> np.ndarray:
     return bulk_max + np.sqrt(tw)
 
 
-def mp_fit(evals: np.ndarray, Q: float, M: int) -> dict[str, float]:
-    """σ of the MP density that best fits ``evals`` (eigenvalues of WᵀW, all of them), and what follows."""
-    evals = np.asarray(evals, dtype=np.float64)
-    nan = dict(sigma_mp=np.nan, bulk_max=np.nan, bulk_min=np.nan, num_spikes=np.nan, mp_softrank=np.nan, W_scale=np.nan)
-    total = evals.sum()
-    if len(evals) < 2 or not np.isfinite(total) or total <= 0:
-        return nan
-    scale2 = len(evals) / total  # WeightWatcher's Wscale², so that the mean eigenvalue is 1
-    x = evals * scale2
-    lam_max = x.max()
+def mp_fit(evals: np.ndarray, Q: float, M: int) -> dict[str, np.ndarray]:
+    """σ of the MP density that best fits each row of ``evals`` ([B, n] eigenvalues of WᵀW, all of them).
+
+    All rows (the same layer of every model of a zoo) are scored in one array program; returns arrays
+    of length B: sigma_mp, bulk_max, bulk_min, num_spikes, mp_softrank, W_scale.
+    """
+    ev = np.atleast_2d(np.asarray(evals, dtype=np.float64))
+    B, n = ev.shape
+    keys = ("sigma_mp", "bulk_max", "bulk_min", "num_spikes", "mp_softrank", "W_scale")
+    out = {k: np.full(B, np.nan) for k in keys}
+    total = ev.sum(1)
+    rows = np.nonzero(np.isfinite(total) & (total > 0))[0] if n >= 2 else np.array([], dtype=int)
+    if len(rows) == 0:
+        return out
+    scale2 = n / total[rows]  # WeightWatcher's Wscale², so that the mean eigenvalue is 1
+    x = ev[rows] * scale2[:, None]
+    lam_max = x.max(1)
     s_top = np.sqrt(lam_max / (1.0 + 1.0 / np.sqrt(Q)) ** 2)
-    sigmas = np.arange(0.05 * s_top, 2.0 * s_top, 0.01 * s_top)  # scipy.optimize.brute's grid for this slice
+    # scipy.optimize.brute's grid for slice(0.05 s, 2 s, 0.01 s): np.arange, per row
+    steps = np.ceil((2.0 * s_top - 0.05 * s_top) / (0.01 * s_top)).astype(int)
+    k = np.arange(steps.max())
+    sigmas = 0.05 * s_top[:, None] + k[None, :] * (0.01 * s_top[:, None])  # [b, K]
+    in_grid = k[None, :] < steps[:, None]
     to_fit = np.sqrt(x) if Q == 1 else x
-    xde = np.linspace(0.0, to_fit.max() + 0.5, _GRID)
+    xde = np.linspace(0.0, 1.0, _GRID)[None, :] * (to_fit.max(1) + 0.5)[:, None]  # [b, G]
     yde = _linear_kde(to_fit, xde)
-    good = yde > _KDE_FLOOR
-    xg, yg = xde[good], yde[good]
-    s = sigmas[:, None]
+    good = yde > _KDE_FLOOR  # WeightWatcher drops near-empty grid points from the residual
+    peak = np.take_along_axis(xde, np.argmax(np.where(good, yde, -np.inf), 1)[:, None], 1)  # [b, 1]
+    xg_max = np.where(good, xde, -np.inf).max(1, keepdims=True)
+    cost = np.empty(sigmas.shape)
+    chunk = max(1, (1 << 22) // (sigmas.shape[1] * _GRID))
     with np.errstate(divide="ignore", invalid="ignore"):
-        if Q == 1:
-            ymp = np.nan_to_num(np.sqrt(4.0 - xg[None, :] ** 2) / (np.pi * s * s))
-            cost = ((ymp - yg) ** 2).sum(1)
-        else:
-            b = (s * (1 + np.sqrt(1 / Q))) ** 2
-            a = (s * (1 - np.sqrt(1 / Q))) ** 2
-            ymp = np.nan_to_num(np.sqrt((b - xg) * (xg - a)) / (2 * np.pi * s * s * xg * (1 / Q)))
-            cost = ((ymp - yg) ** 2).sum(1)
-            peak = xg[np.argmax(yg)]
-            reject = ((b < peak) | (b > xg.max()) | (a > peak))[:, 0]
-            cost = np.where(reject, _BAD**2 * len(xg), cost)
-    sigma = float(sigmas[int(np.argmin(cost))])
+        for a in range(0, len(rows), chunk):
+            sl = slice(a, a + chunk)
+            s = sigmas[sl][:, :, None]  # [c, K, 1]
+            xg, yg, g = xde[sl][:, None, :], yde[sl][:, None, :], good[sl][:, None, :]
+            if Q == 1:
+                ymp = np.nan_to_num(np.sqrt(4.0 - xg**2) / (np.pi * s * s))
+                cost[sl] = np.where(g, (ymp - yg) ** 2, 0.0).sum(-1)
+            else:
+                hi = (s * (1 + np.sqrt(1 / Q))) ** 2
+                lo = (s * (1 - np.sqrt(1 / Q))) ** 2
+                ymp = np.nan_to_num(np.sqrt((hi - xg) * (xg - lo)) / (2 * np.pi * s * s * xg * (1 / Q)))
+                c = np.where(g, (ymp - yg) ** 2, 0.0).sum(-1)
+                pk, top = peak[sl][:, :, None], xg_max[sl][:, :, None]
+                reject = ((hi < pk) | (hi > top) | (lo > pk))[:, :, 0]
+                cost[sl] = np.where(reject, _BAD**2 * good[sl].sum(1, keepdims=True), c)
+    cost[~in_grid] = np.inf
+    sigma = np.take_along_axis(sigmas, np.argmin(cost, 1)[:, None], 1)[:, 0]
     bulk_max = (sigma * (1 + 1 / np.sqrt(Q))) ** 2
     bulk_min = (sigma * (1 - 1 / np.sqrt(Q))) ** 2
     edge = bulk_edge_tw(bulk_max, Q, M)
-    return dict(
-        sigma_mp=sigma,
-        bulk_max=bulk_max / scale2,
-        bulk_min=bulk_min / scale2,
-        num_spikes=float(np.sum(x > edge)),
-        mp_softrank=bulk_max / lam_max,
-        W_scale=float(np.sqrt(scale2)),
-    )
+    out["sigma_mp"][rows] = sigma
+    out["bulk_max"][rows] = bulk_max / scale2
+    out["bulk_min"][rows] = bulk_min / scale2
+    out["num_spikes"][rows] = (x > edge[:, None]).sum(1)
+    out["mp_softrank"][rows] = bulk_max / lam_max
+    out["W_scale"][rows] = np.sqrt(scale2)
+    return out
 
 
 def random_like(evals: np.ndarray, Q: float, M: int) -> np.ndarray:
@@ -95,32 +116,41 @@ def random_like(evals: np.ndarray, Q: float, M: int) -> np.ndarray:
     return top <= edge
 
 
-def rand_distance(evals: np.ndarray, rand_evals: np.ndarray, bins: int = 100) -> float:
-    """Jensen–Shannon distance (base 2, in [0, 1]) between the densities of two spectra.
+def rand_distance(evals: np.ndarray, rand_evals: np.ndarray, bins: int = 100) -> np.ndarray:
+    """Jensen–Shannon distance (base 2, in [0, 1]) between the densities of two spectra, row by row.
 
-    Both spectra are histogrammed on the same ``bins`` bins of log10 λ spanning the positive
-    eigenvalues of both (λ > λmax·1e-12), so the number compares the *shapes of the densities*: 0 for
-    identical densities, 1 for disjoint supports. WeightWatcher's ``rand_distance`` instead feeds the two
-    sorted eigenvalue vectors to a JS divergence as if they were probability vectors, which depends on
-    the order and count of eigenvalues rather than on their density.
+    ``evals`` [B, n] and ``rand_evals`` [B, m] (1-D arrays are one row). Each pair is histogrammed on
+    the same ``bins`` bins of log10 λ spanning the positive eigenvalues of both (λ > λmax·1e-12), so
+    the number compares the *shapes of the densities*: 0 for identical densities, 1 for disjoint
+    supports. WeightWatcher's ``rand_distance`` instead feeds the two sorted eigenvalue vectors to a JS
+    divergence as if they were probability vectors, which depends on the order and count of
+    eigenvalues rather than on their density.
     """
-    a = np.asarray(evals, dtype=np.float64)
-    b = np.asarray(rand_evals, dtype=np.float64)
-    top = max(a.max(initial=0.0), b.max(initial=0.0))
-    if not np.isfinite(top) or top <= 0:
-        return np.nan
-    a, b = a[a > top * 1e-12], b[b > top * 1e-12]
-    if len(a) == 0 or len(b) == 0:
-        return np.nan
-    la, lb = np.log10(a), np.log10(b)
-    lo, hi = min(la.min(), lb.min()), max(la.max(), lb.max())
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    p = np.histogram(la, edges)[0] / len(la)
-    q = np.histogram(lb, edges)[0] / len(lb)
+    a = np.atleast_2d(np.asarray(evals, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(rand_evals, dtype=np.float64))
+    top = np.maximum(a.max(1), b.max(1))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        la = np.where(a > top * 1e-12, np.log10(a), np.nan)
+        lb = np.where(b > top * 1e-12, np.log10(b), np.nan)
+    lo = np.fmin(np.nanmin(la, 1, initial=np.inf), np.nanmin(lb, 1, initial=np.inf))[:, None]
+    hi = np.fmax(np.nanmax(la, 1, initial=-np.inf), np.nanmax(lb, 1, initial=-np.inf))[:, None]
+    width = np.where(hi > lo, hi - lo, 1.0)
+
+    def density(l):
+        ok = np.isfinite(l)
+        idx = np.clip(np.nan_to_num((l - lo) / width * bins).astype(np.int64), 0, bins - 1)
+        counts = np.zeros((l.shape[0], bins))
+        np.add.at(counts, (np.nonzero(ok)[0], idx[ok]), 1.0)
+        return counts / np.maximum(ok.sum(1, keepdims=True), 1)
+
+    with np.errstate(invalid="ignore"):
+        p, q = density(la), density(lb)
+    p[~np.isfinite(la).any(1)] = np.nan  # no positive eigenvalue: undefined
+    q[~np.isfinite(lb).any(1)] = np.nan
     m = 0.5 * (p + q)
-
-    def kl(u):
-        nz = u > 0
-        return np.sum(u[nz] * np.log2(u[nz] / m[nz]))
-
-    return float(np.sqrt(max(0.5 * kl(p) + 0.5 * kl(q), 0.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = lambda u: np.where(u > 0, u * np.log2(u / m), 0.0).sum(1)  # noqa: E731
+        js = 0.5 * kl(p) + 0.5 * kl(q)
+    out = np.sqrt(np.clip(js, 0.0, None))
+    out[np.isnan(p).any(1) | np.isnan(q).any(1)] = np.nan
+    return out if np.ndim(evals) > 1 else float(out[0])

@@ -8,6 +8,7 @@ are WeightWatcher's where they mean the same thing.
     analyzer = SpectralAnalyzer(fit="robust").fit("model.safetensors")   # or a state dict, HF folder, Zoo
     analyzer.details_    # one row per model and layer
     analyzer.summary_    # one row per model: means over layers, alpha_hat (mean of α·log10 λmax)
+    analyzer.spectra_    # per layer: its models and their eigenvalues [models, n] (for figures)
 
 Batching: matrices of one shape — the slices of a conv layer, q/k/v, the same layer of every model of
 a zoo, different layers of equal shape — are decomposed in one call, and the power-law fits of one
@@ -114,8 +115,7 @@ class SpectralAnalyzer:
         ``(weights [N, P], WeightSpace)`` (models named 0..N-1)."""
         batched, models, table = as_batched(source, where=where)
         layers = layer_matrices(batched, conv=self.conv)
-        rows, spectra = self._analyse(layers, models)
-        details = pd.DataFrame(rows)
+        details, spectra = self._analyse(layers, models)
         if len(details):
             lead = ["model", "layer_id", "name", "kind", "status"]
             details = details[lead + [c for c in details.columns if c not in lead]]
@@ -132,27 +132,22 @@ class SpectralAnalyzer:
 
     # ------------------------------------------------------------------ work
     def _analyse(self, layers: list[LayerMatrices], models: list[str]):
-        B = len(models)
-        rows: list[dict] = []
-        spectra: dict[tuple[str, str], dict] = {}
-        todo = []  # (layer_id, layer, good-model index)
+        frames: list[pd.DataFrame] = []
+        spectra: dict[str, dict] = {}
+        todo = []  # (layer_id, layer, indices of the models whose matrices can be decomposed)
         for lid, layer in enumerate(layers):
             if layer.kind == "skipped":
-                rows.extend(_row(models[b], lid, layer, f"skipped: {layer.reason}") for b in range(B))
+                frames.append(_frame(models, lid, layer, f"skipped: {layer.reason}"))
                 continue
             status = self._static_status(layer)
             if status:
-                rows.extend(_row(models[b], lid, layer, status) for b in range(B))
+                frames.append(_frame(models, lid, layer, status))
                 continue
-            top = layer.mats.abs().flatten(1).amax(1)  # NaN and Inf survive the max; all-zero gives 0
-            finite = torch.isfinite(top)
-            zero = top == 0
-            for b in range(B):
-                if not finite[b]:
-                    rows.append(_row(models[b], lid, layer, "non-finite"))
-                elif zero[b]:
-                    rows.append(_row(models[b], lid, layer, "all-zero"))
-            good = torch.nonzero(finite & ~zero).flatten()
+            top = layer.mats.abs().flatten(1).amax(1).numpy()  # NaN and Inf survive the max; all-zero gives 0
+            bad = np.where(~np.isfinite(top), "non-finite", np.where(top == 0, "all-zero", ""))
+            if (bad != "").any():
+                frames.append(_frame([models[i] for i in np.nonzero(bad != "")[0]], lid, layer, bad[bad != ""]))
+            good = torch.from_numpy(np.nonzero(bad == "")[0])
             if len(good):
                 todo.append((lid, layer, good))
 
@@ -162,11 +157,16 @@ class SpectralAnalyzer:
                   disable=not self.progress or size == 0) as bar:
             evals = self._eigenvalues(todo, bar)
             for (lid, layer, good), ev in zip(todo, evals):
-                rows.extend(self._layer_rows(lid, layer, [models[i] for i in good.tolist()], ev, spectra))
+                names = [models[i] for i in good.tolist()]
+                frame, spectra[layer.name] = self._layer_frame(lid, layer, names, ev)
+                frames.append(frame)
                 bar.update(len(good) * layer.mats[0].numel())
-        order = {m: i for i, m in enumerate(models)}
-        rows.sort(key=lambda r: (order[r["model"]], r["layer_id"]))
-        return rows, spectra
+        if not frames:
+            return pd.DataFrame(), spectra
+        details = pd.concat(frames, ignore_index=True)
+        order = details["model"].map({m: i for i, m in enumerate(models)})
+        details = details.iloc[np.lexsort((details["layer_id"].to_numpy(), order.to_numpy()))]
+        return details.reset_index(drop=True), spectra
 
     def _static_status(self, layer: LayerMatrices) -> str:
         n = layer.M * layer.rf
@@ -216,10 +216,11 @@ class SpectralAnalyzer:
             out[k][what] = np.sort(ev, axis=1)
         return out
 
-    def _layer_rows(self, lid, layer: LayerMatrices, models, ev, spectra) -> list[dict]:
-        full = ev["full"]  # [b, n]
+    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev) -> tuple[pd.DataFrame, dict]:
+        """The rows of one layer for all its models (one array per column), and its spectra for figures."""
+        full = ev["full"]  # [b, n], sorted
         n = full.shape[1]
-        N, M, rf = layer.N, layer.M, layer.rf
+        N, M = layer.N, layer.M
         fit_on = ev.get("farms", full)
         if self.fit_kind == "ww":
             pl = fit_ww(list(fit_on))
@@ -228,70 +229,55 @@ class SpectralAnalyzer:
             pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed + lid,
                             rel_floor=floor)
         norm = full.sum(1)
-        lam_max = full.max(1)
+        lam_max = full[:, -1]
         alpha = pl["alpha"]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             log_alpha_norm = np.log10(np.sum(full ** alpha[:, None], axis=1))
-            sv = np.sqrt(full)
             if self.precision == "float64":  # WeightWatcher's rule (numpy.linalg.matrix_rank's)
-                rank = (sv > sv.max(1, keepdims=True) * N * np.finfo(np.float64).eps).sum(1)
+                sv = np.sqrt(full)
+                rank = (sv > sv[:, -1:] * N * np.finfo(np.float64).eps).sum(1)
             else:  # the Gram's own rounding: eigenvalues below λmax·M·eps32 are not resolved
-                rank = (full > full.max(1, keepdims=True) * M * np.finfo(np.float32).eps).sum(1)
+                rank = (full > full[:, -1:] * M * np.finfo(np.float32).eps).sum(1)
             p = full / norm[:, None] + 1e-10
             entropy = -np.sum(p * np.log(p), axis=1) / np.log(rank + 1e-10)
-        noise = random_like(full, N / M, M)
+        status = np.where(~pl["fit_ok"], "fit-failed", np.where(random_like(full, N / M, M), "random-like", "ok"))
         cols = dict(
-            N=N, M=M, Q=N / M, rf=rf, num_evals=n, lambda_max=lam_max,
+            N=N, M=M, Q=N / M, rf=layer.rf, num_evals=n, lambda_max=lam_max,
             alpha=alpha, xmin=pl["xmin"], xmax=pl["xmax"], D=pl["D"], sigma=pl["sigma"],
             num_pl_spikes=pl["num_pl_spikes"],
             norm=norm, log_norm=np.log10(norm), spectral_norm=lam_max, log_spectral_norm=np.log10(lam_max),
             alpha_weighted=alpha * np.log10(lam_max), log_alpha_norm=log_alpha_norm,
             stable_rank=norm / lam_max, matrix_rank=rank, entropy=entropy,
+            warning=np.where(alpha < OVER_TRAINED, "over-trained", np.where(alpha > UNDER_TRAINED, "under-trained", "")),
         )
-        for k in ("alpha_lo", "alpha_hi", "alpha_xmax"):
-            if k in pl:
-                cols[k] = pl[k]
+        cols.update({k: pl[k] for k in ("alpha_lo", "alpha_hi", "alpha_xmax") if k in pl})
         if "farms" in ev:
-            cols["farms_blocks"] = ev["farms"].shape[1] // (M * rf)
-        out = []
-        for i, model in enumerate(models):
-            row = _row(model, lid, layer, "")
-            row.update({k: (v[i] if isinstance(v, np.ndarray) else v) for k, v in cols.items()})
-            if not pl["fit_ok"][i]:
-                row["status"] = "fit-failed"
-            elif noise[i]:
-                row["status"] = "random-like"
-            else:
-                row["status"] = "ok"
-            a = row["alpha"]
-            row["warning"] = "over-trained" if a < OVER_TRAINED else "under-trained" if a > UNDER_TRAINED else ""
-            if self.mp_fit:
-                row.update(mp_fit(full[i], N / M, M))
-            rec = {"evals": full[i], "fit_evals": fit_on[i], "xmin": row["xmin"], "alpha": row["alpha"],
-                   "N": N, "M": M}
-            if self.randomize:
-                rand = ev["rand"][i]  # all replicas pooled: one density
-                row["max_rand_eval"] = rand.max()
-                row["rand_distance"] = rand_distance(full[i], rand)
-                row["ww_softrank"] = rand.max() / lam_max[i]
-                row["ww_maxdist"] = lam_max[i] - rand.max()
-                rmp = mp_fit(rand, N / M, M)
-                row["rand_sigma_mp"], row["rand_num_spikes"] = rmp["sigma_mp"], rmp["num_spikes"]
-                row["rand_bulk_max"] = rmp["bulk_max"]
-                rec["rand_evals"] = rand
-            if self.mp_fit:
-                rec.update(sigma_mp=row["sigma_mp"], bulk_max=row["bulk_max"])
-            spectra[(model, layer.name)] = rec
-            out.append(row)
-        return out
+            cols["farms_blocks"] = ev["farms"].shape[1] // (M * layer.rf)
+        rec = {"models": models, "evals": full, "fit_evals": fit_on, "xmin": pl["xmin"], "alpha": alpha, "N": N, "M": M}
+        if self.mp_fit:
+            cols.update(mp_fit(full, N / M, M))
+            rec["sigma_mp"] = cols["sigma_mp"]
+        if self.randomize:
+            rand = ev["rand"]  # [b, reps·n]: all replicas pooled, one density
+            rand_max = rand[:, -1]
+            rmp = mp_fit(rand, N / M, M)
+            cols.update(max_rand_eval=rand_max, rand_distance=rand_distance(full, rand),
+                        ww_softrank=rand_max / lam_max, ww_maxdist=lam_max - rand_max,
+                        rand_sigma_mp=rmp["sigma_mp"], rand_num_spikes=rmp["num_spikes"],
+                        rand_bulk_max=rmp["bulk_max"])
+            rec["rand_evals"] = rand
+        frame = pd.DataFrame({"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind,
+                              "status": status, **cols})
+        return frame, rec
 
 
 # ---------------------------------------------------------------------- helpers
-def _row(model: str, lid: int, layer: LayerMatrices, status: str) -> dict:
-    row = dict(model=model, layer_id=lid, name=layer.name, kind=layer.kind, status=status)
+def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> pd.DataFrame:
+    """Rows of a layer that was not decomposed: who, which layer, and why."""
+    frame = pd.DataFrame({"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind, "status": status})
     if layer.mats is not None:
-        row.update(N=layer.N, M=layer.M, Q=layer.N / layer.M, rf=layer.rf)
-    return row
+        frame = frame.assign(N=layer.N, M=layer.M, Q=layer.N / layer.M, rf=layer.rf)
+    return frame
 
 
 def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np.float64) -> np.ndarray:

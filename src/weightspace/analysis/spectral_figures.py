@@ -13,8 +13,12 @@ import numpy as np
 import pandas as pd
 
 
-def layer_esd_figure(rec: dict, title: str):
-    """Log-log ESD with the fitted tail from xmin, and the linear ESD with the MP density when fitted."""
+def layer_esd_figure(rec: dict, i: int, title: str):
+    """Log-log ESD with the fitted tail from xmin, and the linear ESD with the MP density when fitted.
+
+    ``rec``: one layer's entry of ``SpectralAnalyzer.spectra_``; ``i``: which of its models.
+    """
+    rec = {k: (v[i] if isinstance(v, np.ndarray) else v) for k, v in rec.items() if k != "models"}
     fig, (ax_log, ax_lin) = plt.subplots(1, 2, figsize=(10, 3.6))
     ev = np.asarray(rec["fit_evals"], dtype=float)
     ev = ev[ev > 1e-5]
@@ -100,9 +104,10 @@ def save_spectral_figures(analyzer, out: str | Path, *, max_layers: int = 24) ->
     if len(details) == 0:
         return written
     first = summary["model"].iloc[0]
-    recs = [(name, rec) for (model, name), rec in analyzer.spectra_.items() if model == first]
-    for i, (name, rec) in enumerate(recs[:max_layers]):
-        save(layer_esd_figure(rec, f"{first}: {name}"), f"esd_{i:03d}_{_slug(name)}.png")
+    recs = [(name, rec) for name, rec in analyzer.spectra_.items() if first in rec["models"]]
+    for k, (name, rec) in enumerate(recs[:max_layers]):
+        fig = layer_esd_figure(rec, rec["models"].index(first), f"{first}: {name}")
+        save(fig, f"esd_{k:03d}_{_slug(name)}.png")
     save(alpha_by_layer_figure(details, first), "alpha_by_layer.png")
     if "test_acc" in summary and summary["test_acc"].notna().sum() > 1:
         save(alpha_hat_vs_accuracy_figure(summary), "alpha_hat_vs_test_acc.png")

@@ -97,6 +97,9 @@ def main():
         for fit in summaries:
             a = SpectralAnalyzer(fit=fit, progress=False).fit(zoo)
             s = a.summary_.assign(depth=depth)
+            fitted = a.details_[a.details_["status"].isin(["ok", "random-like"])]
+            # α̂ over every fitted layer, random-like ones included (what WeightWatcher's summary does)
+            s["alpha_hat_all_layers"] = s["model"].map(fitted.groupby("model")["alpha_weighted"].mean())
             s["random_like_layers"] = a.details_.groupby("model")["status"].apply(
                 lambda st: int((st == "random-like").sum())).reindex(s["model"]).to_numpy()
             summaries[fit].append(s)
@@ -107,10 +110,15 @@ def main():
             first_layers = [weights[i, w0].reshape(shape) for i in range(min(args.boot_models, len(table)))]
     built = time.perf_counter() - start
     res = {"models": 0, "tau": {}}
+    robust_has_alpha = pd.concat(summaries["robust"], ignore_index=True)["alpha_hat"].notna().to_numpy()
     for fit, parts in summaries.items():
         s = pd.concat(parts, ignore_index=True)
         res["models"] = len(s)
         acc = s["test_acc"].to_numpy(float)
+        x = s["alpha_hat"].to_numpy(float)
+        # the same models on both sides: those where the robust α̂ exists
+        res["tau"][f"{fit}_alpha_hat_on_robust_models"] = round(tau(x[robust_has_alpha], acc[robust_has_alpha]), 3)
+        res["tau"][f"{fit}_alpha_hat_all_layers"] = round(tau(s["alpha_hat_all_layers"].to_numpy(float), acc), 3)
         for m in METRICS:
             x = s[m].to_numpy(float)
             res["tau"][f"{fit}_{m}"] = {

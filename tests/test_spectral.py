@@ -115,6 +115,9 @@ def test_layer_conventions():
     assert "not a float" in layers["steps"].reason
     flat = {l.name: l for l in layer_matrices({"c": sd["conv.weight"][None]}, conv="flatten")}
     assert flat["c"].mats.shape == (1, 1, 36, 16)
+    slices = layer_matrices({"c": sd["conv.weight"][None]}, conv="slices")
+    assert [l.name for l in slices][:2] == ["c[0]", "c[1]"] and len(slices) == 9
+    assert torch.equal(slices[3].mats[0, 0], conv.mats[0, 3])
     with pytest.raises(ConfigError, match="conv="):
         layer_matrices({}, conv="fft")
 

@@ -19,7 +19,7 @@ _RNN_NAME = re.compile(r"^(?P<prefix>.*)weight_(?P<kind>ih|hh)_l(?P<layer>\d+)(?
 _FUSED_QKV = re.compile(r"(in_proj_weight$|qkv|c_attn\.weight$|query_key_value)", re.IGNORECASE)
 _EMBED_NAME = re.compile(r"embed|(^|[._])(emb|wte|wpe)([._]|$)", re.IGNORECASE)
 
-CONV_MODES = ("pool", "flatten")
+CONV_MODES = ("pool", "slices", "flatten")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,11 @@ def layer_matrices(batched: Mapping[str, Tensor], *, conv: str = "pool", split_f
         elif len(shape) == 2:
             out.extend(_matrix_layers(name, t, batched, split_fused))
         elif len(shape) in (3, 4):
-            out.append(_conv_layer(name, t, conv))
+            layer = _conv_layer(name, t, "pool" if conv == "slices" else conv)
+            if conv == "slices":  # WeightWatcher's pool=False: every kernel position its own matrix
+                out.extend(LayerMatrices(f"{name}[{s}]", layer.kind, layer.mats[:, s:s + 1]) for s in range(layer.rf))
+            else:
+                out.append(layer)
         else:
             out.append(LayerMatrices(name, "skipped", None, f"{len(shape)}-axis tensor {shape}: no matrix convention"))
     return out

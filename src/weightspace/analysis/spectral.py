@@ -62,7 +62,8 @@ class SpectralAnalyzer:
     fit: ``"robust"`` or ``"ww"`` (WeightWatcher 0.7.7's default fit and conventions).
     mp_fit: also fit the Marchenko–Pastur density (sigma_mp, bulk_max, num_spikes, mp_softrank).
     randomize: also analyse W with its entries shuffled (seeded): rand_distance, ww_softrank, ...
-    conv: ``"pool"`` (one matrix per kernel position, spectra pooled) or ``"flatten"`` (out × in·k·k).
+    conv: ``"pool"`` (one matrix per kernel position, spectra pooled), ``"slices"`` (each kernel position
+        its own row, WeightWatcher's ``pool=False``) or ``"flatten"`` (out × in·k·k).
     conv_norm: scale Conv2d eigenvalues by 1/2 as WeightWatcher does (default: only with fit="ww").
     farms: fit α on square submatrices of very rectangular W, N/M ≥ ``farms_min_q`` (default: only with
         fit="robust").

@@ -65,8 +65,9 @@ def register(sub) -> None:
                         "(WeightWatcher 0.7.7's default fit and conventions)")
     p.add_argument("--mp-fit", action="store_true", help="fit the Marchenko-Pastur bulk")
     p.add_argument("--randomize", action="store_true", help="compare with the spectrum of W with shuffled entries")
-    p.add_argument("--conv", choices=("pool", "flatten"), default="pool",
-                   help="conv weights: one matrix per kernel position, pooled (default), or out x in*k*k")
+    p.add_argument("--conv", choices=("pool", "slices", "flatten"), default="pool",
+                   help="conv weights: one matrix per kernel position, spectra pooled (default) or each "
+                        "its own row (slices), or one out x in*k*k matrix (flatten)")
     p.add_argument("--where", help="zoo only: SQL filter over index columns, e.g. \"epoch = 20\"")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the shuffles")
     p.add_argument("--no-figures", action="store_true")

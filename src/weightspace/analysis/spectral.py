@@ -133,7 +133,7 @@ class SpectralAnalyzer:
 
     # ------------------------------------------------------------------ work
     def _analyse(self, layers: list[LayerMatrices], models: list[str]):
-        frames: list[pd.DataFrame] = []
+        frames: list[dict] = []  # columns of rows, one dict per layer (or per status of a layer)
         spectra: dict[str, dict] = {}
         todo = []  # (layer_id, layer, indices of the models whose matrices can be decomposed)
         for lid, layer in enumerate(layers):
@@ -162,12 +162,7 @@ class SpectralAnalyzer:
                 frame, spectra[layer.name] = self._layer_frame(lid, layer, names, ev)
                 frames.append(frame)
                 bar.update(len(good) * layer.mats[0].numel())
-        if not frames:
-            return pd.DataFrame(), spectra
-        details = pd.concat(frames, ignore_index=True)
-        order = details["model"].map({m: i for i, m in enumerate(models)})
-        details = details.iloc[np.lexsort((details["layer_id"].to_numpy(), order.to_numpy()))]
-        return details.reset_index(drop=True), spectra
+        return _combine(frames, models), spectra
 
     def _static_status(self, layer: LayerMatrices) -> str:
         n = layer.M * layer.rf
@@ -217,7 +212,7 @@ class SpectralAnalyzer:
             out[k][what] = np.sort(ev, axis=1)
         return out
 
-    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev) -> tuple[pd.DataFrame, dict]:
+    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev) -> tuple[dict, dict]:
         """The rows of one layer for all its models (one array per column), and its spectra for figures."""
         full = ev["full"]  # [b, n], sorted
         n = full.shape[1]
@@ -267,18 +262,37 @@ class SpectralAnalyzer:
                         rand_sigma_mp=rmp["sigma_mp"], rand_num_spikes=rmp["num_spikes"],
                         rand_bulk_max=rmp["bulk_max"])
             rec["rand_evals"] = rand
-        frame = pd.DataFrame({"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind,
-                              "status": status, **cols})
+        frame = {"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind, "status": status, **cols}
         return frame, rec
 
 
 # ---------------------------------------------------------------------- helpers
-def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> pd.DataFrame:
+_TEXT = ("model", "name", "kind", "status", "warning")
+
+
+def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> dict:
     """Rows of a layer that was not decomposed: who, which layer, and why."""
-    frame = pd.DataFrame({"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind, "status": status})
+    frame = {"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind, "status": status}
     if layer.mats is not None:
-        frame = frame.assign(N=layer.N, M=layer.M, Q=layer.N / layer.M, rf=layer.rf)
+        frame.update(N=layer.N, M=layer.M, Q=layer.N / layer.M, rf=layer.rf)
     return frame
+
+
+def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:
+    """One DataFrame from per-layer column dicts (scalars broadcast, missing columns empty), rows
+    ordered by model then layer — built once, since pandas' per-frame overhead dominates small models."""
+    if not frames:
+        return pd.DataFrame()
+    sizes = [len(f["model"]) for f in frames]
+    columns = {}
+    for key in dict.fromkeys(k for f in frames for k in f):
+        fill = "" if key in _TEXT else np.nan
+        parts = [np.broadcast_to(np.asarray(f.get(key, fill), dtype=object if key in _TEXT else None), (n,))
+                 for f, n in zip(frames, sizes)]
+        columns[key] = np.concatenate(parts)
+    rank = {m: i for i, m in enumerate(models)}
+    order = np.lexsort((columns["layer_id"], np.array([rank[m] for m in columns["model"]])))
+    return pd.DataFrame({k: v[order] for k, v in columns.items()})
 
 
 def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np.float64) -> np.ndarray:

@@ -183,7 +183,7 @@ class SpectralAnalyzer:
         rng = np.random.default_rng(self.seed)
         jobs: list[tuple[int, str, Tensor | np.ndarray]] = []  # (todo index, what, [b, S', r, c])
         for k, (_, layer, good) in enumerate(todo):
-            m = layer.mats[good]
+            m = layer.mats if len(good) == layer.mats.shape[0] else layer.mats[good]  # no copy when all are good
             jobs.append((k, "full", m))
             if self.farms and layer.N >= self.farms_min_q * layer.M:
                 jobs.append((k, "farms", farms_blocks(m)))

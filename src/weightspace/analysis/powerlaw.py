@@ -37,6 +37,12 @@ def _prepare(spectra: list[np.ndarray], rel_floor: float = 0.0) -> tuple[np.ndar
 
     Kept: eigenvalues above 1e-5 and above ``rel_floor``·λmax.
     """
+    if len({len(s) for s in spectra}) == 1 and len(spectra[0]):  # one layer: one array program
+        X = np.sort(np.asarray(np.stack(spectra), dtype=np.float64), axis=1)
+        floor = np.maximum(EVALS_THRESH, rel_floor * X[:, -1:])
+        first = (X <= floor).sum(1)
+        X[np.arange(X.shape[1])[None, :] < first[:, None]] = 1.0
+        return X, first
     kept = [np.sort(np.asarray(s, dtype=np.float64)) for s in spectra]
     kept = [s[s > max(EVALS_THRESH, rel_floor * s[-1] if len(s) else 0.0)] for s in kept]
     n = max((len(s) for s in kept), default=0)
@@ -119,20 +125,18 @@ def _select(X, first, alpha, ok) -> tuple[np.ndarray, np.ndarray]:
     D = np.full(B, np.nan)
     if n < 2:
         return choice, D
-    dense_rows = [b for b in range(B) if n - first[b] <= DENSE_LIMIT]
-    sparse_rows = [b for b in range(B) if n - first[b] > DENSE_LIMIT]
-    if dense_rows:
+    dense_rows = np.nonzero(n - first <= DENSE_LIMIT)[0]
+    sparse_rows = np.nonzero(n - first > DENSE_LIMIT)[0]
+    if len(dense_rows):
         r, c = np.nonzero(ok[dense_rows])
-        r = np.asarray(dense_rows)[r]
-        d = _ks(X, alpha, r, c)
+        r = dense_rows[r]
         J = np.full(ok.shape, np.inf)
-        Dm = np.ones(ok.shape)
-        Dm[r, c] = d
-        J[r, c] = d
-        for b in dense_rows:
-            if np.isfinite(J[b]).any():
-                choice[b] = int(np.argmin(J[b]))
-                D[b] = Dm[b, choice[b]]
+        J[r, c] = _ks(X, alpha, r, c)
+        Jd = J[dense_rows]
+        has = np.isfinite(Jd).any(1)
+        best = np.argmin(Jd, 1)  # first minimum, as numpy's argmin in WeightWatcher
+        choice[dense_rows[has]] = best[has]
+        D[dense_rows[has]] = Jd[has, best[has]]
     for b in sparse_rows:
         cols = np.nonzero(ok[b])[0]
         if len(cols):
@@ -167,27 +171,24 @@ def fit_ww(spectra: list[np.ndarray]) -> dict[str, np.ndarray]:
         else:
             ok = valid & (t >= SMALL_N_MIN_TAIL) & (s > 1e-12) & (alpha > 1)
         choice, D = _select(Xr, fr, alpha, ok)
-        for k, b in enumerate(rows):
-            c = choice[k]
-            if c < 0:
-                if counts[b] < 2:
-                    continue
-                # No valid candidate: WeightWatcher's argmin over all-ones D picks the first. Its small-N
-                # fallback fits the whole spectrum (α = 0 reported when that tail is degenerate).
-                c, D[k] = fr[k], 1.0
-                if small_n:
-                    if s[k, c] > 1e-12:
-                        D[k] = _ks(Xr, alpha, np.array([k]), np.array([c]))[0]
-                    else:
-                        alpha[k, c] = 0.0
-            a = alpha[k, c]
-            res["alpha"][b] = a
-            res["xmin"][b] = X[b, c]
-            res["xmax"][b] = X[b, -1]
-            res["D"][b] = D[k]
-            res["sigma"][b] = (a - 1.0) / np.sqrt(n - c)
-            res["num_pl_spikes"][b] = np.sum(np.asarray(spectra[b], dtype=np.float64) >= X[b, c])
-            res["fit_ok"][b] = True
+        # No valid candidate: WeightWatcher's argmin over all-ones D picks the first. Its small-N
+        # fallback fits the whole spectrum (α = 0 reported when that tail is degenerate).
+        fallback = (choice < 0) & (counts[rows] >= 2)
+        choice[fallback], D[fallback] = fr[fallback], 1.0
+        if small_n and fallback.any():
+            k = np.nonzero(fallback)[0]
+            degenerate = s[k, choice[k]] <= 1e-12
+            alpha[k[degenerate], choice[k[degenerate]]] = 0.0
+            live = k[~degenerate]
+            D[live] = _ks(Xr, alpha, live, choice[live])
+        k = np.nonzero(choice >= 0)[0]
+        b, c = rows[k], choice[k]
+        a = alpha[k, c]
+        res["alpha"][b], res["xmin"][b], res["xmax"][b], res["D"][b] = a, X[b, c], X[b, -1], D[k]
+        res["sigma"][b] = (a - 1.0) / np.sqrt(n - c)
+        kept = np.arange(n)[None, :] >= first[b][:, None]
+        res["num_pl_spikes"][b] = (kept & (X[b] >= X[b, c][:, None])).sum(1)  # every eigenvalue ≥ xmin
+        res["fit_ok"][b] = True
     return res
 
 

@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from ..errors import WeightspaceError
-from . import analyze, generate, study, zoo
+from . import analyze, generate, merge, study, zoo
 
-COMMANDS = (study, zoo, generate, analyze)
+COMMANDS = (study, zoo, generate, merge, analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,9 @@ import sys
 
 from ..errors import WeightspaceError
 from ..safe_input import claimed_output
-from . import analysis, generate, merge, study, zoo
+from . import analysis, analyze, generate, merge, study, zoo
 
-COMMANDS = (study, zoo, generate, merge, analysis)
+COMMANDS = (study, zoo, generate, merge, analyze, analysis)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .common import add_output
+
 TABLE_COLUMNS = ["name", "status", "N", "M", "num_evals", "alpha", "alpha_lo", "alpha_hi", "xmin", "D",
                  "log_norm", "log_spectral_norm", "stable_rank", "num_spikes", "mp_softrank", "rand_distance"]
 SUMMARY_COLUMNS = ["model", "layers", "layers_ok", "alpha", "alpha_hat", "log_norm", "log_alpha_norm",
@@ -46,8 +48,7 @@ def _analyze(args) -> None:
     print(f"\n{len(details)} rows, {int((details['status'] == 'ok').sum()) if len(details) else 0} layers ok, "
           f"fit={args.fit}, {seconds:.2f} s")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = Path(args.out)  # claimed for this command by weightspace.cli.main
         details.to_csv(out / "details.csv", index=False)
         summary.to_csv(out / "summary.csv", index=False)
         config = dict(path=str(Path(args.path).resolve()), where=args.where, **analyzer.params_)
@@ -59,7 +60,7 @@ def _analyze(args) -> None:
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="spectral diagnostics (ESD, power-law α, MP fit) of weight matrices")
     p.add_argument("path", help="a checkpoint file, a Hugging Face model folder, or a zoo directory")
-    p.add_argument("--out", help="write details.csv, summary.csv, config.json and figures/ here")
+    add_output(p, "analyze", help="write details.csv, summary.csv, config.json and figures/ here")
     p.add_argument("--fit", choices=("robust", "ww"), default="robust",
                    help="robust (default: bias-corrected, tail floor, bootstrap interval, FARMS) or ww "
                         "(WeightWatcher 0.7.7's default fit and conventions)")

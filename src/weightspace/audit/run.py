@@ -31,9 +31,9 @@ from .novelty import (
     NoiseFrontier,
     frontier_from_table,
     novelty_table,
-    verdict,
 )
 from .report import Report
+from .verdict import verdict
 from .zoo_methods import zoo_method
 
 TRAINING = "training"

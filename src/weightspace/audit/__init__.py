@@ -26,6 +26,7 @@ from .similarity import (
     nearest,
     prediction_agreement,
 )
+from .zoo_methods import register_zoo_method, zoo_method
 
 __all__ = [
     "ModelSet",
@@ -47,5 +48,7 @@ __all__ = [
     "noise_frontier",
     "novelty_table",
     "prediction_agreement",
+    "register_zoo_method",
     "verdict",
+    "zoo_method",
 ]

@@ -12,12 +12,12 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, LayoutError
-from ..generative import methods
 from ..io import SUPPORTED_SUFFIXES, load_weights
 from ..zoo import Zoo
 from .novelty import ModelSet
 from .report import Report, write_report
 from .run import TRAINING, ZooEvaluator, audit_figures, audit_groups, baseline_sets
+from .zoo_methods import training_weights
 
 GENERATED = "generated"
 
@@ -48,7 +48,7 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
     zoo = Zoo.open(train)
     evaluator = ZooEvaluator(zoo, task)
     weights, predictions = load_generated(generated, zoo)
-    train_w = methods.training_weights(zoo)
+    train_w = training_weights(zoo)
     sets = {TRAINING: evaluator.model_set(TRAINING, train_w, is_training=True)}
     if weights is not None:
         sets[GENERATED] = evaluator.model_set(GENERATED, weights)

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..baselines import AverageOfK, NoiseAddition, PerParameterGaussian
 from .figures import (
     decision_boundaries,
     min_distance_histogram,
@@ -25,8 +26,15 @@ from .figures import (
     shapes_side_by_side,
     weight_tsne,
 )
-from .novelty import ModelSet, NoiseFrontier, frontier_from_table, novelty_table, verdict
+from .novelty import (
+    ModelSet,
+    NoiseFrontier,
+    frontier_from_table,
+    novelty_table,
+    verdict,
+)
 from .report import Report
+from .zoo_methods import zoo_method
 
 TRAINING = "training"
 NOISE_PREFIX = "noise σ="
@@ -42,7 +50,6 @@ class ZooEvaluator:
 
     def __init__(self, zoo, task: str | None = None):
         from ..data import load_dataset
-        from ..generative.methods import zoo_method
         from ..task import Task
         from ..zoo.build import task_for_zoo
 
@@ -132,8 +139,6 @@ def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int =
     """``n`` models from each baseline, evaluated: the interpolation baselines (average of 16
     checkpoints, per-parameter Gaussian) and noise addition over a σ sweep. They perturb only the
     coordinates that vary across the training checkpoints (P-diff's fine-tuned layers)."""
-    from ..generative.baselines import AverageOfK, NoiseAddition, PerParameterGaussian
-
     context = {"mask": train.std(0) > 0} if len(train) > 1 else {}
     k = min(16, len(train))
     interpolation = [

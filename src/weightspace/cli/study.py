@@ -27,9 +27,11 @@ def _study(args) -> None:
 
 def _audit(args) -> None:
     from ..audit.external import audit_generated
+    from ..study import (
+        verdict_lines,  # also registers the built-in methods' zoos with the audit
+    )
 
     path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed)
-    from ..study import verdict_lines
 
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}")

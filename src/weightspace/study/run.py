@@ -15,42 +15,23 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .audit.ablation import ablation_figure, run_ablation
-from .audit.figures import png_bytes
-from .audit.report import Report, write_report
-from .audit.run import (
+from ..audit.figures import png_bytes
+from ..audit.report import Report, write_report
+from ..audit.run import (
     TRAINING,
-    Audit,
     ZooEvaluator,
     audit_figures,
     audit_groups,
     baseline_sets,
 )
-from .audit.symmetry_check import symmetry_check, symmetry_figure
-from .errors import ConfigError
-from .generative import methods
-from .generative.base import make_generator
+from ..errors import ConfigError
+from ..generative import methods
+from ..generative.base import make_generator
+from .ablation import ablation_figure, run_ablation
+from .presets import PRESETS
+from .symmetry_check import symmetry_check, symmetry_figure
 
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
-
-# Hyper-Representations is audited as published: its code drew every latent dimension with one
-# shared random state, so each sample is one training latent plus jitter. Independent draws per
-# dimension (the generator's default) mix unaligned models and give chance-level accuracy.
-AS_PUBLISHED = {"hyperrep": {"shared_seed": True}}
-
-PRESETS = {
-    # CPU-sized: every method's default data setting, 100 samples per group (as the paper's plots).
-    "quick": {"data": "default", "samples": 100, "generators": AS_PUBLISHED},
-    # The paper's sample counts (200 / 200 / 128 / 1.1 × test shapes), same data settings.
-    "paper": {"data": "default", "samples": None, "generators": AS_PUBLISHED},
-    # Seconds: for tests and smoke runs; too small to conclude anything.
-    "tiny": {"data": "tiny", "samples": 12, "generators": {
-        "pdiff": {"ae_steps": 200, "ddpm_steps": 200},
-        "hyperrep": {"steps": 150, "shared_seed": True},
-        "gpt": {"train_steps": 150},
-        "hyperdiffusion": {"train_steps": 150},
-    }},
-}
 
 
 def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, progress: bool = True) -> dict:
@@ -207,6 +188,3 @@ def verdict_lines(out: str | Path) -> list[str]:
     res = json.loads((Path(out) / "results.json").read_text())
     return [f"{r['method']:<16} {r['verdict']:<22} beats noise: {r['beats noise']:<4} "
             f"matches interpolation: {r['matches interpolation']}" for r in res["summary"]]
-
-
-__all__ = ["PRESETS", "Audit", "method_part", "run_ablation_study", "run_method", "run_study", "verdict_lines"]

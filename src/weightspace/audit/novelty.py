@@ -107,8 +107,9 @@ def novelty_table(
     IoU) and ``nearest_training``; with weights: ``min_l2`` and ``nearest_training_l2``; with
     ``aligned="fast"`` (everything aligned once to ``reference``, default the first training model),
     ``"nearest"`` (the fast path, then exact per-pair matching with each model's ``candidates``
-    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2``; with points: ``min_chamfer`` and
-    ``nearest_training_chamfer``. The training set's rows never compare a model with itself.
+    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2``; with points: ``min_chamfer`` (clouds
+    normalised to zero mean and unit std; ``inf`` for an empty shape), ``nearest_training_chamfer``
+    and ``empty_shape``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
     every model is measured against the whole training set.
     """
@@ -156,6 +157,7 @@ def novelty_table(
         if s.points is not None and train.points is not None:
             value, index = min_distance_to_training(chamfer_distance(s.points, train.points), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)
+            cols["empty_shape"] = [len(p) == 0 for p in s.points]
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)
 
@@ -192,6 +194,10 @@ class NoiseFrontier:
 
 
 def _envelope(sim: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(sim)  # a σ whose median shape is empty (-inf similarity) draws no point
+    if not finite.any():
+        return np.full(np.shape(at), np.inf)
+    sim, quality = sim[finite], quality[finite]
     order = np.argsort(sim, kind="stable")
     return np.interp(at, sim[order], np.maximum.accumulate(quality[order]))
 

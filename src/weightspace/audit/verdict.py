@@ -47,12 +47,12 @@ def _has(rows: pd.DataFrame, column: str | None) -> bool:
 def _median_ratio_interval(a: np.ndarray, b: np.ndarray, n_boot: int, confidence: float, seed: int):
     """Percentile bootstrap interval of ``median(a) / median(b)``, both resampled."""
     rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), (n_boot, len(a)))], 1)
-    mb = np.median(b[rng.integers(0, len(b), (n_boot, len(b)))], 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # infinite distances (empty shapes) are allowed
+        ma = np.median(a[rng.integers(0, len(a), (n_boot, len(a)))], 1)
+        mb = np.median(b[rng.integers(0, len(b), (n_boot, len(b)))], 1)
         ratio = ma / mb
-    alpha = (1 - confidence) / 2
-    return tuple(float(x) for x in np.quantile(ratio, [alpha, 1 - alpha]))
+        alpha = (1 - confidence) / 2
+        return tuple(float(x) for x in np.quantile(ratio, [alpha, 1 - alpha]))
 
 
 def verdict(
@@ -90,6 +90,11 @@ def verdict(
         if out["median_errors"] < min_errors:
             out["warnings"].append(f"median {out['median_errors']:.0f} test errors per model (< {min_errors}): "
                                    "error similarity rests on few examples")
+    if "empty_shape" in rows:
+        out["empty_shapes"] = int(rows["empty_shape"].sum())
+        if out["empty_shapes"]:
+            out["warnings"].append(f"{out['empty_shapes']} of {len(rows)} shapes are empty (no boundary): "
+                                   "infinite distance, counted in the medians")
     has_sim = _has(rows, similarity) and _has(train, similarity)
     if has_sim:
         out["median_similarity"] = float(rows[similarity].median())

@@ -33,7 +33,7 @@ def test_bad_worker_count_is_named(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def pdiff_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    run_study(out, preset="tiny", methods_=["pdiff"], progress=False)
+    run_study(out, preset="tiny", methods_=["pdiff"], seed=3, seeds=2, progress=False)
     return out
 
 
@@ -43,9 +43,19 @@ def test_study_report_and_results(pdiff_study):
     assert row["method"] == "pdiff"
     assert row["verdict"] in {"replicates", "interpolates", "novel and good", "no better than noise"}
     assert row["beats noise"] in {"yes", "no"}
-    verdict = results["results"]["pdiff"]["verdicts"]["pdiff"]
+    first, second = results["results"]["pdiff"]["seeds"]
+    verdict = first["verdicts"]["pdiff"]
     assert verdict["median_quality"] == pytest.approx(row["quality (generated)"])
-    assert set(results["configs"]["methods"]["pdiff"]) >= {"data", "generator", "samples", "noise_sigmas"}
+    assert set(first["verdicts"]) == {"pdiff", "held-out runs", "average of 16", "per-parameter Gaussian"}
+    pooled = results["results"]["pdiff"]["pooled"]["pdiff"]
+    assert pooled["per_seed"] == [first["verdicts"]["pdiff"]["verdict"], second["verdicts"]["pdiff"]["verdict"]]
+    assert pooled["unstable"] == (len(set(pooled["per_seed"])) > 1)
+    # --seed seeds everything and the configs say so: the data once, one generator fit per seed
+    configs = results["configs"]
+    assert configs["seeds"] == [3, 4] and configs["methods"]["pdiff"]["data"]["seed"] == 3
+    assert [g["config"]["seed"] for g in configs["methods"]["pdiff"]["generators"]] == [3, 4]
+    assert set(configs["methods"]["pdiff"]) >= {"data", "generators", "samples", "noise_sigmas"}
+    assert Zoo.open(pdiff_study / "pdiff" / "zoo").info["config"]["seed"] == 3
     seen = inspect_page(pdiff_study / "report.html")
     assert seen["summary_rows"] == 1 and seen["images"] >= 6 and seen["decoded"] == seen["images"]
 

@@ -185,6 +185,21 @@ def pad_point_sets(sets: Sequence[Tensor] | Tensor) -> Tensor:
     return out
 
 
+def normalise_points(sets: Sequence[Tensor]) -> list[Tensor]:
+    """Each point set ``[k, d]`` moved to zero mean and scaled to unit standard deviation (one
+    scalar over all its coordinates), as HyperDiffusion's evaluation does before Chamfer distances;
+    an empty set stays empty, a single point goes to the origin."""
+    out = []
+    for s in sets:
+        if len(s) == 0:
+            out.append(s)
+            continue
+        c = s - s.mean(0)
+        std = c.std(correction=0)
+        out.append(c / std if std > 0 else c)
+    return out
+
+
 def chamfer(a: Tensor, b: Tensor) -> Tensor:
     """Chamfer distance of point sets ``a [..., K, 2]`` and ``b [..., L, 2]`` (batch dims broadcast).
 

@@ -135,10 +135,13 @@ def noise_sigmas(training: Tensor, scales: Sequence[float]) -> list[float]:
 
 
 def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int = 0,
-                  scales: Sequence[float] = NOISE_SCALES) -> tuple[list[ModelSet], dict[float, ModelSet]]:
+                  scales: Sequence[float] = NOISE_SCALES,
+                  noise_from: Tensor | None = None) -> tuple[list[ModelSet], dict[float, ModelSet]]:
     """``n`` models from each baseline, evaluated: the interpolation baselines (average of 16
     checkpoints, per-parameter Gaussian) and noise addition over a σ sweep. They perturb only the
-    coordinates that vary across the training checkpoints (P-diff's fine-tuned layers)."""
+    coordinates that vary across the training checkpoints (P-diff's fine-tuned layers). Noise is
+    added to ``noise_from`` when given (Hyper-Representations: the reconstructed top 30%), with σ
+    still on the scale of ``train``."""
     context = {"mask": train.std(0) > 0} if len(train) > 1 else {}
     k = min(16, len(train))
     interpolation = [
@@ -146,7 +149,8 @@ def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int =
         evaluator.model_set("per-parameter Gaussian", PerParameterGaussian().fit(train, **context).sample(n, seed + 2)),
     ]
     noise = {s: evaluator.model_set(f"{NOISE_PREFIX}{s:.3g}",
-                                    NoiseAddition(sigma=s).fit(train, **context).sample(n, seed + 3 + i))
+                                    NoiseAddition(sigma=s).fit(train if noise_from is None else noise_from,
+                                                               **context).sample(n, seed + 3 + i))
              for i, s in enumerate(noise_sigmas(train, scales))}
     return interpolation, noise
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..audit.figures import png_bytes
+from ..audit.figures import min_distance_histogram, png_bytes
 from ..audit.report import Report, write_report
+from ..audit.novelty import ModelSet
 from ..audit.run import (
     TRAINING,
     ZooEvaluator,
@@ -24,6 +26,8 @@ from ..audit.run import (
     audit_groups,
     baseline_sets,
 )
+from ..align import l2_distances
+from ..audit.similarity import min_distance_to_training
 from ..errors import ConfigError
 from ..generative import methods
 from ..generative.base import make_generator
@@ -34,45 +38,121 @@ from .symmetry_check import symmetry_check, symmetry_figure
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
 
 
-def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, progress: bool = True) -> dict:
-    """Data, generator, samples, baselines and their audit for one method; timings in seconds."""
+HELDOUT = "held-out runs"
+RAW_VIEW = "raw checkpoints"
+
+
+def _reference_set(module, zoo, evaluator: ZooEvaluator, gen, train: Tensor, raw: ModelSet) -> ModelSet:
+    """What the paper compares a method's samples with: Hyper-Representations' reconstructions of
+    the training checkpoints, HyperDiffusion's ground-truth training shapes, otherwise the training
+    checkpoints themselves (G.pt: each run's final checkpoint)."""
+    if hasattr(module, "reference_weights"):
+        return evaluator.model_set(TRAINING, module.reference_weights(zoo, gen), is_training=True)
+    if hasattr(module, "training_shapes"):
+        points = module.training_shapes(zoo)
+        return ModelSet(TRAINING, module.shape_quality(zoo, points), weights=train, points=points, is_training=True)
+    return raw
+
+
+def _final_epoch_histogram(module, zoo, reference: ModelSet, generated: ModelSet, name: str) -> pd.DataFrame | None:
+    """Min L2 to the final-epoch reference models only (the paper's histogram for
+    Hyper-Representations: neighbouring epochs of one run would be each other's nearest)."""
+    if not hasattr(module, "final_epoch"):
+        return None
+    final = module.final_epoch(zoo)
+    ref = reference.weights[final]
+    rows = []
+    for group, w, exclude in ((f"{TRAINING} (final epoch)", ref, True), (name, generated.weights, False)):
+        d = l2_distances(w, ref)
+        values, _ = min_distance_to_training(d, exclude_self=exclude)
+        rows += [{"group": group, "model": i, "min_l2": float(v)} for i, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int = 1, progress: bool = True) -> dict:
+    """Data (built once, from ``seed``), then for each of ``seeds`` seeds ``seed``, ``seed + 1``, …:
+    generator fit, samples, baselines and their audit against the paper's reference, with the
+    held-out runs audited alike. Timings in seconds."""
     module = methods.method_module(name)
     timings = {}
     t = time.perf_counter()
-    zoo = module.build_data(out / name / "zoo", preset=preset["data"], progress=progress)
+    zoo = module.build_data(out / name / "zoo", preset=preset["data"], progress=progress, seed=seed)
     train = module.training_weights(zoo)
-    timings["data"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    gen = make_generator(name, **preset["generators"].get(name, {}))
-    gen.fit(train, progress=progress, **module.fit_context(zoo))
-    gen.save(out / name / "generator")
-    timings["fit"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    n = preset["samples"] or module.n_samples(zoo)
-    generated = gen.sample(n, seed)
-    timings["sample"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     evaluator = ZooEvaluator(zoo)
-    sets = {TRAINING: evaluator.model_set(TRAINING, train, is_training=True),
-            name: evaluator.model_set(name, generated)}
-    interpolation, noise = baseline_sets(evaluator, train, n, seed=seed)
-    sets.update({m.name: m for m in [*interpolation, *noise.values()]})
-    audit = audit_groups(name, sets[TRAINING], [sets[name]], noise, interpolation, labels=evaluator.labels,
-                         seed=seed)
-    timings["audit"] = time.perf_counter() - t
+    raw = evaluator.model_set(TRAINING, train, is_training=True)
+    heldout = (evaluator.model_set(HELDOUT, module.heldout_weights(zoo))
+               if hasattr(module, "heldout_weights") else None)
+    timings["data"] = time.perf_counter() - t
+    n = preset["samples"] or module.n_samples(zoo)
+    runs = []
+    for s in range(seed, seed + seeds):
+        timing = {}
+        t = time.perf_counter()
+        config = {**methods.generator_config(zoo, name), **preset["generators"].get(name, {}), "seed": s}
+        gen = make_generator(name, **config)
+        gen.fit(train, progress=progress, **module.fit_context(zoo))
+        gen.save(out / name / f"generator-seed{s}")
+        timing["fit"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        generated = gen.sample(n, s)
+        timing["sample"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        reference = _reference_set(module, zoo, evaluator, gen, train, raw)
+        noise_from = module.noise_source(zoo, gen) if hasattr(module, "noise_source") else None
+        sets = {TRAINING: reference, name: evaluator.model_set(name, generated)}
+        interpolation, noise = baseline_sets(evaluator, reference.weights, n, seed=s, noise_from=noise_from)
+        sets.update({m.name: m for m in [*interpolation, *noise.values()]})
+        groups = [sets[name]] + ([heldout] if heldout is not None else [])
+        if heldout is not None:
+            sets[HELDOUT] = heldout
+        audit = audit_groups(name, reference, groups, noise, interpolation, labels=evaluator.labels, seed=s)
+        views = {}
+        if reference is not raw:  # the other view: the same groups against the raw training checkpoints
+            views[RAW_VIEW] = audit_groups(f"{name} against {RAW_VIEW}", raw, groups, noise, interpolation,
+                                           labels=evaluator.labels, seed=s)
+        timing["audit"] = time.perf_counter() - t
+        runs.append({"seed": s, "audit": audit, "views": views, "sets": sets, "timings": timing,
+                     "generator": {"name": name, "config": gen.config()}, "gen": gen,
+                     "final_epoch": _final_epoch_histogram(module, zoo, reference, sets[name], name)})
+    first = runs[0]
     symmetry = None
-    if hasattr(gen, "encode") and hasattr(gen, "decode"):  # an autoencoder: did it learn the symmetries?
-        symmetry = symmetry_check(gen, zoo.space, train[:SYMMETRY_MODELS], evaluator, seed=seed)
-    return {"name": name, "module": module, "zoo": zoo, "audit": audit, "sets": sets, "timings": timings,
-            "generator": {"name": name, "config": gen.config()}, "samples": n,
-            "data_config": zoo.info.get("config", {}), "evaluator": evaluator, "symmetry": symmetry}
+    if hasattr(first["gen"], "encode") and hasattr(first["gen"], "decode"):  # did the autoencoder learn the symmetries?
+        symmetry = symmetry_check(first["gen"], zoo.space, train[:SYMMETRY_MODELS], evaluator, seed=seed)
+    for r in runs:
+        del r["gen"]
+    return {"name": name, "module": module, "zoo": zoo, "runs": runs, "audit": first["audit"], "sets": first["sets"],
+            "timings": {**timings, "seeds": [r["timings"] for r in runs]}, "generator": first["generator"],
+            "samples": n, "data_config": zoo.info.get("config", {}), "evaluator": evaluator, "symmetry": symmetry,
+            "pooled": pooled_verdicts(name, [r["audit"] for r in runs])}
+
+
+def pooled_verdicts(name: str, audits: Sequence) -> dict:
+    """Each group's verdict per seed and the pooled one; ``unstable`` when the seeds disagree.
+    Interim rule (the most frequent verdict, ties to the first seed's) until the audit's pooled
+    rule is merged."""
+    out = {}
+    for group in audits[0].verdicts:
+        per_seed = [a.verdicts[group]["verdict"] for a in audits]
+        pooled = max(dict.fromkeys(per_seed), key=per_seed.count)
+        out[group] = {"verdict": pooled, "per_seed": per_seed, "unstable": len(set(per_seed)) > 1}
+    return out
 
 
 def _figures(report: Report, result: dict, seed: int) -> None:
     audit_figures(report, result["audit"], result["sets"], result["name"], result["evaluator"], seed=seed)
+    first = result["runs"][0]
+    for view, audit in first["views"].items():
+        report.tables[f"{result['name']}: against {view}"] = pd.DataFrame(
+            audit.summary_rows([g for g in audit.verdicts if g in first["sets"] and g != TRAINING]))
+    hist = first["final_epoch"]
+    if hist is not None:
+        sec = result["name"]
+        report.add_figure(sec, png_bytes(min_distance_histogram(hist, title=f"{sec}: final-epoch reference")),
+                          f"{sec}: L2 distance to the nearest final-epoch reconstruction (the paper's histogram; "
+                          "neighbouring epochs of one run would otherwise be each other's nearest). Generated models "
+                          "far left of the training models' own spacing are replicas.", f"{sec}-final-epoch-hist")
     table = result["symmetry"]
     if table is not None:
         name = f"Symmetry check ({result['name']})"
@@ -83,14 +163,31 @@ def _figures(report: Report, result: dict, seed: int) -> None:
                           "both as the same function, i.e. it learned the symmetry.", f"{result['name']}-symmetry")
 
 
-def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: bool = True) -> dict:
+def seed_rows(result: dict) -> list[dict]:
+    """Summary rows: every audited group of every seed, then the pooled verdict per group."""
+    rows = []
+    for r in result["runs"]:
+        audit = r["audit"]
+        for row, group in zip(audit.summary_rows(list(audit.verdicts)), audit.verdicts, strict=True):
+            rows.append({"method": result["name"], "group": group, "seed": r["seed"],
+                         **{k: v for k, v in row.items() if k != "method"}})
+    for group, v in result["pooled"].items():
+        rows.append({"method": result["name"], "group": group, "seed": "pooled",
+                     "verdict": v["verdict"] + (" (unstable)" if v["unstable"] else "")})
+    return rows
+
+
+def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: bool = True, seeds: int = 1) -> dict:
     """:func:`run_method` plus its report figures and tables, keeping only what pickles (a study
     worker process returns this)."""
-    r = run_method(name, out, preset, seed=seed, progress=progress)
+    r = run_method(name, out, preset, seed=seed, seeds=seeds, progress=progress)
     part = Report(name, pd.DataFrame())
     _figures(part, r, seed)
-    keep = ("name", "audit", "timings", "generator", "samples", "data_config")
-    return {**{k: r[k] for k in keep}, "figures": part.figures, "tables": part.tables}
+    keep = ("name", "audit", "timings", "generator", "samples", "data_config", "pooled")
+    runs = [{"seed": x["seed"], "verdicts": x["audit"].verdicts, "generator": x["generator"],
+             "views": {k: a.verdicts for k, a in x["views"].items()}} for x in r["runs"]]
+    return {**{k: r[k] for k in keep}, "runs": runs, "rows": seed_rows(r), "figures": part.figures,
+            "tables": part.tables, "per_model": {x["seed"]: x["audit"].table for x in r["runs"]}}
 
 
 def _one_thread() -> None:
@@ -99,14 +196,15 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, workers: int, progress: bool) -> list[dict]:
+def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, workers: int, progress: bool,
+                  seeds: int = 1) -> list[dict]:
     """One part per method, in ``names`` order; ``workers > 1`` runs methods in that many processes
     at once (one torch thread each), each method's own progress bars then silenced."""
     if workers <= 1 or len(names) <= 1:
-        return [method_part(m, out, preset, seed, progress) for m in names]
+        return [method_part(m, out, preset, seed, progress, seeds) for m in names]
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
     with ProcessPoolExecutor(min(workers, len(names)), mp_context=ctx, initializer=_one_thread) as pool:
-        futures = {pool.submit(method_part, m, out, preset, seed, False): m for m in names}
+        futures = {pool.submit(method_part, m, out, preset, seed, False, seeds): m for m in names}
         done = {}
         bar = tqdm(total=len(names), desc=f"study ({min(workers, len(names))} workers)", disable=not progress)
         for f in as_completed(futures):
@@ -118,10 +216,12 @@ def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, work
 
 
 def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_: Sequence[str] = methods.METHODS,
-              seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
+              seed: int = 0, seeds: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
     """Run the study and write ``report.html``, ``results.json`` and CSV tables under ``out``.
-    ``workers``: methods run at once in separate processes (default: one per core, at most one
-    per method); results do not depend on it."""
+    ``seed`` seeds everything: the data (zoos, built once) and the first of ``seeds`` generator
+    fits (seeds ``seed``, ``seed + 1``, …, each with its own samples, baselines and bootstrap;
+    default: the preset's). ``workers``: methods run at once in separate processes (default: one
+    per core, at most one per method); results do not depend on it."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     for m in methods_:
@@ -130,31 +230,42 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
         workers = min(len(methods_), os.cpu_count() or 1)
     if int(workers) != workers or workers < 1:
         raise ConfigError(f"--workers: expected a positive integer, got {workers!r}")
+    p = PRESETS[preset]
+    seeds = p.get("seeds", 1) if seeds is None else seeds
+    if int(seeds) != seeds or seeds < 1:
+        raise ConfigError(f"--seeds: expected a positive integer, got {seeds!r}")
+    if int(seed) != seed or seed < 0:
+        raise ConfigError(f"--seed: expected a non-negative integer, got {seed!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    p = PRESETS[preset]
     start = time.perf_counter()
-    results = _method_parts(list(methods_), out, p, seed, int(workers), progress)
+    results = _method_parts(list(methods_), out, p, int(seed), int(workers), progress, int(seeds))
     summary = pd.DataFrame([row for r in results for row in r["audit"].summary_rows([r["name"]])])
     report = Report(
         "Generative models of weights: generalization or memorization?", summary,
-        intro=("For each method: its generated models against its training checkpoints and against baselines that "
-               "learn nothing (noise added to a checkpoint over a σ sweep, the average of 16 checkpoints, a "
-               "per-parameter Gaussian). Similarity is the intersection over union of test errors with the most "
-               "similar training checkpoint (Chamfer distance for shapes). Verdicts follow the rule in "
-               "weightspace.audit.novelty.verdict."),
-        configs={"preset": preset, "seed": seed, "methods": {
-            r["name"]: {"data": r["data_config"], "generator": r["generator"], "samples": r["samples"],
-                        "noise_sigmas": r["audit"].sigmas} for r in results}},
+        intro=("For each method: its generated models against the paper's reference for it and against baselines "
+               "that learn nothing (noise added to a checkpoint over a σ sweep, the average of 16 checkpoints, a "
+               "per-parameter Gaussian), and held-out runs trained like the training runs but never shown to the "
+               "generator. Similarity is the intersection over union of test errors with the most similar "
+               "reference model (Chamfer distance for shapes). Verdicts follow the rule in "
+               "weightspace.audit.novelty.verdict; the table is the first seed's, the per-seed table every seed's "
+               "and the pooled verdict."),
+        configs={"preset": preset, "seed": int(seed), "seeds": list(range(int(seed), int(seed) + int(seeds))),
+                 "methods": {r["name"]: {"data": r["data_config"], "generators": [x["generator"] for x in r["runs"]],
+                                         "samples": r["samples"], "noise_sigmas": r["audit"].sigmas}
+                             for r in results}},
     )
+    report.tables["Verdicts per seed and pooled"] = pd.DataFrame([row for r in results for row in r["rows"]])
     for r in results:
         report.figures += r["figures"]
         report.tables.update(r["tables"])
-        report.data[f"{r['name']} per model"] = r["audit"].table
-    report.results = {r["name"]: {"verdicts": r["audit"].verdicts, "timings_s": r["timings"]} for r in results}
+        for s, table in r["per_model"].items():
+            report.data[f"{r['name']} per model seed {s}"] = table
+    report.results = {r["name"]: {"seeds": r["runs"], "pooled": r["pooled"], "timings_s": r["timings"]}
+                      for r in results}
     report.results["total_seconds"] = time.perf_counter() - start
     path = write_report(report, out)
-    study = {"preset": preset, "seed": seed, "methods": list(methods_), "workers": int(workers)}
+    study = {"preset": preset, "seed": int(seed), "seeds": int(seeds), "methods": list(methods_), "workers": int(workers)}
     (out / "study.json").write_text(json.dumps(study))
     return path
 
@@ -184,7 +295,14 @@ def run_ablation_study(out: str | Path = "runs/ablation", *, method: str = "hype
 
 
 def verdict_lines(out: str | Path) -> list[str]:
-    """One readable line per method from a finished study's results.json."""
+    """One readable line per method from a finished study's results.json (with several seeds: the
+    pooled verdict of each audited group and the verdict of every seed)."""
     res = json.loads((Path(out) / "results.json").read_text())
-    return [f"{r['method']:<16} {r['verdict']:<22} beats noise: {r['beats noise']:<4} "
-            f"matches interpolation: {r['matches interpolation']}" for r in res["summary"]]
+    lines = [f"{r['method']:<16} {r['verdict']:<22} beats noise: {r['beats noise']:<4} "
+             f"matches interpolation: {r['matches interpolation']}" for r in res["summary"]]
+    for method, result in res.get("results", {}).items():
+        for group, v in (result.get("pooled", {}) if isinstance(result, dict) else {}).items():
+            if len(v["per_seed"]) > 1:
+                lines.append(f"{method + ': ' + group:<40} pooled {v['verdict']}{' (unstable)' if v['unstable'] else ''}"
+                             f"; per seed: {', '.join(v['per_seed'])}")
+    return lines

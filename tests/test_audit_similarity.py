@@ -14,7 +14,7 @@ from weightspace.audit import (
     prediction_agreement,
 )
 from weightspace.errors import ConfigError, LayoutError
-from weightspace.shapes import normalize_point_sets
+from weightspace.shapes import normalise_points
 
 
 def _gen(seed=0):
@@ -145,7 +145,7 @@ def test_chamfer_normalises_clouds_and_gives_empty_shapes_infinite_distance():
     assert float(d[0, 0]) < 1e-5 and float(d[0, 1]) > 0.1  # position and size do not count
     assert chamfer_distance([shape], [moved], normalize=False)[0, 0] > 10
     assert torch.isinf(d[1]).all() and torch.isinf(d[:, 2]).all()  # empty: infinitely far, no crash
-    one = normalize_point_sets([moved])[0]
+    one = normalise_points([moved])[0]
     assert torch.allclose(one.mean(0), torch.zeros(2), atol=1e-5) and float(one.std(correction=0)) == pytest.approx(1)
 
 

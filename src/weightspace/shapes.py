@@ -38,7 +38,6 @@ __all__ = [
     "load_silhouettes",
     "marching_squares",
     "occupancy_samples",
-    "normalize_point_sets",
     "pad_point_sets",
     "pairwise_chamfer",
 ]
@@ -188,18 +187,19 @@ def pad_point_sets(sets: Sequence[Tensor] | Tensor) -> Tensor:
     return out
 
 
-def normalize_point_sets(sets: Sequence[Tensor] | Tensor) -> Tensor:
-    """Each point set moved to zero mean and scaled to unit standard deviation (one scale over all
-    its coordinates, so shapes keep their proportions), as the paper's HyperDiffusion evaluation
-    does before Chamfer distances: then position and size do not count, only the shape. Returns the
-    padded ``Tensor[n, K, d]``; empty sets stay empty, a one-point set becomes the origin."""
-    x = pad_point_sets(sets)
-    valid = ~x.isnan().any(-1, keepdim=True)
-    n = valid.sum(1, keepdim=True).clamp(min=1)
-    mean = torch.where(valid, x, 0).sum(1, keepdim=True) / n
-    centred = torch.where(valid, x - mean, 0)
-    std = (centred.square().sum((1, 2), keepdim=True) / (n * x.shape[-1])).sqrt()
-    return torch.where(valid, centred / torch.where(std > 0, std, 1), float("nan"))
+def normalise_points(sets: Sequence[Tensor]) -> list[Tensor]:
+    """Each point set ``[k, d]`` moved to zero mean and scaled to unit standard deviation (one
+    scalar over all its coordinates), as HyperDiffusion's evaluation does before Chamfer distances;
+    an empty set stays empty, a single point goes to the origin."""
+    out = []
+    for s in sets:
+        if len(s) == 0:
+            out.append(s)
+            continue
+        c = s - s.mean(0)
+        std = c.std(correction=0)
+        out.append(c / std if std > 0 else c)
+    return out
 
 
 def chamfer(a: Tensor, b: Tensor) -> Tensor:

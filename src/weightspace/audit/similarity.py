@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..align import l2_distances  # noqa: F401  (core; re-exported for the audit's users)
 from ..errors import ConfigError, LayoutError
-from ..shapes import normalize_point_sets, pad_point_sets, pairwise_chamfer
+from ..shapes import normalise_points, pad_point_sets, pairwise_chamfer
 
 
 # ---------------------------------------------------------------- counting overlaps
@@ -155,7 +155,7 @@ def chamfer_distance(
     CD(X, Y) = mean over x of min over y of |x - y|² + mean over y of min over x of |x - y|²
     (squared distances, both directions, summed: HyperDiffusion's shape metric). With ``normalize``
     (the paper's evaluation) every cloud is first moved to zero mean and unit std
-    (:func:`~weightspace.shapes.normalize_point_sets`). Point sets are a list of ``Tensor[n_i, d]``
+    (:func:`~weightspace.shapes.normalise_points`). Point sets are a list of ``Tensor[n_i, d]``
     or a padded ``Tensor[N, M, d]`` with an optional ``bool[N, M]`` mask of valid points. An empty
     set (a decoded shape with no boundary) is at distance ``inf``: count those, do not drop them.
     """
@@ -163,7 +163,7 @@ def chamfer_distance(
     if xa.shape[-1] != xb.shape[-1]:
         raise LayoutError(f"points: dimensions differ ({xa.shape[-1]} vs {xb.shape[-1]})")
     if normalize:
-        xa, xb = normalize_point_sets(xa), normalize_point_sets(xb)
+        xa, xb = (pad_point_sets(normalise_points([c[~c.isnan().any(-1)] for c in x])) for x in (xa, xb))
     return pairwise_chamfer(xa, xb, max_elements=max_elements)
 
 

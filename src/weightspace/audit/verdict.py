@@ -168,16 +168,16 @@ def rule_text(thresholds: Mapping | None = None) -> list[str]:
          "min_errors": MIN_ERRORS, **(thresholds or {})}
     q = t["replica_quantile"]
     return [
-        "Interpolates: on every measure (similarity, quality, distance) the group's median lies between the "
-        "lowest first quartile and the highest third quartile of the interpolation baselines (average of k "
-        "reference models for k = 2 to 16, per-parameter Gaussian).",
-        f"Replicates: the group's median distance to its nearest reference model is below the {q:.0%} quantile "
-        f"of the reference models' distances to their own nearest neighbours (aligned L2 where the layout has "
-        f"neuron permutations; Chamfer distance for shapes). Models that generalise like fresh training runs "
-        f"sit at about that spacing (ratio about 1).",
-        f"Novel and good: the lower end of the {t['confidence']:.0%} bootstrap interval of the fraction of models "
-        f"above the noise-addition frontier exceeds {t['beats_fraction']:.2f}, and the median quality is at least "
-        f"{t['min_relative_quality']:.2f} × the reference's.",
+        ("Interpolates: on every measure (similarity, quality, distance) the group's median lies between the "
+         "lowest first quartile and the highest third quartile of the interpolation baselines (average of k "
+         "reference models for k = 2 to 16, per-parameter Gaussian)."),
+        (f"Replicates: the group's median distance to its nearest reference model is below the {q:.0%} quantile "
+         "of the reference models' distances to their own nearest neighbours (aligned L2 where the layout has "
+         "neuron permutations; Chamfer distance for shapes). Models that generalise like fresh training runs "
+         "sit at about that spacing (ratio about 1)."),
+        (f"Novel and good: the lower end of the {t['confidence']:.0%} bootstrap interval of the fraction of models "
+         f"above the noise-addition frontier exceeds {t['beats_fraction']:.2f}, and the median quality is at least "
+         f"{t['min_relative_quality']:.2f} × the reference's."),
         "Otherwise: no better than noise. The tests run in this order.",
         f"A warning marks groups whose median model makes fewer than {t['min_errors']} test errors.",
     ]
@@ -194,7 +194,7 @@ def pooled_verdict(per_seed: Sequence[Mapping]) -> dict:
     counts = Counter(calls)
     top = max(counts.values())
     call = next(v for v in VERDICTS if counts.get(v) == top)
-    out = {"verdict": call, "stable": len(counts) == 1, "seed_verdicts": calls,
+    out = {"verdict": call, "unstable": len(counts) > 1, "per_seed": calls,
            "seeds": [v.get("thresholds", {}).get("seed") for v in per_seed],
            "replicates": [bool(v["replicates"]) for v in per_seed],
            "beats_noise": [bool(v["beats_noise"]) for v in per_seed],
@@ -207,6 +207,6 @@ def pooled_verdict(per_seed: Sequence[Mapping]) -> dict:
     cis = [v["fraction_ci"] for v in per_seed if "fraction_ci" in v]
     if cis:
         out["fraction_ci"] = (float(min(c[0] for c in cis)), float(max(c[1] for c in cis)))
-    out["label"] = call if out["stable"] else f"{call} (unstable: {', '.join(calls)})"
+    out["label"] = f"{call} (unstable: {', '.join(calls)})" if out["unstable"] else call
     out["warnings"] = sorted({w for v in per_seed for w in v.get("warnings", [])})
     return out

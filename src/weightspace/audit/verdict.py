@@ -4,9 +4,10 @@
   are to each other? The measure is the min distance to the reference (aligned L2 when the table
   has it, else plain L2, else Chamfer for shapes; error similarity when there are no weights). A
   model that generalised like a fresh training run sits at about the reference's own spacing, so
-  the bar is a low quantile of that spacing, not a fixed ratio: the group's median must lie below
-  the ``replica_quantile`` quantile of the reference's nearest-neighbour distances (closer to its
-  checkpoint than 90% of checkpoints are to theirs). The same quantile reads error similarity.
+  the bar is a low quantile of that spacing, not a fixed ratio: the group's median, with its whole
+  bootstrap interval (ratio to the spacing's median), must lie below the ``replica_quantile``
+  quantile of the reference's nearest-neighbour distances (closer to its checkpoint than 90% of
+  checkpoints are to theirs). The same quantile reads error similarity.
 - **beats-noise axis** (function): the fraction of the group's models above the noise-addition
   frontier (better quality than noise buys at the same or a lower similarity to the reference),
   with a bootstrap interval; the group beats noise when the interval's lower end exceeds
@@ -111,7 +112,9 @@ def verdict(
                    distance_ratio=float(np.median(d)) / max(spacing, 1e-300),
                    replica_threshold_ratio=threshold / max(spacing, 1e-300),
                    distance_ratio_ci=_median_ratio_interval(d, dt, n_boot, confidence, seed))
-        out["replicates"] = bool(np.median(d) < threshold)
+        # the whole interval, not only the point: a group of fresh runs sits at ratio about 1, and
+        # where the spacing barely varies (high dimensions) the quantile lies just below 1 too
+        out["replicates"] = bool(out["distance_ratio_ci"][1] < out["replica_threshold_ratio"])
     elif has_sim:
         threshold = float(train[similarity].quantile(1 - replica_quantile))
         out.update(replica_measure=similarity, training_similarity_threshold=threshold)
@@ -171,7 +174,8 @@ def rule_text(thresholds: Mapping | None = None) -> list[str]:
         ("Interpolates: on every measure (similarity, quality, distance) the group's median lies between the "
          "lowest first quartile and the highest third quartile of the interpolation baselines (average of k "
          "reference models for k = 2 to 16, per-parameter Gaussian)."),
-        (f"Replicates: the group's median distance to its nearest reference model is below the {q:.0%} quantile "
+        (f"Replicates: the group's median distance to its nearest reference model, with the upper end of its "
+         f"{t['confidence']:.0%} bootstrap interval, is below the {q:.0%} quantile "
          "of the reference models' distances to their own nearest neighbours (aligned L2 where the layout has "
          "neuron permutations; Chamfer distance for shapes). Models that generalise like fresh training runs "
          "sit at about that spacing (ratio about 1)."),

@@ -192,11 +192,11 @@ def seed_rows(result: dict) -> list[dict]:
     for r in result["runs"]:
         audit = r["audit"]
         for row, group in zip(audit.summary_rows(list(audit.verdicts)), audit.verdicts, strict=True):
-            rows.append({"method": result["name"], "group": group, "seed": r["seed"],
+            rows.append({"method": result["label"], "group": group, "seed": r["seed"],
                          **{k: v for k, v in row.items() if k != "method"}})
     for group, v in result["pooled"].items():
         ci = v.get("fraction_ci", (float("nan"), float("nan")))
-        rows.append({"method": result["name"], "group": group, "seed": "pooled", "verdict": v["label"],
+        rows.append({"method": result["label"], "group": group, "seed": "pooled", "verdict": v["label"],
                      "distance / spacing": v.get("distance_ratio", float("nan")),
                      "beyond noise frontier": v.get("fraction_beyond_frontier", float("nan")),
                      "CI low": ci[0], "CI high": ci[1], "quality (generated)": v.get("median_quality", float("nan")),

@@ -290,6 +290,23 @@ def test_fashion_loader_on_synthetic_files(tmp_path, gz):
     assert row_hashes(other.x_val) != row_hashes(ds.x_val)
 
 
+def test_fashion_downsampled_images_are_block_means(tmp_path):
+    root = make_fashion_dir(tmp_path / "fm", gz=False)
+    full = load_fashion_mnist(root=root, seed=0, image=True)
+    small = load_fashion_mnist(root=root, seed=0, image=True, image_size=7)
+    assert small.input_shape == (1, 7, 7) and small.x_test.shape == (40, 1, 7, 7)
+    assert torch.equal(small.y_test, full.y_test)
+    # undo each standardisation: the 7x7 pixels are means of 4x4 blocks of the raw 28x28 ones
+    def raw(ds):
+        n = ds.info["normalisation"]
+        return (ds.x_test.double() * n["std"] + n["mean"]) / n["scale"]
+    blocks = raw(full).reshape(40, 1, 7, 4, 7, 4).mean((3, 5))
+    torch.testing.assert_close(raw(small), blocks, atol=1e-3, rtol=0)
+    assert small.info["options"]["image_size"] == 7 and "4x4 blocks" in small.info["normalisation"]["raw"]
+    with pytest.raises(ConfigError, match="image_size must divide"):
+        load_fashion_mnist(root=root, image_size=5)
+
+
 def test_fashion_subsets(tmp_path):
     root = make_fashion_dir(tmp_path / "fm", n_train=300, n_test=100)
     ds = load_fashion_mnist(root=root, seed=0, max_train=60, max_test=30, val_fraction=0.5)

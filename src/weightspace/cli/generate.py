@@ -24,7 +24,7 @@ def _generate_fit(args) -> None:
 
     zoo = Zoo.open(args.zoo)
     weights = methods.training_weights(zoo)
-    gen = make_generator(args.method, **parse_sets(args.set))
+    gen = make_generator(args.method, **{**methods.generator_config(zoo, args.method), **parse_sets(args.set)})
     start = time.perf_counter()
     gen.fit(weights, progress=not args.quiet, **methods.fit_context(zoo, args.method, weights))
     out = gen.save(args.out)

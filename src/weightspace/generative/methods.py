@@ -48,3 +48,12 @@ def fit_context(zoo: Zoo, generator: str, weights: Tensor) -> dict:
     if module is None or generator != module.__name__.rsplit(".", 1)[-1]:
         return {}
     return module.fit_context(zoo)
+
+
+def generator_config(zoo: Zoo, generator: str) -> dict:
+    """Constructor arguments a method's generator takes from that method's zoo (its architecture,
+    for G.pt and Hyper-Representations); nothing for other generators or zoos."""
+    module = zoo_method(zoo)
+    if module is None or generator != module.__name__.rsplit(".", 1)[-1]:
+        return {}
+    return module.generator_config(zoo) if hasattr(module, "generator_config") else {}

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, LayoutError
-from .base import Generator, seeded
+from .errors import ConfigError, LayoutError
+from .generator import Generator, seeded
 
 
 def _as_weights(weights: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ def register(sub) -> None:
     study = sub.add_parser("study", help="the main job: do the four generators of weights memorise? (no downloads)")
     study.add_argument("--preset", default="quick", help="quick (default), paper, or tiny (a smoke run)")
     study.add_argument("--out", default="runs/study", help="output directory (default runs/study)")
-    study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion")
+    study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion,aligned")
     study.add_argument("--seed", type=int, default=0,
                        help="seeds everything: the data, the first generator fit, samples, baselines, bootstrap")
     study.add_argument("--seeds", type=int,

@@ -31,7 +31,8 @@ def load_generator(directory: str | Path) -> Generator:
 _MODULES = {"noise": "weightspace.baselines", "average": "weightspace.baselines",
             "gaussian": "weightspace.baselines", "pdiff": "weightspace.generative.pdiff",
             "hyperrep": "weightspace.generative.hyperrep", "gpt": "weightspace.generative.gpt",
-            "hyperdiffusion": "weightspace.generative.hyperdiffusion"}
+            "hyperdiffusion": "weightspace.generative.hyperdiffusion",
+            "aligned": "weightspace.generative.aligned"}
 
 
 def make_generator(name: str, **config) -> Generator:

@@ -43,6 +43,7 @@ PRESETS = {
              "architecture": {**ARCHITECTURE, "in_features": 64}},
 }
 HELDOUT_PREFIX = "heldout"
+ALIGNED_INTERPOLATION = True  # the study adds interpolation between aligned runs to the baselines
 
 
 # ----------------------------------------------------------------------------- data

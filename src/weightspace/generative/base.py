@@ -29,7 +29,8 @@ def load_generator(directory: str | Path) -> Generator:
 
 # Where each built-in generator lives, so it registers on first use.
 _MODULES = {"noise": "weightspace.baselines", "average": "weightspace.baselines",
-            "gaussian": "weightspace.baselines", "pdiff": "weightspace.generative.pdiff",
+            "gaussian": "weightspace.baselines", "aligned-interpolation": "weightspace.baselines",
+            "pdiff": "weightspace.generative.pdiff",
             "hyperrep": "weightspace.generative.hyperrep", "gpt": "weightspace.generative.gpt",
             "hyperdiffusion": "weightspace.generative.hyperdiffusion",
             "aligned": "weightspace.generative.aligned"}

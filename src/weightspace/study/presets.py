@@ -26,5 +26,6 @@ PRESETS = {
         "hyperrep": {"steps": 150, "shared_seed": True},
         "gpt": {"train_steps": 150},
         "hyperdiffusion": {"train_steps": 150},
+        "aligned": {},
     }},
 }

@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..generative import methods
 from ..generative.base import make_generator
 from .ablation import ablation_figure, run_ablation
+from .frontiers import aligned_interpolation_sets, beyond_every_table
 from .presets import PAPER_NAMES, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
 
@@ -135,18 +136,25 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
         interpolation, noise = baseline_sets(evaluator, reference.weights, n, seed=s, generated=generated,
                                              paper_sigmas=paper_sigmas, noise_from=noise_from)
         sets.update({m.name: m for m in [*interpolation, *noise.values()]})
-        groups = [sets[label]] + ([heldout] if heldout is not None else [])
+        # methods that ask for it (weightspace's own) also face interpolation between aligned runs
+        aligned = (aligned_interpolation_sets(evaluator, reference.weights, zoo.space, n, seed=s)
+                   if getattr(module, "ALIGNED_INTERPOLATION", False) else [])
+        groups = [sets[label]] + ([heldout] if heldout is not None else []) + aligned
         if heldout is not None:
             sets[HELDOUT] = heldout
+        sets.update({m.name: m for m in aligned})
         audit = audit_groups(label, reference, groups, noise, interpolation, labels=evaluator.labels,
                              space=zoo.space, seed=s)
+        beyond = (beyond_every_table(audit, [g.name for g in groups[: len(groups) - len(aligned)]],
+                                     {float(m.name.rsplit("=", 1)[1]): m.name for m in aligned}, seed=s)
+                  if aligned else None)
         views = {}
         if reference is not raw:  # the other view: the same groups against the raw training checkpoints
             views[RAW_VIEW] = audit_groups(f"{label} against {RAW_VIEW}", raw, groups, noise, interpolation,
                                            labels=evaluator.labels, space=zoo.space, seed=s)
         timing["audit"] = time.perf_counter() - t
         stages.done(f"audit, seed {s}", f"fit, seed {s + 1}" if s + 1 < seed + seeds else "done")
-        runs.append({"seed": s, "audit": audit, "views": views, "sets": sets, "timings": timing,
+        runs.append({"seed": s, "audit": audit, "views": views, "sets": sets, "timings": timing, "beyond_every": beyond,
                      "generator": {"name": name, "config": gen.config()}, "gen": gen,
                      "final_epoch": _final_epoch_histogram(module, zoo, reference, sets[label], label)})
     first = runs[0]
@@ -213,7 +221,12 @@ def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: boo
     _figures(part, r, seed)
     keep = ("name", "label", "paper_sigmas", "audit", "timings", "generator", "samples", "data_config", "pooled")
     runs = [{"seed": x["seed"], "verdicts": x["audit"].verdicts, "generator": x["generator"],
-             "views": {k: a.verdicts for k, a in x["views"].items()}} for x in r["runs"]]
+             "views": {k: a.verdicts for k, a in x["views"].items()},
+             **({"beyond_every": x["beyond_every"].to_dict("records")} if x["beyond_every"] is not None else {})}
+            for x in r["runs"]]
+    beyond = [x["beyond_every"].assign(seed=x["seed"]) for x in r["runs"] if x["beyond_every"] is not None]
+    if beyond:
+        part.tables[f"{r['label']}: beyond every baseline frontier"] = pd.concat(beyond, ignore_index=True)
     return {**{k: r[k] for k in keep}, "runs": runs, "rows": seed_rows(r), "figures": part.figures,
             "tables": part.tables, "per_model": {x["seed"]: x["audit"].table for x in r["runs"]}}
 

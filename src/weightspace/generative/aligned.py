@@ -43,6 +43,7 @@ PRESETS = {
              "architecture": {**ARCHITECTURE, "in_features": 64}},
 }
 HELDOUT_PREFIX = "heldout"
+RESIDUALS = ("diagonal", "isotropic", "none")
 ALIGNED_INTERPOLATION = True  # the study adds interpolation between aligned runs to the baselines
 
 
@@ -136,27 +137,31 @@ def barycenter_alignment(space, weights: Tensor, *, iterations: int = 10) -> tup
 class AlignedGaussian(Generator):
     """Probabilistic PCA in the permutation-aligned space of many independent runs.
 
-    ``rank``: principal directions kept (``None``: all, ``N - 1``); the variance left over is spread
-    evenly over the other directions (``residual=True``) or dropped. ``align=False`` fits the same
+    ``rank``: principal directions kept (``None``: all, ``N - 1``); the variance they leave over is
+    drawn independently per coordinate with that coordinate's own variance (``residual="diagonal"``,
+    factor analysis), spread evenly over all coordinates (``"isotropic"``, probabilistic PCA) or
+    dropped (``"none"``). ``align=False`` fits the same
     Gaussian to the runs as trained (the ablation of the symmetry). ``temperature`` scales the
     standard deviations of the draws (1 = the fitted Gaussian). Samples are drawn in the aligned
     space and given a random neuron order each (``permute_output``)."""
 
     name = "aligned"
 
-    def __init__(self, architecture: dict | None = None, rank: int | None = None, align: bool = True,
-                 residual: bool = True, temperature: float = 1.0, iterations: int = 10,
+    def __init__(self, architecture: dict | None = None, rank: int | None = 16, align: bool = True,
+                 residual: str = "isotropic", temperature: float = 1.0, iterations: int = 10,
                  permute_output: bool = True, seed: int = 0):
         if architecture is None:
             raise ConfigError("architecture: expected the zoo's architecture config (e.g. generator_config(zoo))")
         if rank is not None and int(rank) < 1:
             raise ConfigError(f"rank: expected a positive integer or None, got {rank!r}")
+        if residual not in RESIDUALS:
+            raise ConfigError(f"residual: expected one of {list(RESIDUALS)}, got {residual!r}")
         if not float(temperature) >= 0:
             raise ConfigError(f"temperature: expected a number >= 0, got {temperature!r}")
         self.architecture = dict(architecture)
         self.space = build_architecture(self.architecture).space
         self.rank = None if rank is None else int(rank)
-        self.align, self.residual = bool(align), bool(residual)
+        self.align, self.residual = bool(align), residual
         self.temperature, self.iterations = float(temperature), int(iterations)
         self.permute_output, self.seed = bool(permute_output), int(seed)
 
@@ -171,10 +176,17 @@ class AlignedGaussian(Generator):
         _, s, vt = torch.linalg.svd(w - mean, full_matrices=False)
         variances = s**2 / len(w)
         k = min(self.rank or len(w) - 1, len(w) - 1)
-        left = float(variances[k:].sum()) / max(w.shape[1] - k, 1) if self.residual else 0.0
-        self.mean, self.components = mean.float(), vt[:k].float()
-        self.scales = (variances[:k] - left).clamp_min(0).sqrt().float()
-        self.residual_std = torch.tensor(left**0.5, dtype=torch.float32)
+        if self.residual == "isotropic":  # probabilistic PCA: the variance left over, spread evenly
+            left = torch.full_like(mean, float(variances[k:].sum()) / max(w.shape[1] - k, 1))
+            scales = (variances[:k] - left[0]).clamp_min(0).sqrt()
+        elif self.residual == "diagonal":  # each coordinate's own variance left over by the k directions
+            x = w - mean
+            left = (x - (x @ vt[:k].T) @ vt[:k]).square().mean(0)
+            scales = variances[:k].sqrt()
+        else:
+            left, scales = torch.zeros_like(mean), variances[:k].sqrt()
+        self.mean, self.components, self.scales = mean.float(), vt[:k].float(), scales.float()
+        self.residual_std = left.sqrt().float()
         return self
 
     def sample(self, n: int, seed: int = 0) -> Tensor:

@@ -125,3 +125,21 @@ def test_beyond_every_frontier():
     assert res["ci_low"] <= 0.5 <= res["ci_high"]
     with pytest.raises(ConfigError, match="frontiers"):
         beyond_every_frontier(sim, quality, {})
+
+
+def test_scale_normalisation(zoo, train):
+    """Scales moved to the outgoing weights for the fit, restored from the runs on output: samples
+    sit on the runs' own neuron scales, and the normalised fit's mean has unit incoming norms."""
+    gen = aligned.AlignedGaussian(**aligned.generator_config(zoo), normalise_scale=True).fit(train)
+    (mean_norms,) = aligned.incoming_norms(zoo.space, gen.mean[None]).values()
+    assert float(mean_norms.max()) <= 1 + 1e-5
+    # at temperature 0 a sample is the mean with one run's neuron norms put back
+    still = aligned.AlignedGaussian(**{**gen.config(), "temperature": 0.0, "permute_output": False})
+    still.load_state(gen.state())
+    (sample_norms,) = aligned.incoming_norms(zoo.space, still.sample(8, seed=0)).values()
+    (run_norms,) = gen.norms.values()
+    ratio = sample_norms / mean_norms
+    assert all(torch.isclose(r, run_norms, rtol=1e-4).all(1).any() for r in ratio)
+    loaded = aligned.AlignedGaussian(**gen.config())
+    loaded.load_state(gen.state())
+    assert torch.equal(loaded.sample(4, seed=1), gen.sample(4, seed=1))

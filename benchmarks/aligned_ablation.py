@@ -44,8 +44,10 @@ VARIANTS = [
     ("full rank (N - 1)", "generator size", {**BASE, "rank": None}),
     ("rank 16, no residual", "generator size", {**BASE, "residual": "none"}),
     ("rank 16, per-coordinate residual", "generator size", {**BASE, "residual": "diagonal"}),
+    ("scale normalised too", "symmetry", {**BASE, "normalise_scale": True}),
     ("aligned to one run (0 barycenter iterations)", "fit length", {**BASE, "iterations": 0}),
     ("1 barycenter iteration", "fit length", {**BASE, "iterations": 1}),
+    ("temperature 0.9", "— (sampling)", {**BASE, "temperature": 0.9}),
 ]
 
 

@@ -143,3 +143,22 @@ def test_scale_normalisation(zoo, train):
     loaded = aligned.AlignedGaussian(**gen.config())
     loaded.load_state(gen.state())
     assert torch.equal(loaded.sample(4, seed=1), gen.sample(4, seed=1))
+
+
+@pytest.mark.slow
+def test_study_runs_the_method_with_every_frontier(tmp_path):
+    import json
+
+    from weightspace.study import run_study
+
+    run_study(tmp_path, preset="tiny", methods_=["aligned"], seeds=1, progress=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    (run,) = results["results"]["aligned"]["seeds"]
+    rows = {r["group"]: r for r in run["beyond_every"]}
+    assert set(rows) == {"Aligned Gaussian (weightspace)", "held-out runs"}
+    for r in rows.values():
+        assert 0 <= r["CI low"] <= r["beyond every frontier"] <= r["CI high"] <= 1
+        # beyond every frontier is never more than beyond any one of them
+        assert r["beyond every frontier"] <= min(v for k, v in r.items() if k.startswith("beyond ") and k != "beyond every frontier")
+    assert {f"aligned interpolation λ={lam}" for lam in (0.1, 0.2, 0.3, 0.4, 0.5)} <= set(run["verdicts"])
+    assert (tmp_path / "aligned_gaussian_weightspace_beyond_every_baseline_frontier.csv").exists()

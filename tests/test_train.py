@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from weightspace.data import load_digits
 from weightspace.nets import CNN, MLP
 from weightspace.zoo import Zoo
-from weightspace.zoo.train import HParams, Run, TrainConfig, batch_orders, train_population
+from weightspace.zoo.train import (
+    HParams,
+    Run,
+    TrainConfig,
+    batch_orders,
+    train_population,
+)
 
 
 @pytest.fixture(scope="module")

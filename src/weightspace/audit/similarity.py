@@ -210,7 +210,7 @@ def chamfer_distance(
 
 
 # ---------------------------------------------------------------- nearest neighbours
-def _mask_self(matrix: Tensor, exclude_self: bool | Tensor, fill: float) -> Tensor:
+def mask_self(matrix: Tensor, exclude_self: bool | Tensor, fill: float) -> Tensor:
     if exclude_self is False:
         return matrix
     rows = torch.arange(matrix.shape[0], device=matrix.device)
@@ -249,7 +249,7 @@ def nearest(
         raise LayoutError(f"matrix: expected [A, B], got shape {tuple(matrix.shape)}")
     if not 1 <= k <= matrix.shape[1]:
         raise ConfigError(f"k: expected 1 <= k <= {matrix.shape[1]} (the number of columns), got {k}")
-    masked = _mask_self(matrix, exclude_self, float("-inf") if largest else float("inf"))
+    masked = mask_self(matrix, exclude_self, float("-inf") if largest else float("inf"))
     return torch.topk(masked, k, dim=1, largest=largest)
 
 

@@ -10,7 +10,7 @@ from functools import partial
 from ..audit.zoo_methods import register_zoo_method
 from ..generative import methods as _methods
 from .ablation import ABLATIONS, Relative, ablation_figure, run_ablation
-from .presets import AS_PUBLISHED, PRESETS
+from .presets import AS_PUBLISHED, PAPER_SIGMAS, PRESETS
 from .run import method_part, run_ablation_study, run_method, run_study, verdict_lines
 from .symmetry_check import symmetry_check, symmetry_figure
 
@@ -20,6 +20,7 @@ for _name in _methods.METHODS:
 __all__ = [
     "ABLATIONS",
     "AS_PUBLISHED",
+    "PAPER_SIGMAS",
     "PRESETS",
     "Relative",
     "ablation_figure",

@@ -31,7 +31,7 @@ from ..audit.similarity import min_distance_to_training
 from ..audit.verdict import pooled_verdict, rule_text
 from ..errors import ConfigError
 from ..generative import methods
-from ..generative.base import make_generator
+from ..generative.base import load_generator, make_generator
 from .ablation import ablation_figure, run_ablation
 from .presets import PAPER_NAMES, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
@@ -94,6 +94,19 @@ def _final_epoch_histogram(module, zoo, reference: ModelSet, generated: ModelSet
     return pd.DataFrame(rows)
 
 
+def _fitted(name: str, directory: Path, train: Tensor, module, zoo, config: dict, progress: bool):
+    """The generator fitted with ``config``: loaded from ``directory`` when a finished fit with the
+    same configuration is there (a study run again after an interruption), else fitted and saved."""
+    gen = make_generator(name, **config)
+    saved = directory / "generator.json"
+    wanted = json.loads(json.dumps({"generator": name, "config": gen.config()}))
+    if saved.is_file() and json.loads(saved.read_text()) == wanted:
+        return load_generator(directory)
+    gen.fit(train, progress=progress, **module.fit_context(zoo))
+    gen.save(directory)
+    return gen
+
+
 def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int = 1, progress: bool = True,
                stage_lines: bool = False) -> dict:
     """Data (built once, from ``seed``), then for each fit seed ``seed``, ``seed + 1``, … (``seeds``
@@ -120,10 +133,9 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
     paper_sigmas = preset.get("paper_sigmas", {}).get(name, ())
     runs = []
     for s in fit_seeds:
-        gen = make_generator(name, **{**methods.generator_config(zoo, name), **preset["generators"].get(name, {}),
-                                      "seed": s})
-        gen.fit(train, progress=progress, **module.fit_context(zoo))
-        gen.save(out / name / f"generator-seed{s}")
+        gen = _fitted(name, out / name / f"generator-seed{s}", train, module, zoo,
+                      {**methods.generator_config(zoo, name), **preset["generators"].get(name, {}), "seed": s},
+                      progress)
         stages.done(f"fit (seed {s})")
         generated = gen.sample(n, s)
         stages.done(f"sample (seed {s})")
@@ -217,6 +229,10 @@ def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: boo
     """:func:`run_method` plus its report figures and tables, keeping only what pickles (a study
     worker process returns this)."""
     r = run_method(name, out, preset, seed=seed, seeds=seeds, progress=progress, stage_lines=stage_lines)
+    # this method's numbers on disk at once: a study stopped before its last method keeps them
+    (out / name / "results.json").write_text(json.dumps(
+        {"pooled": r["pooled"], "seeds": [{"seed": x["seed"], "verdicts": x["audit"].verdicts} for x in r["runs"]],
+         "timings_s": r["timings"], "summary": pooled_rows(r)}, default=str, indent=1))
     part = Report(name, pd.DataFrame())
     _figures(part, r, seed)
     keep = ("name", "label", "audit", "raw_audit", "timings", "samples", "data_config", "views", "paper_sigmas",

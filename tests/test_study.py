@@ -42,16 +42,19 @@ def test_study_report_and_results(pdiff_study):
     row, held = results["summary"]
     assert (row["method"], row["group"], held["group"]) == ("P-diff", "generated", "held-out runs")
     assert row["verdict"] in {"replicates", "interpolates", "novel and good", "no better than noise"}
-    assert row["beats noise"] in {"yes", "no"} and row["replicates"] in {"yes", "no"}
+    assert row["beats noise"].split()[0] in {"yes", "no"} and row["replicates"].split()[0] in {"yes", "no"}
     first, second = results["results"]["pdiff"]["seeds"]
     verdict = first["verdicts"]["P-diff"]
-    assert verdict["median_quality"] == pytest.approx(row["quality (generated)"], rel=1e-3)
     assert verdict["replica_measure"] == "aligned_min_l2"
-    assert {"P-diff", "held-out runs", "per-parameter Gaussian", "average of 2"} <= set(first["verdicts"])
+    assert set(first["verdicts"]) >= {"P-diff", "held-out runs", "per-parameter Gaussian"}
+    # the summary pools the two seeds: the most frequent verdict, medians of the numbers
     pooled = results["results"]["pdiff"]["pooled"]["P-diff"]
-    assert pooled["per_seed"] == [first["verdicts"]["P-diff"]["verdict"], second["verdicts"]["P-diff"]["verdict"]]
-    assert pooled["unstable"] == (len(set(pooled["per_seed"])) > 1)
-    assert row["pooled over seeds"] == pooled["label"]
+    calls = [first["verdicts"]["P-diff"]["verdict"], second["verdicts"]["P-diff"]["verdict"]]
+    assert pooled["seed_verdicts"] == calls and pooled["stable"] == (calls[0] == calls[1])
+    assert row["verdict"].startswith(pooled["verdict"]) and row["seeds"] == 2
+    assert pooled["median_quality"] == pytest.approx(
+        np.median([first["verdicts"]["P-diff"]["median_quality"], second["verdicts"]["P-diff"]["median_quality"]]))
+    assert row["quality (generated)"] == pytest.approx(pooled["median_quality"], rel=1e-3)
     # --seed seeds everything and the configs say so: the data once, one generator fit per seed
     configs = results["configs"]
     assert configs["seeds"] == [3, 4] and configs["methods"]["pdiff"]["data"]["seed"] == 3
@@ -112,8 +115,9 @@ def test_tiny_study_of_all_four_methods(tmp_path, pdiff_study):
     rows = {r["method"]: r for r in summary if r["group"] == "generated"}
     assert set(rows) == {"P-diff", "Hyper-Representations", "G.pt", "HyperDiffusion"}
     # Two worker processes reach what one process does (the fixture ran P-diff in this process).
-    alone = json.loads((pdiff_study / "results.json").read_text())["summary"][0]
-    assert json.dumps(rows["P-diff"], sort_keys=True) == json.dumps(alone, sort_keys=True)  # NaN-safe
+    both = [json.loads((d / "results.json").read_text())["results"]["pdiff"]["seeds"][0]["verdicts"]["P-diff"]
+            for d in (tmp_path, pdiff_study)]  # the fixture's first seed is this run's only one
+    assert json.dumps(both[0], sort_keys=True) == json.dumps(both[1], sort_keys=True)  # NaN-safe
     assert json.loads((tmp_path / "study.json").read_text())["workers"] == 2
 
 

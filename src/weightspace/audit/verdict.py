@@ -198,7 +198,7 @@ def pooled_verdict(per_seed: Sequence[Mapping]) -> dict:
     counts = Counter(calls)
     top = max(counts.values())
     call = next(v for v in VERDICTS if counts.get(v) == top)
-    out = {"verdict": call, "unstable": len(counts) > 1, "per_seed": calls,
+    out = {"verdict": call, "stable": len(counts) == 1, "seed_verdicts": calls,
            "seeds": [v.get("thresholds", {}).get("seed") for v in per_seed],
            "replicates": [bool(v["replicates"]) for v in per_seed],
            "beats_noise": [bool(v["beats_noise"]) for v in per_seed],
@@ -211,6 +211,6 @@ def pooled_verdict(per_seed: Sequence[Mapping]) -> dict:
     cis = [v["fraction_ci"] for v in per_seed if "fraction_ci" in v]
     if cis:
         out["fraction_ci"] = (float(min(c[0] for c in cis)), float(max(c[1] for c in cis)))
-    out["label"] = f"{call} (unstable: {', '.join(calls)})" if out["unstable"] else call
+    out["label"] = call if out["stable"] else f"{call} (unstable: {', '.join(calls)})"
     out["warnings"] = sorted({w for v in per_seed for w in v.get("warnings", [])})
     return out

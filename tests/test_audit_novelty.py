@@ -126,6 +126,9 @@ def test_nearest_alignment_is_exact_on_the_fast_paths_candidates():
     assert np.allclose(everyone.aligned_min_l2, exact.aligned_min_l2)
     assert (few.aligned_min_l2 >= exact.aligned_min_l2 - 1e-6).all()
     assert (few.aligned_min_l2 <= fast.aligned_min_l2 + 1e-6).all()
+    only = novelty_table([*sets, ModelSet("h", torch.ones(2), weights=arch.init(range(30, 32)))], space=arch.space,
+                         aligned="nearest", aligned_groups=["g"])
+    assert only[only.group == "h"].aligned_min_l2.isna().all() and only[only.group == "g"].aligned_min_l2.notna().all()
 
 
 # ---------------------------------------------------------------- frontier
@@ -213,3 +216,21 @@ def test_novel_but_poor_models_are_not_good(audit):
     v = _verdict(audit, "poor", _placed(audit, "poor", sim, quality, rng.uniform(1.5, 2, M) * spacing))
     assert v["beats_noise"] and not v["quality_ok"]
     assert v["verdict"] == "no better than noise"
+
+
+def test_empty_shapes_are_infinitely_far_counted_and_reported():
+    g = torch.Generator().manual_seed(7)
+    train = [torch.randn(20, 2, generator=g) for _ in range(6)]
+    gen = [train[i % 6] + 0.01 * torch.randn(20, 2, generator=g) for i in range(11)] + [torch.zeros(0, 2)]
+    noise = [t + 0.5 * torch.randn(20, 2, generator=g) for t in train[:4]]
+    sets = [ModelSet("training", torch.ones(6), points=train, is_training=True),
+            ModelSet("generated", torch.tensor([1.0] * 11 + [0.0]), points=gen),
+            ModelSet("noise", torch.full((4,), 0.9), points=noise)]
+    table = novelty_table(sets)
+    rows = table[table.group == "generated"]
+    assert rows.empty_shape.tolist() == [False] * 11 + [True] and np.isinf(rows.min_chamfer.iloc[11])
+    table["chamfer_similarity"] = -table["min_chamfer"]
+    frontier = frontier_from_table(table, {0.5: "noise"}, similarity="chamfer_similarity")
+    v = verdict(table, "generated", frontier=frontier, similarity="chamfer_similarity")
+    assert v["empty_shapes"] == 1 and "1 of 12 shapes are empty" in v["warnings"][0]
+    assert v["replica_measure"] == "min_chamfer" and v["verdict"] == "replicates"

@@ -17,6 +17,12 @@ its axes, the others held fixed, until a sweep changes nothing. Every step is a 
 models alone, not of how b's neurons happen to be labelled, so the result is the same for b and any
 permutation of b (up to ties). With one hidden group the first pass already uses every axis and the
 result is the exact minimum over permutations; with several it is a local minimum.
+
+Activation matching (Git Re-Basin's other method) instead pairs neurons whose outputs on a data
+batch correlate best: one assignment per group, no sweeps, since a neuron's outputs do not depend on
+how the other layers are labelled. The canonical form sorts every group's neurons by the norm of
+their incoming coordinates, which no other group's permutation changes: a deterministic order, the
+same for every member of a permutation orbit.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from torch import Tensor
+from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, LayoutError
+from .nets import Architecture
 from .space import PermutationGroup, WeightSpace
 from .symmetry import permute
 
@@ -291,3 +299,93 @@ def fast_path_agreement(
         "n_pairs": n_pairs,
         "seed": seed,
     }
+
+
+# ---------------------------------------------------------------- activations, activation matching
+def group_modules(space: WeightSpace) -> dict[str, str]:
+    """Permutation group → name of the module whose outputs are the group's neurons: the owner of the
+    group's last producing (axis-0) tensor, e.g. the BatchNorm after a convolution, else the layer."""
+    out = {}
+    order = {name: i for i, name in enumerate(space.names)}
+    for g in space.groups:
+        producing = [t for t, axis in g.axes if axis == 0]
+        if not producing:
+            raise LayoutError(f"permutation group '{g.name}' has no producing (axis-0) tensor")
+        out[g.name] = max(producing, key=order.__getitem__).rpartition(".")[0]
+    return out
+
+
+def group_activations(arch: Architecture, weights: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """Outputs of every permutation group's neurons (before the nonlinearity) for N models on one
+    batch: ``weights [N, P]``, ``x [B, *input]`` → ``{group: Tensor[N, size, B·positions]}``.
+
+    One vmapped ``functional_call`` of the architecture's module in evaluation mode, with forward
+    hooks on the modules ``group_modules`` names.
+    """
+    space = arch.space
+    if weights.dim() == 1:
+        weights = weights[None]
+    if weights.shape[-1] != space.num_params:
+        raise LayoutError(f"weights: expected [N, {space.num_params}] for layout '{space.name}', "
+                          f"got {tuple(weights.shape)}")
+    module = arch.module().eval()
+    modules = dict(module.named_modules())
+    names = group_modules(space)
+
+    def run(params):
+        out = {}
+        hooks = [modules[m].register_forward_hook(lambda _m, _i, o, g=g: out.__setitem__(g, o))
+                 for g, m in names.items()]
+        try:
+            functional_call(module, params, (x,))
+        finally:
+            for h in hooks:
+                h.remove()
+        return out
+
+    with torch.no_grad():
+        acts = vmap(run)(space.unflatten(weights))
+    # [N, B, size, *positions] → [N, size, B·positions]
+    return {g: a.movedim(2, 1).reshape(a.shape[0], a.shape[2], -1) for g, a in acts.items()}
+
+
+def _standardised(a: Tensor, eps: float = 1e-8) -> Tensor:
+    a = a.to(torch.float64)
+    a = a - a.mean(-1, keepdim=True)
+    return a / (a.norm(dim=-1, keepdim=True) + eps)
+
+
+def match_activations(arch: Architecture, weights_a: Tensor, weights_b: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """Neuron permutations of ``weights_b[k]`` that maximise, group by group, the summed correlation
+    of its neurons' outputs on ``x`` with those of ``weights_a[k]``: ``{group: LongTensor[K, size]}``,
+    to apply with ``permute(arch.space, weights_b, perms)`` (the convention of ``match_permutations``)."""
+    wa, wb = _check_pair(arch.space, weights_a, weights_b)
+    acts_a, acts_b = group_activations(arch, wa, x), group_activations(arch, wb, x)
+    return {g: _solve(-(_standardised(acts_a[g]) @ _standardised(acts_b[g]).mT)) for g in acts_a}
+
+
+# ---------------------------------------------------------------- canonical form
+def canonical_permutations(space: WeightSpace, weights: Tensor) -> dict[str, Tensor]:
+    """Per group, the neuron order by decreasing norm of the neuron's producing coordinates (incoming
+    weights, bias, BatchNorm entries): ``weights [N, P]`` → ``{group: LongTensor[N, size]}``.
+
+    A neuron's producing coordinates are permuted only along their other axes by other groups, which
+    leaves their norm unchanged, so every member of a permutation orbit gets the same order (up to
+    exact ties, broken by the current index)."""
+    if weights.dim() != 2 or weights.shape[1] != space.num_params:
+        raise LayoutError(f"weights: expected [N, {space.num_params}] for layout '{space.name}', "
+                          f"got {tuple(weights.shape)}")
+    sd = space.unflatten(weights, cast=False)
+    n = weights.shape[0]
+    out = {}
+    for g in space.groups:
+        key = sum(sd[t].movedim(axis + 1, 1).reshape(n, g.size, -1).to(torch.float64).square().sum(-1)
+                  for t, axis in g.axes if axis == 0)
+        out[g.name] = torch.argsort(-key, dim=1, stable=True)
+    return out
+
+
+def canonical_form(space: WeightSpace, weights: Tensor) -> Tensor:
+    """``weights [N, P]`` with every group's neurons in the deterministic order of
+    ``canonical_permutations``: permuted copies of one model map to the same vector."""
+    return permute(space, weights, canonical_permutations(space, weights))

@@ -96,6 +96,7 @@ def novelty_table(
     aligned: str | None = None,
     reference: Tensor | None = None,
     candidates: int = 8,
+    aligned_groups: Sequence[str] | None = None,
     empty_union: float = 1.0,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -107,8 +108,10 @@ def novelty_table(
     IoU) and ``nearest_training``; with weights: ``min_l2`` and ``nearest_training_l2``; with
     ``aligned="fast"`` (everything aligned once to ``reference``, default the first training model),
     ``"nearest"`` (the fast path, then exact per-pair matching with each model's ``candidates``
-    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2``; with points: ``min_chamfer`` and
-    ``nearest_training_chamfer``. The training set's rows never compare a model with itself.
+    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2`` (for the training
+    set and ``aligned_groups`` only when given, NaN for the others); with points: ``min_chamfer`` (clouds
+    normalised to zero mean and unit std; ``inf`` for an empty shape), ``nearest_training_chamfer``
+    and ``empty_shape``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
     every model is measured against the whole training set.
     """
@@ -143,19 +146,21 @@ def novelty_table(
             plain = l2_distances(s.weights, train.weights)
             value, index = min_distance_to_training(plain, own)
             cols["min_l2"], cols["nearest_training_l2"] = _np(value), _np(index)
-            if aligned in ("fast", "nearest"):  # as aligned_l2_fast, reusing the training set's alignment
+            wanted = aligned_groups is None or s is train or s.name in aligned_groups
+            if aligned in ("fast", "nearest") and wanted:  # as aligned_l2_fast, reusing the training set's alignment
                 a = train_aligned if s is train else align_to(space, s.weights, ref)
                 dist = torch.minimum(l2_distances(a, train_aligned), plain)
                 if aligned == "nearest":
                     dist = refine_nearest(space, s.weights, train.weights, mask_self(dist, own, float("inf")),
                                           candidates=candidates)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
-            elif aligned == "exact":
+            elif aligned == "exact" and wanted:
                 dist = aligned_l2(space, s.weights, train.weights, progress=progress)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
         if s.points is not None and train.points is not None:
             value, index = min_distance_to_training(chamfer_distance(s.points, train.points), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)
+            cols["empty_shape"] = [len(p) == 0 for p in s.points]
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)
 
@@ -192,6 +197,10 @@ class NoiseFrontier:
 
 
 def _envelope(sim: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(sim)  # a σ whose median shape is empty (-inf similarity) draws no point
+    if not finite.any():
+        return np.full(np.shape(at), np.inf)
+    sim, quality = sim[finite], quality[finite]
     order = np.argsort(sim, kind="stable")
     return np.interp(at, sim[order], np.maximum.accumulate(quality[order]))
 

@@ -19,7 +19,7 @@ color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 .scroll{overflow-x:auto;max-width:100%;margin:1em 0}
 table{border-collapse:collapse;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f3f3f3;white-space:nowrap}td:first-child,th:first-child{text-align:left}
+th,td{white-space:nowrap}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:.92em}
 pre{background:#f7f7f7;padding:1em;overflow:auto;max-height:32em;font-size:.8em;white-space:pre}
 ol.rule li{margin:.3em 0}

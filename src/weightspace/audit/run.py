@@ -196,7 +196,10 @@ def audit_groups(
     each model's nearest candidates, :func:`~weightspace.align.refine_nearest`); shapes use Chamfer."""
     groups = [training, *generated, *interpolation, *noise.values()]
     aligned = "nearest" if space is not None and space.groups and training.points is None else None
-    table = novelty_table(groups, labels, space=space if aligned else None, aligned=aligned, progress=progress)
+    # Aligned distances where the verdict reads them (replica axis, interpolation region); the noise
+    # groups are read by similarity only, and matching them would double the cost.
+    table = novelty_table(groups, labels, space=space if aligned else None, aligned=aligned, progress=progress,
+                          aligned_groups=[m.name for m in [*generated, *interpolation]])
     if "max_similarity" in table:
         similarity = "max_similarity"
     else:  # shapes: closer = smaller Chamfer distance

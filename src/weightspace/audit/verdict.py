@@ -4,9 +4,14 @@
   are to each other? The measure is the min distance to the reference (aligned L2 when the table
   has it, else plain L2, else Chamfer for shapes; error similarity when there are no weights). A
   model that generalised like a fresh training run sits at about the reference's own spacing, so
-  the bar is a low quantile of that spacing, not a fixed ratio: the group's median must lie below
-  the ``replica_quantile`` quantile of the reference's nearest-neighbour distances (closer to its
-  checkpoint than 90% of checkpoints are to theirs). The same quantile reads error similarity.
+  the bar is a low quantile of that spacing, not a fixed ratio: the group's median, with its whole
+  bootstrap interval (ratio to the spacing's median), must lie below the ``replica_quantile``
+  quantile of the reference's nearest-neighbour distances (closer to its checkpoint than 90% of
+  checkpoints are to theirs) and below ``replica_max_ratio`` of their median: "far below", as the
+  paper says. Where the spacing barely varies (high dimensions, few runs) the quantile sits just
+  under the median, and runs a few percent closer would pass it (measured: the tiny preset's two
+  G.pt held-out runs at 0.963, interval [0.924, 0.985], against a quantile at 0.994). The same
+  quantile reads error similarity.
 - **beats-noise axis** (function): the fraction of the group's models above the noise-addition
   frontier (better quality than noise buys at the same or a lower similarity to the reference),
   with a bootstrap interval; the group beats noise when the interval's lower end exceeds
@@ -47,12 +52,12 @@ def _has(rows: pd.DataFrame, column: str | None) -> bool:
 def _median_ratio_interval(a: np.ndarray, b: np.ndarray, n_boot: int, confidence: float, seed: int):
     """Percentile bootstrap interval of ``median(a) / median(b)``, both resampled."""
     rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), (n_boot, len(a)))], 1)
-    mb = np.median(b[rng.integers(0, len(b), (n_boot, len(b)))], 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # infinite distances (empty shapes) are allowed
+        ma = np.median(a[rng.integers(0, len(a), (n_boot, len(a)))], 1)
+        mb = np.median(b[rng.integers(0, len(b), (n_boot, len(b)))], 1)
         ratio = ma / mb
-    alpha = (1 - confidence) / 2
-    return tuple(float(x) for x in np.quantile(ratio, [alpha, 1 - alpha]))
+        alpha = (1 - confidence) / 2
+        return tuple(float(x) for x in np.quantile(ratio, [alpha, 1 - alpha]))
 
 
 def verdict(
@@ -65,6 +70,7 @@ def verdict(
     similarity: str = "max_similarity",
     distance: str | None = None,
     replica_quantile: float = 0.1,
+    replica_max_ratio: float = 0.8,
     beats_fraction: float = 0.5,
     frontier_margin: float = 0.0,
     min_relative_quality: float = 0.9,
@@ -90,6 +96,11 @@ def verdict(
         if out["median_errors"] < min_errors:
             out["warnings"].append(f"median {out['median_errors']:.0f} test errors per model (< {min_errors}): "
                                    "error similarity rests on few examples")
+    if "empty_shape" in rows:
+        out["empty_shapes"] = int(rows["empty_shape"].sum())
+        if out["empty_shapes"]:
+            out["warnings"].append(f"{out['empty_shapes']} of {len(rows)} shapes are empty (no boundary): "
+                                   "infinite distance, counted in the medians")
     has_sim = _has(rows, similarity) and _has(train, similarity)
     if has_sim:
         out["median_similarity"] = float(rows[similarity].median())
@@ -104,9 +115,12 @@ def verdict(
         threshold = float(np.quantile(dt, replica_quantile))
         out.update(replica_measure=distance, median_min_distance=float(np.median(d)), training_spacing=spacing,
                    distance_ratio=float(np.median(d)) / max(spacing, 1e-300),
-                   replica_threshold_ratio=threshold / max(spacing, 1e-300),
+                   replica_quantile_ratio=threshold / max(spacing, 1e-300),
+                   replica_threshold_ratio=min(threshold / max(spacing, 1e-300), replica_max_ratio),
                    distance_ratio_ci=_median_ratio_interval(d, dt, n_boot, confidence, seed))
-        out["replicates"] = bool(np.median(d) < threshold)
+        # the whole interval, not only the point: a group of fresh runs sits at ratio about 1, and
+        # where the spacing barely varies (high dimensions) the quantile lies just below 1 too
+        out["replicates"] = bool(out["distance_ratio_ci"][1] < out["replica_threshold_ratio"])
     elif has_sim:
         threshold = float(train[similarity].quantile(1 - replica_quantile))
         out.update(replica_measure=similarity, training_similarity_threshold=threshold)
@@ -150,7 +164,7 @@ def verdict(
     else:
         out["verdict"] = "no better than noise"
     out["thresholds"] = {
-        "replica_quantile": replica_quantile, "beats_fraction": beats_fraction, "frontier_margin": frontier_margin,
+        "replica_quantile": replica_quantile, "replica_max_ratio": replica_max_ratio, "beats_fraction": beats_fraction, "frontier_margin": frontier_margin,
         "min_relative_quality": min_relative_quality, "min_errors": min_errors, "n_boot": n_boot,
         "confidence": confidence, "seed": seed,
     }
@@ -159,20 +173,22 @@ def verdict(
 
 def rule_text(thresholds: Mapping | None = None) -> list[str]:
     """The verdict rule in words, with its thresholds, one sentence per line (for reports)."""
-    t = {"replica_quantile": 0.1, "beats_fraction": 0.5, "min_relative_quality": 0.9, "confidence": 0.95,
+    t = {"replica_quantile": 0.1, "replica_max_ratio": 0.8, "beats_fraction": 0.5, "min_relative_quality": 0.9, "confidence": 0.95,
          "min_errors": MIN_ERRORS, **(thresholds or {})}
     q = t["replica_quantile"]
     return [
-        "Interpolates: on every measure (similarity, quality, distance) the group's median lies between the "
-        "lowest first quartile and the highest third quartile of the interpolation baselines (average of k "
-        "reference models for k = 2 to 16, per-parameter Gaussian).",
-        f"Replicates: the group's median distance to its nearest reference model is below the {q:.0%} quantile "
-        f"of the reference models' distances to their own nearest neighbours (aligned L2 where the layout has "
-        f"neuron permutations; Chamfer distance for shapes). Models that generalise like fresh training runs "
-        f"sit at about that spacing (ratio about 1).",
-        f"Novel and good: the lower end of the {t['confidence']:.0%} bootstrap interval of the fraction of models "
-        f"above the noise-addition frontier exceeds {t['beats_fraction']:.2f}, and the median quality is at least "
-        f"{t['min_relative_quality']:.2f} × the reference's.",
+        ("Interpolates: on every measure (similarity, quality, distance) the group's median lies between the "
+         "lowest first quartile and the highest third quartile of the interpolation baselines (average of k "
+         "reference models for k = 2 to 16, per-parameter Gaussian)."),
+        (f"Replicates: the group's median distance to its nearest reference model, with the upper end of its "
+         f"{t['confidence']:.0%} bootstrap interval, is below the {q:.0%} quantile "
+         "of the reference models' distances to their own nearest neighbours and below "
+         f"{t['replica_max_ratio']:.2f} × their median (aligned L2 where the layout has "
+         "neuron permutations; Chamfer distance for shapes). Models that generalise like fresh training runs "
+         "sit at about that spacing (ratio about 1)."),
+        (f"Novel and good: the lower end of the {t['confidence']:.0%} bootstrap interval of the fraction of models "
+         f"above the noise-addition frontier exceeds {t['beats_fraction']:.2f}, and the median quality is at least "
+         f"{t['min_relative_quality']:.2f} × the reference's."),
         "Otherwise: no better than noise. The tests run in this order.",
         f"A warning marks groups whose median model makes fewer than {t['min_errors']} test errors.",
     ]

@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from ..errors import WeightspaceError
-from . import generate, study, zoo
+from . import generate, merge, study, zoo
 
-COMMANDS = (study, zoo, generate)
+COMMANDS = (study, zoo, generate, merge)
 
 
 def build_parser() -> argparse.ArgumentParser:

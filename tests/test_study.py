@@ -1,6 +1,7 @@
 """The study, the generate commands and 'weightspace audit' end to end on tiny settings."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -70,6 +71,20 @@ def test_study_report_and_results(pdiff_study):
     for width in (900, 1400):  # nothing wider than the window outside a scroll box
         page = inspect_page(pdiff_study / "report.html", width=width)
         assert page["overflowing"] == [] and page["page_overflow"] <= 0, (width, page)
+
+
+def test_a_study_run_again_reuses_its_fits_and_gives_the_same_verdicts(pdiff_study, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(pdiff_study, out)
+    saved = {p: p.stat().st_mtime_ns for p in (out / "pdiff").glob("generator-seed*/state.safetensors")}
+    assert len(saved) == 2
+    run_study(out, preset="tiny", methods_=["pdiff"], seed=3, seeds=2, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in saved} == saved  # loaded, not refitted
+    before, after = (json.loads((d / "results.json").read_text())["results"]["pdiff"]["pooled"]
+                     for d in (pdiff_study, out))
+    assert json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True)
+    part = json.loads((out / "pdiff" / "results.json").read_text())  # written when the method finished
+    assert [s["seed"] for s in part["seeds"]] == [3, 4] and part["pooled"]["P-diff"]["verdict"]
 
 
 def test_generate_commands_and_audit_of_own_models(pdiff_study, tmp_path, capsys):

@@ -3,7 +3,9 @@ data built once, methods in worker processes), against its budget of 15 minutes 
 
 Prints each method's data time and per-seed fit / sample / audit times (a method's worker runs its
 seeds one after another), the load average before and after (other work on the machine slows
-every figure), and the verdicts. Today's single-seed study on digits took 6–7 minutes; its
+every figure), the CPU seconds the study used (this process and its worker processes: on a
+machine shared with other jobs the wall time says more about the other jobs; CPU seconds / 2 is
+the wall time two free cores would need if both stayed busy), and the verdicts. Today's single-seed study on digits took 6–7 minutes; its
 settings no longer exist in the code, so the ratio reported is against the budget.
 
 Usage: python benchmarks/study_time.py [--out DIR] [--methods a,b]. Last line: one JSON object.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +39,8 @@ def main():
         run_study(out, methods_=args.methods.split(","), progress=False)
         wall = time.perf_counter() - start
         load_after = os.getloadavg()
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        cpu = sum(u.ru_utime + u.ru_stime for u in usage)
         res = json.loads((out / "results.json").read_text())["results"]
     methods = {}
     for name in args.methods.split(","):
@@ -47,7 +52,8 @@ def main():
                                     for g, v in res[name]["pooled"].items()}}
         print(name, json.dumps(methods[name]), flush=True)
     print(json.dumps({"wall_s": round(wall, 1), "budget_s": BUDGET_S, "ratio_to_budget": round(wall / BUDGET_S, 3),
-                      "cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
+                      "cpu_s": round(cpu, 1), "cpu_s_over_2_cores": round(cpu / 2, 1),
+                      "ratio_to_budget_2_free_cores": round(cpu / 2 / BUDGET_S, 3), "cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
                       "load_after": [round(x, 2) for x in load_after], "methods": methods}))
 
 

@@ -126,6 +126,9 @@ def test_nearest_alignment_is_exact_on_the_fast_paths_candidates():
     assert np.allclose(everyone.aligned_min_l2, exact.aligned_min_l2)
     assert (few.aligned_min_l2 >= exact.aligned_min_l2 - 1e-6).all()
     assert (few.aligned_min_l2 <= fast.aligned_min_l2 + 1e-6).all()
+    only = novelty_table([*sets, ModelSet("h", torch.ones(2), weights=arch.init(range(30, 32)))], space=arch.space,
+                         aligned="nearest", aligned_groups=["g"])
+    assert only[only.group == "h"].aligned_min_l2.isna().all() and only[only.group == "g"].aligned_min_l2.notna().all()
 
 
 # ---------------------------------------------------------------- frontier

@@ -138,7 +138,7 @@ def test_pooled_verdict_marks_disagreeing_seeds_unstable():
     seeds = [_seed("no better than noise", 0, 0.9, 0.4, (0.28, 0.5)), _seed("novel and good", 1, 1.0, 0.7, (0.55, 0.8)),
              _seed("novel and good", 2, 1.1, 0.75, (0.59, 0.9))]
     p = pooled_verdict(seeds)
-    assert p["verdict"] == "novel and good" and p["unstable"]
+    assert p["verdict"] == "novel and good" and not p["stable"]
     assert p["label"] == "novel and good (unstable: no better than noise, novel and good, novel and good)"
     assert p["seeds"] == [0, 1, 2] and p["distance_ratio"] == 1.0 and p["fraction_ci"] == (0.28, 0.9)
     assert p["beats_noise"] == [False, True, True]
@@ -146,12 +146,22 @@ def test_pooled_verdict_marks_disagreeing_seeds_unstable():
 
 def test_pooled_verdict_of_agreeing_seeds_and_ties():
     same = pooled_verdict([_seed("replicates", s, 0.2, 0.1, (0.0, 0.2)) for s in range(3)])
-    assert not same["unstable"] and same["label"] == "replicates" and same["per_seed"] == ["replicates"] * 3
+    assert same["stable"] and same["label"] == "replicates" and same["seed_verdicts"] == ["replicates"] * 3
     tie = pooled_verdict([_seed("novel and good", 0, 1, 0.7, (0.6, 0.8)), _seed("no better than noise", 1, 1, 0.4, (0.3, 0.5))])
-    assert tie["verdict"] == "no better than noise" and tie["unstable"]  # the more cautious call
+    assert tie["verdict"] == "no better than noise" and not tie["stable"]  # the more cautious call
     assert VERDICTS.index("no better than noise") < VERDICTS.index("novel and good")
 
 
 def test_rule_text_states_the_thresholds():
     text = " ".join(rule_text({"replica_quantile": 0.1, "beats_fraction": 0.5}))
     assert "10% quantile" in text and "0.50" in text and "k = 2 to 16" in text
+
+
+def test_runs_a_few_percent_closer_are_not_replicas_where_the_spacing_barely_varies():
+    """The negative control: held-out runs a little closer than the reference's median spacing,
+    with a spacing that barely varies (so its 10% quantile is just under the median)."""
+    table = pd.concat([rows("training", aligned_min_l2=spread(3.0, 0.003), quality=spread(0.9, 0.01)),
+                       rows("held-out runs", aligned_min_l2=spread(3.0 * 0.96, 0.005), quality=spread(0.9, 0.01))])
+    v = verdict(table, "held-out runs")
+    assert v["distance_ratio_ci"][1] < v["replica_quantile_ratio"]  # the quantile alone would call replicas
+    assert not v["replicates"] and v["replica_threshold_ratio"] == 0.8

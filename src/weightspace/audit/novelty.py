@@ -96,6 +96,7 @@ def novelty_table(
     aligned: str | None = None,
     reference: Tensor | None = None,
     candidates: int = 8,
+    aligned_groups: Sequence[str] | None = None,
     empty_union: float = 1.0,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -107,7 +108,8 @@ def novelty_table(
     IoU) and ``nearest_training``; with weights: ``min_l2`` and ``nearest_training_l2``; with
     ``aligned="fast"`` (everything aligned once to ``reference``, default the first training model),
     ``"nearest"`` (the fast path, then exact per-pair matching with each model's ``candidates``
-    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2``; with points: ``min_chamfer`` (clouds
+    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2`` (for the training
+    set and ``aligned_groups`` only when given, NaN for the others); with points: ``min_chamfer`` (clouds
     normalised to zero mean and unit std; ``inf`` for an empty shape), ``nearest_training_chamfer``
     and ``empty_shape``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
@@ -144,14 +146,15 @@ def novelty_table(
             plain = l2_distances(s.weights, train.weights)
             value, index = min_distance_to_training(plain, own)
             cols["min_l2"], cols["nearest_training_l2"] = _np(value), _np(index)
-            if aligned in ("fast", "nearest"):  # as aligned_l2_fast, reusing the training set's alignment
+            wanted = aligned_groups is None or s is train or s.name in aligned_groups
+            if aligned in ("fast", "nearest") and wanted:  # as aligned_l2_fast, reusing the training set's alignment
                 a = train_aligned if s is train else align_to(space, s.weights, ref)
                 dist = torch.minimum(l2_distances(a, train_aligned), plain)
                 if aligned == "nearest":
                     dist = refine_nearest(space, s.weights, train.weights, mask_self(dist, own, float("inf")),
                                           candidates=candidates)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
-            elif aligned == "exact":
+            elif aligned == "exact" and wanted:
                 dist = aligned_l2(space, s.weights, train.weights, progress=progress)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
         if s.points is not None and train.points is not None:

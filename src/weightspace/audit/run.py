@@ -158,16 +158,16 @@ def noise_sigmas(training: Tensor, generated: Tensor | None = None, *, points: i
 
 
 def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int = 0, generated: Tensor | None = None,
-                  paper_sigmas: Sequence[float] = (), noise_from: Tensor | None = None,
+                  paper_sigmas: Sequence[float] = (), noise_source: Tensor | None = None,
                   ks: Sequence[int] = AVERAGE_KS) -> tuple[list[ModelSet], dict[float, ModelSet]]:
     """``n`` models from each baseline, evaluated: the interpolation baselines (average of k
     checkpoints for each of ``ks``, per-parameter Gaussian) and noise addition over the σ sweep of
     :func:`noise_sigmas` plus the paper's own σ values (groups named with ``PAPER``). Noise is added
-    to ``noise_from`` (default: the training checkpoints; Hyper-Representations: the reconstructed
+    to ``noise_source`` (default: the training checkpoints; Hyper-Representations: the reconstructed
     top 30%). All perturb only the coordinates that vary across the training checkpoints (P-diff's
     fine-tuned layers)."""
     context = {"mask": train.std(0) > 0} if len(train) > 1 else {}
-    source = train if noise_from is None else noise_from
+    source = train if noise_source is None else noise_source
     interpolation = [evaluator.model_set(f"average of {k}", AverageOfK(k=k).fit(train, **context).sample(n, seed + k))
                      for k in sorted({min(k, len(train)) for k in ks})]
     interpolation.append(evaluator.model_set("per-parameter Gaussian",
@@ -196,7 +196,10 @@ def audit_groups(
     each model's nearest candidates, :func:`~weightspace.align.refine_nearest`); shapes use Chamfer."""
     groups = [training, *generated, *interpolation, *noise.values()]
     aligned = "nearest" if space is not None and space.groups and training.points is None else None
-    table = novelty_table(groups, labels, space=space if aligned else None, aligned=aligned, progress=progress)
+    # Aligned distances where the verdict reads them (replica axis, interpolation region); the noise
+    # groups are read by similarity only, and matching them would double the cost.
+    table = novelty_table(groups, labels, space=space if aligned else None, aligned=aligned, progress=progress,
+                          aligned_groups=[m.name for m in [*generated, *interpolation]])
     if "max_similarity" in table:
         similarity = "max_similarity"
     else:  # shapes: closer = smaller Chamfer distance

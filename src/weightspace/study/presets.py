@@ -19,7 +19,8 @@ PRESETS = {
     # every generator fitted with 3 seeds on data built once.
     "quick": {"data": "default", "samples": 100, "seeds": 3, "generators": AS_PUBLISHED, "paper_sigmas": PAPER_SIGMAS},
     # The paper's sample counts (200 / 200 / 128 / 1.1 × test shapes), same data settings.
-    "paper": {"data": "default", "samples": None, "seeds": 3, "generators": AS_PUBLISHED, "paper_sigmas": PAPER_SIGMAS},
+    "paper": {"data": "default", "samples": None, "seeds": 3, "generators": AS_PUBLISHED,
+              "paper_sigmas": PAPER_SIGMAS},
     # Seconds: for tests and smoke runs; too small to conclude anything.
     "tiny": {"data": "tiny", "samples": 12, "seeds": 1, "paper_sigmas": PAPER_SIGMAS, "generators": {
         "pdiff": {"ae_steps": 200, "ddpm_steps": 200},

@@ -162,3 +162,20 @@ def test_study_runs_the_method_with_every_frontier(tmp_path):
         assert r["beyond every frontier"] <= min(v for k, v in r.items() if k.startswith("beyond ") and k != "beyond every frontier")
     assert {f"aligned interpolation λ={lam}" for lam in (0.1, 0.2, 0.3, 0.4, 0.5)} <= set(run["verdicts"])
     assert (tmp_path / "aligned_gaussian_weightspace_beyond_every_baseline_frontier.csv").exists()
+
+
+def test_finetune_weights(zoo, train):
+    from weightspace.zoo.build import task_for_zoo
+    from weightspace.zoo.train import finetune_weights
+
+    task = task_for_zoo(zoo)
+    start = aligned.AlignedGaussian(**aligned.generator_config(zoo)).fit(train).sample(6, seed=0)
+    assert torch.equal(finetune_weights(task.arch, task.dataset, start, steps=0), start)
+    tuned = finetune_weights(task.arch, task.dataset, start, steps=30, seed=1)
+    assert torch.equal(tuned, finetune_weights(task.arch, task.dataset, start, steps=30, seed=1))
+    x, y = task.dataset.split("train")
+    before, _, _ = task.arch.loss_and_grad(start, x.expand(6, *x.shape), y.expand(6, -1))
+    after, _, _ = task.arch.loss_and_grad(tuned, x.expand(6, *x.shape), y.expand(6, -1))
+    assert bool((after < before).all())
+    with pytest.raises(ConfigError, match="steps"):
+        finetune_weights(task.arch, task.dataset, start, steps=-1)

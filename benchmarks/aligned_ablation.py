@@ -31,7 +31,11 @@ import torch
 import weightspace.study  # noqa: F401  (registers the methods' zoos with the audit)
 from weightspace.audit.run import TRAINING, ZooEvaluator, audit_groups, baseline_sets
 from weightspace.generative import aligned
-from weightspace.study.frontiers import ALIGNED_PREFIX, aligned_interpolation_sets, beyond_every_table
+from weightspace.study.frontiers import (
+    ALIGNED_PREFIX,
+    aligned_interpolation_sets,
+    beyond_every_table,
+)
 
 HELDOUT = "held-out runs"
 BASE = {"rank": 16, "residual": "isotropic"}

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from weightspace.align import aligned_l2_pairs, canonical_form
+from weightspace.audit.novelty import noise_frontier
 from weightspace.baselines import AlignedInterpolation
 from weightspace.errors import ConfigError, LayoutError
 from weightspace.generative import aligned
 from weightspace.generative.base import load_generator, make_generator
-from weightspace.audit.novelty import noise_frontier
 from weightspace.study.frontiers import beyond_every_frontier
 from weightspace.symmetry import permute, random_permutation
 

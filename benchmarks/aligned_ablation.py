@@ -13,7 +13,8 @@ median test accuracy (generated and held-out), aligned min-L2 over the training 
 spacing, fit and sample seconds. The ratio against what users use today: the generated median
 accuracy over the aligned midpoint's (interpolation between two aligned runs, Git Re-Basin).
 
-Usage: python benchmarks/aligned_ablation.py [--zoo DIR] [--samples N] [--runs 64,128,256,512].
+Usage: python benchmarks/aligned_ablation.py [--zoo DIR] [--samples N] [--runs 64,128,256,512]
+[--build-runs 2048] (a zoo of more runs: the variants run at the largest count of --runs).
 Last line: one JSON object.
 """
 
@@ -92,6 +93,7 @@ def audit_rows(zoo, train: torch.Tensor, heldout, variants, n: int, seed: int, r
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", default="runs/i15/aligned/zoo")
+    ap.add_argument("--build-runs", type=int, help="training runs the zoo was built with (default: the preset's 512)")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--runs", default="64,128,256,512")
     ap.add_argument("--seed", type=int, default=0)
@@ -99,7 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    zoo = aligned.build_data(args.zoo, progress=False)
+    zoo = aligned.build_data(args.zoo, progress=False, runs=args.build_runs)
     t_build = time.perf_counter() - t0
     train_all = aligned.training_weights(zoo)
     evaluator = ZooEvaluator(zoo)

@@ -19,7 +19,7 @@ setup: $(STAMP)
 system-deps:
 	./scripts/system-deps.sh
 
-run: $(STAMP)
+run: $(STAMP) system-deps
 	$(BIN)/weightspace study
 
 test: $(STAMP) system-deps

@@ -42,7 +42,7 @@ def run(name: str, out: Path) -> dict:
     zoo = module.build_data(out / name, progress=False)
     train = module.training_weights(zoo)
     t1 = time.perf_counter()
-    config = STUDY_SETTINGS.get(name, {})
+    config = {**getattr(module, "generator_config", lambda z: {})(zoo), **STUDY_SETTINGS.get(name, {})}
     gen = make_generator(name, **config).fit(train, progress=False, **module.fit_context(zoo))
     t2 = time.perf_counter()
     n = module.n_samples(zoo)

@@ -8,16 +8,16 @@ import pytest
 from matplotlib.figure import Figure
 
 from weightspace.audit import l2_distances, min_distance_to_training
-from weightspace.audit.ablation import (
+from weightspace.errors import ConfigError
+from weightspace.generative import hyperrep as H
+from weightspace.generative.base import make_generator
+from weightspace.study.ablation import (
     ABLATIONS,
     Relative,
     ablation_figure,
     resolve_variant,
     run_ablation,
 )
-from weightspace.errors import ConfigError
-from weightspace.generative import hyperrep as H
-from weightspace.generative.base import make_generator
 
 BASE = {"steps": 30, "batch_size": 8, "d_model": 16, "ff": 32, "latent": 32, "permutations": 8}
 COLUMNS = ["variant", "overrides", "train_checkpoints", "fit_seconds", "quality_median", "quality_mean",

@@ -14,6 +14,7 @@ from weightspace.audit import (
     prediction_agreement,
 )
 from weightspace.errors import ConfigError, LayoutError
+from weightspace.shapes import normalise_points
 
 
 def _gen(seed=0):
@@ -116,7 +117,7 @@ def test_chamfer_known_value_padding_and_identity():
     x = [torch.tensor([[0.0, 0.0]])]
     y = [torch.tensor([[1.0, 0.0], [3.0, 0.0]])]
     # x→y: 1; y→x: (1 + 9) / 2 = 5
-    assert torch.allclose(chamfer_distance(x, y), torch.tensor([[6.0]]))
+    assert torch.allclose(chamfer_distance(x, y, normalize=False), torch.tensor([[6.0]]))
     g = _gen(4)
     sets = [torch.randn(n, 3, generator=g) for n in (5, 8, 3)]
     others = [torch.randn(n, 3, generator=g) for n in (4, 6)]
@@ -126,13 +127,26 @@ def test_chamfer_known_value_padding_and_identity():
         return d.min(1).values.mean() + d.min(0).values.mean()
 
     loop = torch.tensor([[one(p, q) for q in others] for p in sets])
-    assert torch.allclose(chamfer_distance(sets, others, max_elements=7), loop, atol=1e-5)
+    assert torch.allclose(chamfer_distance(sets, others, max_elements=7, normalize=False), loop, atol=1e-5)
     assert torch.allclose(chamfer_distance(sets, sets).diagonal(), torch.zeros(3), atol=1e-5)
     padded = torch.zeros(3, 8, 3)
     mask = torch.zeros(3, 8, dtype=torch.bool)
     for i, p in enumerate(sets):
         padded[i, : len(p)], mask[i, : len(p)] = p, True
-    assert torch.allclose(chamfer_distance(padded, others, mask_a=mask), loop, atol=1e-5)
+    assert torch.allclose(chamfer_distance(padded, others, mask_a=mask, normalize=False), loop, atol=1e-5)
+
+
+def test_chamfer_normalises_clouds_and_gives_empty_shapes_infinite_distance():
+    g = _gen(5)
+    shape = torch.randn(30, 2, generator=g)
+    moved = 3.0 * shape + torch.tensor([5.0, -2.0])  # the same shape, shifted and scaled
+    other = torch.randn(30, 2, generator=g)
+    d = chamfer_distance([shape, torch.zeros(0, 2)], [moved, other, torch.zeros(0, 2)])
+    assert float(d[0, 0]) < 1e-5 and float(d[0, 1]) > 0.1  # position and size do not count
+    assert chamfer_distance([shape], [moved], normalize=False)[0, 0] > 10
+    assert torch.isinf(d[1]).all() and torch.isinf(d[:, 2]).all()  # empty: infinitely far, no crash
+    one = normalise_points([moved])[0]
+    assert torch.allclose(one.mean(0), torch.zeros(2), atol=1e-5) and float(one.std(correction=0)) == pytest.approx(1)
 
 
 # ---------------------------------------------------------------- nearest neighbours

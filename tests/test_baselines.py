@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from weightspace.errors import ConfigError, LayoutError
-from weightspace.generative.base import GENERATORS, load_generator, make_generator
-from weightspace.generative.baselines import (
+from weightspace.baselines import (
     AverageOfK,
     NoiseAddition,
     PerParameterGaussian,
     noise_sweep,
 )
+from weightspace.errors import ConfigError, LayoutError
+from weightspace.generative.base import GENERATORS, load_generator, make_generator
 
 
 @pytest.fixture

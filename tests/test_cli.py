@@ -73,7 +73,12 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, patch, message)
 
 
 def test_shipped_example_config_resolves():
-    from weightspace.zoo.config import example_configs, population, read_config, resolve_config
+    from weightspace.zoo.config import (
+        example_configs,
+        population,
+        read_config,
+        resolve_config,
+    )
 
     assert "digits-mlp" in example_configs()
     cfg = resolve_config(read_config("digits-mlp"))

@@ -290,6 +290,23 @@ def test_fashion_loader_on_synthetic_files(tmp_path, gz):
     assert row_hashes(other.x_val) != row_hashes(ds.x_val)
 
 
+def test_fashion_downsampled_images_are_block_means(tmp_path):
+    root = make_fashion_dir(tmp_path / "fm", gz=False)
+    full = load_fashion_mnist(root=root, seed=0, image=True)
+    small = load_fashion_mnist(root=root, seed=0, image=True, image_size=7)
+    assert small.input_shape == (1, 7, 7) and small.x_test.shape == (40, 1, 7, 7)
+    assert torch.equal(small.y_test, full.y_test)
+    # undo each standardisation: the 7x7 pixels are means of 4x4 blocks of the raw 28x28 ones
+    def raw(ds):
+        n = ds.info["normalisation"]
+        return (ds.x_test.double() * n["std"] + n["mean"]) / n["scale"]
+    blocks = raw(full).reshape(40, 1, 7, 4, 7, 4).mean((3, 5))
+    torch.testing.assert_close(raw(small), blocks, atol=1e-3, rtol=0)
+    assert small.info["options"]["image_size"] == 7 and "4x4 blocks" in small.info["normalisation"]["raw"]
+    with pytest.raises(ConfigError, match="image_size must divide"):
+        load_fashion_mnist(root=root, image_size=5)
+
+
 def test_fashion_subsets(tmp_path):
     root = make_fashion_dir(tmp_path / "fm", n_train=300, n_test=100)
     ds = load_fashion_mnist(root=root, seed=0, max_train=60, max_test=30, val_fraction=0.5)
@@ -355,16 +372,16 @@ def test_registry():
     assert "test_fraction" in str(exc.value) and "val_fraction" in str(exc.value)
 
 
-def test_fashion_downsample_averages_pixel_blocks(tmp_path):
+def test_fashion_image_size_averages_pixel_blocks_like_avg_pool(tmp_path):
     """Downsampled images are 2×2 block means of the raw pixels, standardised like the full ones."""
     root = make_fashion_dir(tmp_path / "fm")
     full = load_fashion_mnist(root=root, seed=0, image=True)
-    small = load_fashion_mnist(root=root, seed=0, image=True, downsample=2)
-    assert small.input_shape == (1, 14, 14) and small.info["options"]["downsample"] == 2
+    small = load_fashion_mnist(root=root, seed=0, image=True, image_size=14)
+    assert small.input_shape == (1, 14, 14) and small.info["options"]["image_size"] == 14
     n_full, n_small = full.info["normalisation"], small.info["normalisation"]
     raw = full.x_train * n_full["std"] + n_full["mean"]
     pooled = torch.nn.functional.avg_pool2d(raw.double(), 2)
     expected = ((pooled - n_small["mean"]) / n_small["std"]).float()
     assert torch.allclose(small.x_train, expected, atol=1e-5)
-    with pytest.raises(ConfigError, match="downsample"):
-        load_fashion_mnist(root=root, downsample=5)
+    with pytest.raises(ConfigError, match="image_size"):
+        load_fashion_mnist(root=root, image_size=5)

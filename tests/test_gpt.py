@@ -5,10 +5,12 @@ from weightspace.data import load_dataset
 from weightspace.errors import ConfigError, LayoutError
 from weightspace.generative.base import load_generator, make_generator
 from weightspace.generative.gpt import (
+    PRESETS,
     Gpt,
     build_data,
     checkpoint_pairs,
     fit_context,
+    heldout_weights,
     permute_pairs,
     predictions,
     quality,
@@ -17,7 +19,8 @@ from weightspace.generative.gpt import (
 from weightspace.nets import build_architecture
 from weightspace.symmetry import permutation_pool
 
-SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ddim_steps": 20}
+# the tiny preset's digits MLP 64→10→10 (the default is the paper's 784→10→10)
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ddim_steps": 20, "architecture": PRESETS["tiny"]["architecture"]}
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +50,16 @@ def memorizer(zoo):
 
 def test_data_and_context(zoo):
     weights, df = zoo.load()
-    assert df["run_id"].nunique() == 6 and len(df) == 24
+    assert df["run_id"].nunique() == 6 + 2 and len(df) == 32  # 6 training runs, 2 held out
     assert sorted(df["step"].unique().tolist()) == [0, 34, 68, 102]
     finals = training_weights(zoo)
+    held_out = df["run_id"].str.startswith("heldout").to_numpy()
     assert finals.shape == (6, 760)
-    assert torch.equal(finals, weights[torch.as_tensor((df["step"] == 102).to_numpy())])
+    assert torch.equal(finals, weights[torch.as_tensor((df["step"] == 102).to_numpy() & ~held_out)])
+    assert torch.equal(heldout_weights(zoo), weights[torch.as_tensor((df["step"] == 102).to_numpy() & held_out)])
+    assert heldout_weights(zoo).shape == (2, 760)
     ctx = fit_context(zoo)
+    assert not any(r.startswith("heldout") for r in ctx["run_ids"])  # never shown to the generator
     assert ctx["checkpoints"].shape == (24, 760) and len(ctx["run_ids"]) == len(ctx["steps"]) == len(ctx["losses"]) == 24
     # the init's loss is near log(10); training lowers it
     assert ctx["losses"][ctx["steps"] == 0].mean() > ctx["losses"][ctx["steps"] == 102].mean() + 1.0
@@ -137,7 +144,8 @@ def test_quality_and_predictions_agree(zoo):
     acc = quality(zoo, finals)
     torch.testing.assert_close(acc, (preds == y_test).float().mean(1))
     _, df = zoo.load()
-    torch.testing.assert_close(acc, torch.tensor(df[df["step"] == 102]["test_acc"].to_numpy(), dtype=torch.float32))
+    finals_df = df[(df["step"] == 102) & ~df["run_id"].str.startswith("heldout")]
+    torch.testing.assert_close(acc, torch.tensor(finals_df["test_acc"].to_numpy(), dtype=torch.float32))
     assert acc.mean() > 0.85  # six epochs of SGD learn digits
 
 

@@ -152,7 +152,9 @@ def test_zoo_context_quality_and_predictions(zoo, tmp_path):
     assert not torch.equal(val, acc)
     pred = H.predictions(zoo, weights[:2])
     assert pred.shape == (2, 359) and pred.dtype == torch.long
-    assert H.build_data(zoo.root, preset="tiny", progress=False) and len(zoo) == 16  # resumes: nothing to add
+    assert H.heldout_weights(zoo).shape == (2 * 2, 1048)  # 2 held-out runs, never in the training set
+    assert H.final_epoch(zoo).tolist() == [False, True] * 8  # each run's epoch-4 checkpoint
+    assert H.build_data(zoo.root, preset="tiny", progress=False) and len(zoo) == 20  # resumes: nothing to add
     with pytest.raises(ConfigError, match="preset"):
         H.build_data(zoo.root, preset="default", progress=False)
     with pytest.raises(ConfigError, match="metric"):
@@ -171,3 +173,22 @@ def test_bad_arguments_are_named(zoo):
         H.HyperRep(d_model=30, heads=4)
     with pytest.raises(ConfigError, match="fit"):
         H.HyperRep().sample(2)
+
+
+def test_reference_is_the_autoencoders_reconstruction_of_every_training_checkpoint(zoo):
+    """As the paper's evaluation: samples are compared with encode→decode of the training checkpoints
+    (all epochs), noise starts from the reconstructed top 30%, and the published sampler's samples
+    sit on those reconstructions, not on the raw checkpoints."""
+    train = H.training_weights(zoo)
+    gen = H.HyperRep(**{**SMALL, "steps": 200, "top_fraction": 0.3}).fit(train, progress=False,
+                                                                        **H.fit_context(zoo))
+    ref = H.reference_weights(zoo, gen)
+    assert ref.shape == train.shape
+    torch.testing.assert_close(ref, gen.decode(gen.encode(train)))
+    assert (ref - train).norm(dim=1).min() > 0  # reconstructions are not the checkpoints
+    top = torch.argsort(H.fit_context(zoo)["accuracies"], descending=True, stable=True)[:5]  # ceil(0.3 x 16)
+    torch.testing.assert_close(H.noise_source(zoo, gen), ref[top])
+    samples = gen.sample(20, seed=0)  # shared random state: one anchor latent + jitter per sample
+    to_ref = torch.cdist(samples.double(), ref.double()).min(1).values
+    to_raw = torch.cdist(samples.double(), train.double()).min(1).values
+    assert (to_ref < 0.1 * to_raw).all()

@@ -2,9 +2,15 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
-from weightspace.audit.figures import min_distance_histogram, novelty_quality_scatter, parameter_heatmap, png_bytes
+from weightspace.audit.figures import (
+    min_distance_histogram,
+    novelty_quality_scatter,
+    parameter_heatmap,
+    png_bytes,
+)
 from weightspace.audit.report import Report, write_report
 
 from .browser import inspect_page
@@ -40,7 +46,35 @@ def test_report_files(tmp_path):
 
 def test_report_renders_in_headless_chromium(tmp_path):
     seen = inspect_page(write_report(_report(), tmp_path))
-    assert seen == {"images": 3, "decoded": 3, "summary_rows": 2, "title": "Memorization audit <test>"}
+    assert {k: seen[k] for k in ("images", "decoded", "summary_rows", "title")} == {
+        "images": 3, "decoded": 3, "summary_rows": 2, "title": "Memorization audit <test>"}
+
+
+@pytest.mark.parametrize("width", [900, 1400])
+def test_wide_tables_scroll_inside_their_box(tmp_path, width):
+    report = _report()
+    report.tables["wide"] = pd.DataFrame({f"a_rather_long_column_name_{i}": [0.123456789] for i in range(15)})
+    seen = inspect_page(write_report(report, tmp_path), width=width)
+    assert seen["width"] == width and seen["overflowing"] == [] and seen["page_overflow"] <= 0, seen
+    assert seen["headings"].count("wide") == 1
+
+
+def test_the_overflow_check_catches_a_wide_element(tmp_path):
+    """Guards the check itself: a wide element outside a scroll box is reported."""
+    path = write_report(_report(), tmp_path)
+    path.write_text(path.read_text().replace("</body>", "<div id='wide' style='width:2000px'>x</div></body>"))
+    seen = inspect_page(path, width=900)
+    assert "div#wide" in seen["overflowing"] and seen["page_overflow"] > 0
+
+
+def test_one_number_format_and_readable_config(tmp_path):
+    report = _report()
+    report.summary = pd.DataFrame({"method": ["a"], "x": [0.9597500000000002], "y": [1.0], "z": [7.771]})
+    report.configs = {"σ": [0.001234, 0.5], "name": "P-diff"}
+    text = write_report(report, tmp_path).read_text()
+    assert ">0.960<" in text and ">1.00<" in text and ">7.77<" in text
+    assert "σ: [0.00123, 0.500]" in text and "\\u03c3" not in text
+    assert pd.read_csv(tmp_path / "summary.csv")["x"].tolist() == [0.96]
 
 
 def test_a_broken_image_is_caught(tmp_path):

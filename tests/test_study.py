@@ -1,6 +1,7 @@
 """The study, the generate commands and 'weightspace audit' end to end on tiny settings."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -33,21 +34,57 @@ def test_bad_worker_count_is_named(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def pdiff_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    run_study(out, preset="tiny", methods_=["pdiff"], progress=False)
+    run_study(out, preset="tiny", methods_=["pdiff"], seed=3, seeds=2, progress=False)
     return out
 
 
 def test_study_report_and_results(pdiff_study):
     results = json.loads((pdiff_study / "results.json").read_text())
-    (row,) = results["summary"]
-    assert row["method"] == "pdiff"
+    row, held = results["summary"]
+    assert (row["method"], row["group"], held["group"]) == ("P-diff", "generated", "held-out runs")
     assert row["verdict"] in {"replicates", "interpolates", "novel and good", "no better than noise"}
-    assert row["beats noise"] in {"yes", "no"}
-    verdict = results["results"]["pdiff"]["verdicts"]["pdiff"]
-    assert verdict["median_quality"] == pytest.approx(row["quality (generated)"])
-    assert set(results["configs"]["methods"]["pdiff"]) >= {"data", "generator", "samples", "noise_sigmas"}
+    assert row["beats noise"].split()[0] in {"yes", "no"} and row["replicates"].split()[0] in {"yes", "no"}
+    first, second = results["results"]["pdiff"]["seeds"]
+    verdict = first["verdicts"]["P-diff"]
+    assert verdict["replica_measure"] == "aligned_min_l2"
+    assert set(first["verdicts"]) >= {"P-diff", "held-out runs", "per-parameter Gaussian"}
+    # the summary pools the two seeds: the most frequent verdict, medians of the numbers
+    pooled = results["results"]["pdiff"]["pooled"]["P-diff"]
+    calls = [first["verdicts"]["P-diff"]["verdict"], second["verdicts"]["P-diff"]["verdict"]]
+    assert pooled["seed_verdicts"] == calls and pooled["stable"] == (calls[0] == calls[1])
+    assert row["verdict"].startswith(pooled["verdict"]) and row["seeds"] == 2
+    assert pooled["median_quality"] == pytest.approx(
+        np.median([first["verdicts"]["P-diff"]["median_quality"], second["verdicts"]["P-diff"]["median_quality"]]))
+    assert row["quality (generated)"] == pytest.approx(pooled["median_quality"], rel=1e-3)
+    # --seed seeds everything and the configs say so: the data once, one generator fit per seed
+    configs = results["configs"]
+    assert configs["seeds"] == [3, 4] and configs["methods"]["pdiff"]["data"]["seed"] == 3
+    assert [g["config"]["seed"] for g in configs["methods"]["pdiff"]["generators"]] == [3, 4]
+    assert set(configs["methods"]["pdiff"]) >= {"data", "generators", "samples", "noise_sigmas", "paper_sigmas"}
+    assert Zoo.open(pdiff_study / "pdiff" / "zoo").info["config"]["seed"] == 3
+    # the σ sweep reaches past the generated models' distance, plus the paper's two σ
+    sigmas = configs["methods"]["pdiff"]["noise_sigmas"]
+    assert len(sigmas) == 10 and sum(name.endswith("(paper)") for name in sigmas) == 2
+    assert results["rule"] and "10% quantile" in " ".join(results["rule"])
     seen = inspect_page(pdiff_study / "report.html")
-    assert seen["summary_rows"] == 1 and seen["images"] >= 6 and seen["decoded"] == seen["images"]
+    assert seen["summary_rows"] == 2 and seen["images"] >= 6 and seen["decoded"] == seen["images"]
+    for width in (900, 1400):  # nothing wider than the window outside a scroll box
+        page = inspect_page(pdiff_study / "report.html", width=width)
+        assert page["overflowing"] == [] and page["page_overflow"] <= 0, (width, page)
+
+
+def test_a_study_run_again_reuses_its_fits_and_gives_the_same_verdicts(pdiff_study, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(pdiff_study, out)
+    saved = {p: p.stat().st_mtime_ns for p in (out / "pdiff").glob("generator-seed*/state.safetensors")}
+    assert len(saved) == 2
+    run_study(out, preset="tiny", methods_=["pdiff"], seed=3, seeds=2, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in saved} == saved  # loaded, not refitted
+    before, after = (json.loads((d / "results.json").read_text())["results"]["pdiff"]["pooled"]
+                     for d in (pdiff_study, out))
+    assert json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True)
+    part = json.loads((out / "pdiff" / "results.json").read_text())  # written when the method finished
+    assert [s["seed"] for s in part["seeds"]] == [3, 4] and part["pooled"]["P-diff"]["verdict"]
 
 
 def test_generate_commands_and_audit_of_own_models(pdiff_study, tmp_path, capsys):
@@ -76,8 +113,8 @@ def test_generate_commands_and_audit_of_own_models(pdiff_study, tmp_path, capsys
     assert main(["audit", "--train", zoo, "--generated", str(tmp_path / "preds.npy"), "--out",
                  str(tmp_path / "r2")]) == 0
     res2 = json.loads((tmp_path / "r2" / "results.json").read_text())
-    assert res2["summary"][0]["similarity to training (generated)"] == pytest.approx(
-        res["summary"][0]["similarity to training (generated)"])
+    assert res2["summary"][0]["similarity to reference"] == pytest.approx(
+        res["summary"][0]["similarity to reference"])
     np.save(tmp_path / "bad.npy", preds[:, :10])
     assert main(["audit", "--train", zoo, "--generated", str(tmp_path / "bad.npy"), "--out",
                  str(tmp_path / "r3")]) == 2
@@ -86,13 +123,16 @@ def test_generate_commands_and_audit_of_own_models(pdiff_study, tmp_path, capsys
 
 @pytest.mark.slow
 def test_tiny_study_of_all_four_methods(tmp_path, pdiff_study):
-    run_study(tmp_path, preset="tiny", workers=2, progress=False)
+    run_study(tmp_path, preset="tiny", workers=2, seed=3, progress=False)  # the fixture's first seed
     seen = inspect_page(tmp_path / "report.html")
-    assert seen["summary_rows"] == len(METHODS) and seen["decoded"] == seen["images"]
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert seen["summary_rows"] == len(summary) and seen["decoded"] == seen["images"]
+    rows = {r["method"]: r for r in summary if r["group"] == "generated"}
+    assert set(rows) == {"P-diff", "Hyper-Representations", "G.pt", "HyperDiffusion"}
     # Two worker processes reach what one process does (the fixture ran P-diff in this process).
-    rows = {r["method"]: r for r in json.loads((tmp_path / "results.json").read_text())["summary"]}
-    (alone,) = json.loads((pdiff_study / "results.json").read_text())["summary"]
-    assert json.dumps(rows["pdiff"], sort_keys=True) == json.dumps(alone, sort_keys=True)  # NaN-safe
+    both = [json.loads((d / "results.json").read_text())["results"]["pdiff"]["seeds"][0]["verdicts"]["P-diff"]
+            for d in (tmp_path, pdiff_study)]  # the fixture's first seed is this run's only one
+    assert json.dumps(both[0], sort_keys=True) == json.dumps(both[1], sort_keys=True)  # NaN-safe
     assert json.loads((tmp_path / "study.json").read_text())["workers"] == 2
 
 

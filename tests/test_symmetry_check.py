@@ -8,10 +8,10 @@ import torch
 from matplotlib.figure import Figure
 
 from weightspace.audit.run import ZooEvaluator
-from weightspace.audit.symmetry_check import symmetry_check, symmetry_figure
 from weightspace.errors import ConfigError, LayoutError
 from weightspace.generative import hyperrep as H
 from weightspace.nets import MLP
+from weightspace.study.symmetry_check import symmetry_check, symmetry_figure
 
 SMALL = {"d_model": 32, "heads": 4, "layers": 1, "ff": 64, "latent": 64, "steps": 60, "batch_size": 8,
          "permutations": 8}

@@ -9,7 +9,13 @@ from weightspace.errors import ConfigError
 from weightspace.nets import CNN, MLP
 from weightspace.task import Task
 from weightspace.zoo import Zoo
-from weightspace.zoo.train import HParams, Run, TrainConfig, batch_orders, train_population
+from weightspace.zoo.train import (
+    HParams,
+    Run,
+    TrainConfig,
+    batch_orders,
+    train_population,
+)
 
 
 @pytest.fixture(scope="module")

@@ -251,6 +251,29 @@ def _align_block(weights: Tensor, *, space: WeightSpace, reference: Tensor, max_
     return align_to(space, weights, reference, max_sweeps=max_sweeps)
 
 
+def refine_nearest(
+    space: WeightSpace, weights_a: Tensor, weights_b: Tensor, upper: Tensor, *, candidates: int = 8,
+    max_sweeps: int = 50,
+) -> Tensor:
+    """Exact aligned L2 where it decides the nearest neighbour: ``upper`` ``[A, B]`` holds upper bounds
+    on the aligned distances (``aligned_l2_fast``; ``inf`` for pairs to skip, e.g. a model and
+    itself). Each row's ``candidates`` smallest finite entries are replaced by the per-pair aligned L2
+    (never above the bound), so a row's minimum is exact whenever its true nearest neighbour is among
+    the fast path's ``candidates`` nearest. A·candidates matchings instead of A·B."""
+    if upper.shape != (weights_a.shape[0], weights_b.shape[0]):
+        raise LayoutError(f"upper: expected [{weights_a.shape[0]}, {weights_b.shape[0]}], got {tuple(upper.shape)}")
+    m = min(int(candidates), weights_b.shape[0])
+    if m < 1 or weights_a.shape[0] == 0:
+        return upper.clone()
+    value, index = upper.topk(m, dim=1, largest=False)
+    rows = torch.arange(weights_a.shape[0], device=upper.device)[:, None].expand(-1, m)
+    finite = torch.isfinite(value)
+    exact = aligned_l2_pairs(space, weights_a[rows[finite]], weights_b[index[finite]], max_sweeps=max_sweeps)
+    out = upper.clone()
+    out[rows[finite], index[finite]] = torch.minimum(exact.to(upper.dtype), value[finite])
+    return out
+
+
 def fast_path_agreement(
     space: WeightSpace,
     weights_a: Tensor,

@@ -170,23 +170,40 @@ def boundary_points(values: Tensor, n_points: int = 128, level: float = 0.0) -> 
 
 
 def pad_point_sets(sets: Sequence[Tensor] | Tensor) -> Tensor:
-    """Point sets of different sizes as one ``Tensor[n, K, 2]``, padded with NaN rows (= no point)."""
+    """Point sets of different sizes as one ``Tensor[n, K, d]``, padded with NaN rows (= no point);
+    an empty set (``Tensor[0, d]``) is all NaN."""
     if isinstance(sets, Tensor):
         return sets
     if not len(sets):
         raise ConfigError("point sets: expected at least one set, got none")
+    dims = {s.shape[-1] for s in sets if s.dim() == 2}
+    if len(dims) != 1 or any(s.dim() != 2 for s in sets):
+        raise ConfigError(f"point sets: expected Tensor[k_i, d] with one d, got {[tuple(s.shape) for s in sets]}")
     k = max(1, max(len(s) for s in sets))
     ref = sets[0]
-    out = torch.full((len(sets), k, 2), float("nan"), dtype=ref.dtype, device=ref.device)
+    out = torch.full((len(sets), k, dims.pop()), float("nan"), dtype=ref.dtype, device=ref.device)
     for i, s in enumerate(sets):
-        if s.dim() != 2 or s.shape[-1] != 2:
-            raise ConfigError(f"point set {i}: expected a Tensor[k, 2], got shape {tuple(s.shape)}")
         out[i, : len(s)] = s
     return out
 
 
+def normalise_points(sets: Sequence[Tensor]) -> list[Tensor]:
+    """Each point set ``[k, d]`` moved to zero mean and scaled to unit standard deviation (one
+    scalar over all its coordinates), as HyperDiffusion's evaluation does before Chamfer distances;
+    an empty set stays empty, a single point goes to the origin."""
+    out = []
+    for s in sets:
+        if len(s) == 0:
+            out.append(s)
+            continue
+        c = s - s.mean(0)
+        std = c.std(correction=0)
+        out.append(c / std if std > 0 else c)
+    return out
+
+
 def chamfer(a: Tensor, b: Tensor) -> Tensor:
-    """Chamfer distance of point sets ``a [..., K, 2]`` and ``b [..., L, 2]`` (batch dims broadcast).
+    """Chamfer distance of point sets ``a [..., K, d]`` and ``b [..., L, d]`` (batch dims broadcast).
 
     ``mean_i min_j |a_i - b_j|^2 + mean_j min_i |a_i - b_j|^2``, as HyperDiffusion's evaluation.
     NaN rows are absent points; an empty set is at distance ``inf`` from everything.
@@ -206,9 +223,11 @@ def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def pairwise_chamfer(a: Sequence[Tensor] | Tensor, b: Sequence[Tensor] | Tensor, *, max_elements: int = 2**24) -> Tensor:
-    """``Tensor[n, m]`` of Chamfer distances between every set of ``a`` and every set of ``b``.
+    """``Tensor[n, m]`` of Chamfer distances between every set of ``a`` and every set of ``b`` (the
+    project's one Chamfer implementation; the audit's ``chamfer_distance`` normalises, then calls it).
 
-    Each is a ``Tensor[n, K, 2]`` or a list of ``Tensor[k_i, 2]``. Rows of ``a`` go in chunks so that
+    Each is a ``Tensor[n, K, d]`` (NaN rows: no point) or a list of ``Tensor[k_i, d]``; an empty set
+    is at distance ``inf`` from everything. Rows of ``a`` go in chunks so that
     one chunk's distance block holds at most ``max_elements`` numbers.
     """
     a, b = pad_point_sets(a), pad_point_sets(b)

@@ -15,7 +15,6 @@ from .novelty import (
     frontier_from_table,
     noise_frontier,
     novelty_table,
-    verdict,
 )
 from .similarity import (
     chamfer_distance,
@@ -26,6 +25,8 @@ from .similarity import (
     nearest,
     prediction_agreement,
 )
+from .verdict import pooled_verdict, rule_text, verdict
+from .zoo_methods import register_zoo_method, zoo_method
 
 __all__ = [
     "ModelSet",
@@ -46,6 +47,10 @@ __all__ = [
     "nearest",
     "noise_frontier",
     "novelty_table",
+    "pooled_verdict",
     "prediction_agreement",
+    "register_zoo_method",
+    "rule_text",
     "verdict",
+    "zoo_method",
 ]

@@ -12,12 +12,13 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, LayoutError
-from ..generative import methods
 from ..io import SUPPORTED_SUFFIXES, load_weights
 from ..zoo import Zoo
 from .novelty import ModelSet
 from .report import Report, write_report
 from .run import TRAINING, ZooEvaluator, audit_figures, audit_groups, baseline_sets
+from .verdict import rule_text
+from .zoo_methods import training_weights
 
 GENERATED = "generated"
 
@@ -81,7 +82,7 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
     zoo = Zoo.open(train)
     evaluator = ZooEvaluator(zoo, task, backend=backend)
     weights, predictions = load_generated(generated, zoo)
-    train_w = methods.training_weights(zoo)
+    train_w = training_weights(zoo)
     sets = {TRAINING: evaluator.model_set(TRAINING, train_w, is_training=True)}
     if weights is not None:
         sets[GENERATED] = evaluator.model_set(GENERATED, weights)
@@ -94,15 +95,16 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
         sets[GENERATED] = ModelSet(GENERATED, (predictions == evaluator.labels).float().mean(1),
                                    predictions=predictions)
     n = len(sets[GENERATED])
-    interpolation, noise = baseline_sets(evaluator, train_w, n, seed=seed)
+    interpolation, noise = baseline_sets(evaluator, train_w, n, seed=seed, generated=weights)
     sets.update({m.name: m for m in [*interpolation, *noise.values()]})
     audit = audit_groups(GENERATED, sets[TRAINING], [sets[GENERATED]], noise, interpolation,
-                         labels=evaluator.labels, seed=seed, backend=backend)
-    summary = pd.DataFrame(audit.summary_rows([GENERATED]))
+                         labels=evaluator.labels, space=zoo.space, seed=seed, backend=backend)
+    summary = pd.DataFrame(audit.summary_rows())
     report = Report(f"Memorization audit of {Path(generated).name}", summary,
                     intro=f"{n} generated models against {len(train_w)} training checkpoints of {zoo.root}.",
                     configs={"train": str(Path(train).resolve()), "generated": str(Path(generated).resolve()),
-                             "task": task, "seed": seed, "noise_sigmas": audit.sigmas})
+                             "task": task, "seed": seed, "noise_sigmas": audit.sigmas},
+                    rule=rule_text())
     audit_figures(report, audit, sets, GENERATED, evaluator, seed=seed)
     report.data["per model"] = audit.table
     report.results = {"verdicts": audit.verdicts}

@@ -39,34 +39,55 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def _style(group: str, i: int, emphasis: Sequence[str]) -> dict:
+    """Reference models faint underneath, baselines hollow, emphasised groups filled on top: no group
+    hides another."""
+    if group == TRAINING:
+        return {"s": 12, "alpha": 0.35, "marker": "o", "zorder": 1}
+    if group in emphasis:
+        return {"s": 26, "alpha": 0.85, "marker": _MARKERS[(i + 1) % len(_MARKERS)], "edgecolors": "k",
+                "linewidths": 0.4, "zorder": 4}
+    return {"s": 22, "alpha": 0.8, "marker": _MARKERS[i % len(_MARKERS)], "facecolors": "none", "zorder": 2}
+
+
 def novelty_quality_scatter(
     table: pd.DataFrame, frontier: pd.DataFrame | None = None, *, x: str = "max_similarity",
     y: str = "quality", title: str = "", xlabel: str = "max similarity to training",
-    ylabel: str = "test accuracy",
+    ylabel: str = "test accuracy", emphasis: Sequence[str] = (), paper_sigmas: Sequence[float] = (),
 ) -> Figure:
-    """One point per model, coloured by ``group``; the noise-addition frontier (one point per σ) as a
-    line. Up-and-left of the frontier means better than adding noise to a checkpoint."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    """One point per model, coloured by ``group`` (``emphasis``: groups drawn filled on top); the
+    noise-addition frontier (one point per σ) as a line, the sweep's σ range in the legend, and the
+    paper's own σ values (``paper_sigmas``) as labelled stars. Up-and-left of the frontier means
+    better than adding noise to a checkpoint."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
     groups = list(dict.fromkeys(table["group"]))
     colors = _colors(groups)
     for i, g in enumerate(groups):
         d = table[table["group"] == g]
-        ax.scatter(d[x], d[y], s=14, alpha=0.65, color=colors[g], marker=_MARKERS[i % len(_MARKERS)], label=g)
+        style = _style(g, i, emphasis)
+        color = {"edgecolors": colors[g]} if style.get("facecolors") == "none" else {"color": colors[g]}
+        ax.scatter(d[x], d[y], label=g, **color, **style)
     if frontier is not None and len(frontier):
+        paper = np.isin(np.round(frontier["sigma"].to_numpy(float), 12), np.round(np.asarray(paper_sigmas, float), 12))
         f = frontier.sort_values(x)
-        ax.plot(f[x], f[y], "k--", lw=1.2, label="noise frontier (σ sweep)")
-        for _, row in f.iterrows():
-            ax.annotate(f"σ={row['sigma']:g}", (row[x], row[y]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+        sweep = frontier[~paper]
+        rng = f"σ {sweep['sigma'].min():.2g} to {sweep['sigma'].max():.2g}" if len(sweep) else "σ sweep"
+        ax.plot(f[x], f[y], "k--", lw=1.2, zorder=3, label=f"noise frontier ({rng})")
+        for k, (_, row) in enumerate(frontier[paper].iterrows()):
+            ax.scatter([row[x]], [row[y]], marker="*", s=140, color="k", zorder=5,
+                       label="noise at the paper's σ" if k == 0 else None)
+            ax.annotate(f"σ={row['sigma']:.2g}", (row[x], row[y]), fontsize=7, xytext=(6, -10 - 9 * k),
+                        textcoords="offset points", zorder=5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(alpha=0.3)
     return fig
 
 
-def min_distance_histogram(table: pd.DataFrame, *, column: str = "min_l2", title: str = "") -> Figure:
+def min_distance_histogram(table: pd.DataFrame, *, column: str = "min_l2", title: str = "",
+                           xlabel: str | None = None) -> Figure:
     """Distance of each model to its nearest training checkpoint (for training models: to the nearest
     *other* one). Generated models far left of the training histogram are replicas."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -77,7 +98,7 @@ def min_distance_histogram(table: pd.DataFrame, *, column: str = "min_l2", title
     bins = np.linspace(0, finite.max() * 1.05 if len(finite) else 1, 40)
     for g in groups:
         ax.hist(table.loc[table["group"] == g, column], bins=bins, alpha=0.55, color=colors[g], label=g)
-    ax.set_xlabel(f"{column.replace('_', ' ')} to training")
+    ax.set_xlabel(xlabel or f"{column.replace('_', ' ')} to training")
     ax.set_ylabel("models")
     ax.set_title(title)
     ax.legend(fontsize=7)
@@ -167,7 +188,7 @@ def parameter_kde(weights: Mapping[str, Tensor], indices: Sequence[int], *, titl
 
     names = list(weights)
     colors = _colors(names)
-    fig, axes = plt.subplots(1, len(indices), figsize=(3.2 * len(indices), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(indices), figsize=(3.4 * len(indices), 3.2), squeeze=False, layout="constrained")
     for ax, idx in zip(axes[0], indices):
         values = {n: weights[n][:, idx].double().numpy() for n in names}
         lo = min(v.min() for v in values.values())
@@ -179,10 +200,13 @@ def parameter_kde(weights: Mapping[str, Tensor], indices: Sequence[int], *, titl
                 ax.plot(grid, gaussian_kde(v)(grid), color=colors[n], label=n)
             else:
                 ax.axvline(float(v.mean()), color=colors[n], label=n)
-        ax.set_title(f"parameter {idx}", fontsize=9)
-        ax.set_yticks([])
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle(title)
+        ax.set_title(f"parameter #{idx}", fontsize=9)
+        ax.set_xlabel("value", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("density", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

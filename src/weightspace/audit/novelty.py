@@ -1,4 +1,5 @@
-"""Novelty against quality: one tidy row per model, the noise-addition frontier, and the verdict.
+"""Novelty against quality: one tidy row per model and the noise-addition frontier (the verdict on
+them is in :mod:`weightspace.audit.verdict`).
 
 The study's question for a group of generated models: are they replicas of training checkpoints,
 interpolations of them (as good as averaging checkpoints or sampling each parameter from the
@@ -16,7 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..align import align_to, aligned_l2
+from ..align import align_to, aligned_l2, refine_nearest
 from ..errors import ConfigError, LayoutError
 from ..parallel import RayBackend
 from ..space import WeightSpace
@@ -24,6 +25,7 @@ from .similarity import (
     chamfer_distance,
     error_iou,
     l2_distances,
+    mask_self,
     max_similarity_to_training,
     min_distance_to_training,
 )
@@ -94,6 +96,8 @@ def novelty_table(
     space: WeightSpace | None = None,
     aligned: str | None = None,
     reference: Tensor | None = None,
+    candidates: int = 8,
+    aligned_groups: Sequence[str] | None = None,
     empty_union: float = 1.0,
     progress: bool = False,
     backend: RayBackend | None = None,
@@ -102,11 +106,14 @@ def novelty_table(
 
     ``groups``: ``ModelSet``s (or ``{name: dict of ModelSet fields}``), exactly one with
     ``is_training=True``. Columns: ``group``, ``model`` (index in its group), ``is_training``,
-    ``quality``; with predictions and ``labels``: ``max_similarity`` (error IoU) and
-    ``nearest_training``; with weights: ``min_l2`` and ``nearest_training_l2``; with
-    ``aligned="fast"`` (everything aligned once to ``reference``, default the first training model)
-    or ``"exact"`` (per pair) and a ``space``: ``aligned_min_l2``; with points: ``min_chamfer`` and
-    ``nearest_training_chamfer``. The training set's rows never compare a model with itself.
+    ``quality``; with predictions and ``labels``: ``errors`` (test errors), ``max_similarity`` (error
+    IoU) and ``nearest_training``; with weights: ``min_l2`` and ``nearest_training_l2``; with
+    ``aligned="fast"`` (everything aligned once to ``reference``, default the first training model),
+    ``"nearest"`` (the fast path, then exact per-pair matching with each model's ``candidates``
+    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2`` (for the training
+    set and ``aligned_groups`` only when given, NaN for the others); with points: ``min_chamfer`` (clouds
+    normalised to zero mean and unit std; ``inf`` for an empty shape), ``nearest_training_chamfer``
+    and ``empty_shape``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
     every model is measured against the whole training set. With a
     :class:`~weightspace.parallel.RayBackend`, error IoU, exact aligned L2 and Chamfer distances run in
@@ -114,14 +121,14 @@ def novelty_table(
     """
     sets = _as_sets(groups)
     train = next(s for s in sets if s.is_training)
-    if aligned not in (None, "fast", "exact"):
-        raise ConfigError(f"aligned: expected None, 'fast' or 'exact', got {aligned!r}")
+    if aligned not in (None, "fast", "nearest", "exact"):
+        raise ConfigError(f"aligned: expected None, 'fast', 'nearest' or 'exact', got {aligned!r}")
     if aligned and (space is None or train.weights is None):
         raise ConfigError("aligned: needs space= and weights in the training set")
     if train.predictions is not None and labels is None:
         raise ConfigError("labels: the training set has predictions; pass the test labels to compare them")
     train_aligned = None
-    if aligned == "fast":
+    if aligned in ("fast", "nearest"):
         ref = train.weights[0] if reference is None else reference
         train_aligned = align_to(space, train.weights, ref)
 
@@ -135,6 +142,7 @@ def novelty_table(
             "quality": s.quality.detach().cpu().double().numpy(),
         }
         if s.predictions is not None and train.predictions is not None:
+            cols["errors"] = _np((s.predictions != labels.to(s.predictions.device)).sum(1))
             sim = error_iou(s.predictions, train.predictions, labels, empty_union=empty_union, backend=backend)
             value, index = max_similarity_to_training(sim, own)
             cols["max_similarity"], cols["nearest_training"] = _np(value), _np(index)
@@ -142,16 +150,21 @@ def novelty_table(
             plain = l2_distances(s.weights, train.weights)
             value, index = min_distance_to_training(plain, own)
             cols["min_l2"], cols["nearest_training_l2"] = _np(value), _np(index)
-            if aligned == "fast":  # as aligned_l2_fast, reusing the training set's alignment
+            wanted = aligned_groups is None or s is train or s.name in aligned_groups
+            if aligned in ("fast", "nearest") and wanted:  # as aligned_l2_fast, reusing the training set's alignment
                 a = train_aligned if s is train else align_to(space, s.weights, ref)
                 dist = torch.minimum(l2_distances(a, train_aligned), plain)
+                if aligned == "nearest":
+                    dist = refine_nearest(space, s.weights, train.weights, mask_self(dist, own, float("inf")),
+                                          candidates=candidates)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
-            elif aligned == "exact":
+            elif aligned == "exact" and wanted:
                 dist = aligned_l2(space, s.weights, train.weights, progress=progress, backend=backend)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
         if s.points is not None and train.points is not None:
             value, index = min_distance_to_training(chamfer_distance(s.points, train.points, backend=backend), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)
+            cols["empty_shape"] = [len(p) == 0 for p in s.points]
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)
 
@@ -188,6 +201,10 @@ class NoiseFrontier:
 
 
 def _envelope(sim: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(sim)  # a σ whose median shape is empty (-inf similarity) draws no point
+    if not finite.any():
+        return np.full(np.shape(at), np.inf)
+    sim, quality = sim[finite], quality[finite]
     order = np.argsort(sim, kind="stable")
     return np.interp(at, sim[order], np.maximum.accumulate(quality[order]))
 
@@ -219,7 +236,7 @@ def frontier_from_table(
     table: pd.DataFrame, sigma_groups: Mapping[float, str], *, similarity: str = "max_similarity"
 ) -> NoiseFrontier:
     """``noise_frontier`` from the rows of a novelty table: ``{sigma: group name}``."""
-    rows = [_group(table, g) for g in sigma_groups.values()]
+    rows = [group_rows(table, g) for g in sigma_groups.values()]
     return noise_frontier(list(sigma_groups), [r[similarity].to_numpy() for r in rows],
                           [r["quality"].to_numpy() for r in rows])
 
@@ -255,124 +272,9 @@ def beyond_frontier(
             "n_boot": n_boot, "confidence": confidence, "seed": seed}
 
 
-# ---------------------------------------------------------------- the verdict
-def _group(table: pd.DataFrame, name: str) -> pd.DataFrame:
+# ---------------------------------------------------------------- helpers
+def group_rows(table: pd.DataFrame, name: str) -> pd.DataFrame:
     rows = table[table["group"] == name]
     if rows.empty:
         raise ConfigError(f"group '{name}' is not in the table; groups: {sorted(table['group'].unique())}")
     return rows
-
-
-def _has(rows: pd.DataFrame, column: str) -> bool:
-    return column in rows and rows[column].notna().all()
-
-
-def _iqr(x: np.ndarray) -> float:
-    q1, q3 = np.quantile(x, [0.25, 0.75])
-    return float(q3 - q1)
-
-
-def verdict(
-    table: pd.DataFrame,
-    group: str,
-    *,
-    training: str = "training",
-    frontier: NoiseFrontier | None = None,
-    interpolation: Sequence[str] = (),
-    similarity: str = "max_similarity",
-    distance: str = "min_l2",
-    replica_distance_ratio: float = 0.25,
-    replica_quantile: float = 0.9,
-    interpolation_tolerance: float = 1.0,
-    beats_fraction: float = 0.5,
-    frontier_margin: float = 0.0,
-    min_relative_quality: float = 0.9,
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict:
-    """Classify a group of models from a novelty table as "replicates", "interpolates", "novel and
-    good" or "no better than noise", and return the numbers behind it.
-
-    The rule, tested in this order (medians over the group's models; T = the training rows, whose
-    similarity and distance exclude each model itself):
-
-    1. **replicates** if the group is closer to the training set than training models are to each
-       other, by every measure the table has: ``median(similarity) >= quantile_T(similarity,
-       replica_quantile)`` (more similar to its nearest checkpoint than most checkpoints are to
-       theirs) and ``median(distance) <= replica_distance_ratio * median_T(distance)`` (min L2 far
-       below the training set's own nearest-neighbour spacing). Every measure must agree: an
-       average of two checkpoints shares many errors with its parents, yet sits half a spacing
-       away from both; and a fresh draw from the training population has, by construction, the
-       training set's median similarity, hence a high quantile rather than the median.
-    2. **interpolates** if for some group b in ``interpolation`` (average-of-k, per-parameter
-       Gaussian baselines) every available measure (similarity, quality, distance) has
-       ``|median - median_b| <= interpolation_tolerance * (IQR + IQR_b) / 2``: the group's medians
-       sit within the two groups' spread, i.e. it is distributed like the baseline.
-    3. **novel and good** if a noise ``frontier`` is given, the bootstrap lower bound of the
-       fraction of models above it (``beyond_frontier``) exceeds ``beats_fraction``, and the median
-       quality is at least ``min_relative_quality`` × the training median.
-    4. otherwise **no better than noise**.
-    """
-    rows, train = _group(table, group), _group(table, training)
-    out: dict = {"group": group, "n_models": len(rows)}
-    q = rows["quality"].to_numpy(float)
-    out["median_quality"] = float(np.median(q))
-    out["training_median_quality"] = float(np.median(train["quality"].to_numpy(float)))
-
-    signals = []
-    if _has(rows, similarity) and _has(train, similarity):
-        out["median_similarity"] = float(rows[similarity].median())
-        out["training_nn_similarity"] = float(train[similarity].median())
-        out["training_similarity_threshold"] = float(train[similarity].quantile(replica_quantile))
-        signals.append(out["median_similarity"] >= out["training_similarity_threshold"])
-    if _has(rows, distance) and _has(train, distance):
-        out["median_min_distance"] = float(rows[distance].median())
-        out["training_spacing"] = float(train[distance].median())
-        out["distance_ratio"] = out["median_min_distance"] / max(out["training_spacing"], 1e-300)
-        signals.append(out["distance_ratio"] <= replica_distance_ratio)
-    if not signals:
-        raise ConfigError(f"table: needs a '{similarity}' or '{distance}' column for groups '{group}' and '{training}'")
-    replicates = all(signals)
-    out["replicates"] = bool(replicates)
-
-    matched = []
-    for b in interpolation:
-        base = _group(table, b)
-        measures = [m for m in (similarity, "quality", distance) if _has(rows, m) and _has(base, m)]
-        close = [
-            abs(np.median(rows[m]) - np.median(base[m]))
-            <= interpolation_tolerance * (_iqr(rows[m].to_numpy(float)) + _iqr(base[m].to_numpy(float))) / 2 + 1e-12
-            for m in measures
-        ]
-        if measures and all(close):
-            matched.append(b)
-    out["matches_interpolation"] = bool(matched)
-    out["matched_baselines"] = matched
-
-    out["beats_noise"] = False
-    if frontier is not None:
-        if not _has(rows, similarity):
-            raise ConfigError(f"frontier: the group needs a '{similarity}' column to compare with the noise frontier")
-        bf = beyond_frontier(rows[similarity].to_numpy(float), q, frontier, margin=frontier_margin,
-                             n_boot=n_boot, confidence=confidence, seed=seed)
-        out["fraction_beyond_frontier"] = bf["fraction"]
-        out["fraction_ci"] = (bf["ci_low"], bf["ci_high"])
-        out["beats_noise"] = bf["ci_low"] > beats_fraction
-    out["quality_ok"] = out["median_quality"] >= min_relative_quality * out["training_median_quality"]
-
-    if out["replicates"]:
-        out["verdict"] = "replicates"
-    elif out["matches_interpolation"]:
-        out["verdict"] = "interpolates"
-    elif out["beats_noise"] and out["quality_ok"]:
-        out["verdict"] = "novel and good"
-    else:
-        out["verdict"] = "no better than noise"
-    out["thresholds"] = {
-        "replica_distance_ratio": replica_distance_ratio, "replica_quantile": replica_quantile,
-        "interpolation_tolerance": interpolation_tolerance, "beats_fraction": beats_fraction,
-        "frontier_margin": frontier_margin, "min_relative_quality": min_relative_quality,
-        "n_boot": n_boot, "confidence": confidence, "seed": seed,
-    }
-    return out

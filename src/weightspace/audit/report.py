@@ -17,11 +17,39 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;font-size:.9em;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.92em}
-pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em}.verdict{font-weight:600}
+.scroll{overflow-x:auto;max-width:100%;margin:1em 0}
+table{border-collapse:collapse;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th,td{white-space:nowrap}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:.92em}
+pre{background:#f7f7f7;padding:1em;overflow:auto;max-height:32em;font-size:.8em;white-space:pre}
+ol.rule li{margin:.3em 0}
 """
+DIGITS = 3  # significant digits of every number on the page and in summary.csv
+
+
+def fmt(value) -> str:
+    """The one number format of reports: 3 significant digits, trailing zeros kept (0.960, 7.77,
+    1.00), integers as they are; NaN as an en dash."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return "–"
+        if np.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        return f"{value:#.{DIGITS}g}".rstrip(".")
+    return str(value)
+
+
+def rounded(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every float column rounded to ``DIGITS`` significant digits (for CSV files)."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = [float(f"{v:.{DIGITS}g}") if np.isfinite(v) else v for v in out[c]]
+    return out
 
 
 @dataclass
@@ -44,6 +72,7 @@ class Report:
     data: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as CSV only (e.g. per-model rows)
     results: dict = field(default_factory=dict)
     configs: dict = field(default_factory=dict)
+    rule: list[str] = field(default_factory=list)  # how the verdicts are decided, one sentence per item
 
     def add_figure(self, section: str, png: bytes, caption: str, name: str) -> None:
         self.figures.append(ReportFigure(section, png, caption, name))
@@ -72,8 +101,32 @@ def _slug(name: str) -> str:
 
 
 def _table_html(df: pd.DataFrame, table_id: str) -> str:
-    return df.to_html(index=False, table_id=table_id, float_format=lambda v: f"{v:.4g}", border=0,
-                      escape=True, na_rep="–")
+    """A table in a horizontal scroll box, headers with spaces instead of underscores."""
+    shown = df.rename(columns=lambda c: str(c).replace("_", " "))
+    body = shown.to_html(index=False, table_id=table_id, border=0, escape=True, na_rep="–",
+                         formatters={c: fmt for c in shown.columns})
+    return f"<div class='scroll'>{body}</div>"
+
+
+def _config_text(configs: dict) -> str:
+    """Configuration as indented ``key: value`` lines (lists of numbers on one line), unescaped."""
+    lines = []
+
+    def walk(value: dict, indent: int) -> None:
+        for k, v in value.items():
+            pad = "  " * indent
+            if isinstance(v, dict) and v:
+                lines.append(f"{pad}{k}:")
+                walk(v, indent + 1)
+            elif isinstance(v, list) and v and all(isinstance(x, float) for x in v):
+                lines.append(f"{pad}{k}: [" + ", ".join(fmt(x) for x in v) + "]")
+            elif isinstance(v, float):
+                lines.append(f"{pad}{k}: {fmt(v)}")
+            else:
+                lines.append(f"{pad}{k}: {json.dumps(v, ensure_ascii=False)}")
+
+    walk(json.loads(json.dumps(configs, default=_json_default)), 0)
+    return "\n".join(lines)
 
 
 def write_report(report: Report, out_dir: str | Path) -> Path:
@@ -85,25 +138,35 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     if report.intro:
         parts.append(f"<p>{html.escape(report.intro)}</p>")
     parts += ["<h2>Summary</h2>", _table_html(report.summary, "summary")]
+    if report.rule:
+        parts += ["<h3>How the verdict is decided</h3><ol class='rule'>",
+                  *[f"<li>{html.escape(line)}</li>" for line in report.rule], "</ol>"]
+    sections = {f.section for f in report.figures}
     for name, df in report.tables.items():
-        parts += [f"<h2>{html.escape(name)}</h2>", _table_html(df, f"table-{_slug(name)}")]
+        if name not in sections:  # a table named like a figure section is shown in that section
+            parts += [f"<h2>{html.escape(name)}</h2>", _table_html(df, f"table-{_slug(name)}")]
     section = None
     for fig in report.figures:
         if fig.section != section:
             section = fig.section
             parts.append(f"<h2>{html.escape(section)}</h2>")
+            if section in report.tables:
+                parts.append(_table_html(report.tables[section], f"table-{_slug(section)}"))
         data = base64.b64encode(fig.png).decode()
         parts.append(f"<figure id='fig-{html.escape(fig.name)}'><img alt='{html.escape(fig.caption)}' "
                      f"src='data:image/png;base64,{data}'><figcaption>{html.escape(fig.caption)}</figcaption></figure>")
     parts += ["<h2>Configuration and seeds</h2>",
-              f"<pre>{html.escape(json.dumps(report.configs, indent=2, default=_json_default))}</pre>",
+              f"<pre>{html.escape(_config_text(report.configs))}</pre>",
               "</body></html>"]
     path = out / "report.html"
     _write(path, "\n".join(parts).encode())
     _write(out / "results.json", json.dumps({"title": report.title, "summary": report.summary.to_dict("records"),
-                                              "results": report.results, "configs": report.configs},
+                                              "results": report.results, "configs": report.configs,
+                                              "rule": report.rule},
                                              indent=2, default=_json_default).encode())
-    _write(out / "summary.csv", report.summary.to_csv(index=False).encode())
-    for name, df in {**report.tables, **report.data}.items():
+    _write(out / "summary.csv", rounded(report.summary).to_csv(index=False).encode())
+    for name, df in report.tables.items():
+        _write(out / f"{_slug(name)}.csv", rounded(df).to_csv(index=False).encode())
+    for name, df in report.data.items():  # per-model data at full precision
         _write(out / f"{_slug(name)}.csv", df.to_csv(index=False).encode())
     return path

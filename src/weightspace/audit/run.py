@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..baselines import AverageOfK, NoiseAddition, PerParameterGaussian
+from ..space import WeightSpace
 from .figures import (
     decision_boundaries,
     min_distance_histogram,
@@ -25,14 +27,24 @@ from .figures import (
     shapes_side_by_side,
     weight_tsne,
 )
-from .novelty import ModelSet, NoiseFrontier, frontier_from_table, novelty_table, verdict
+from .novelty import (
+    ModelSet,
+    NoiseFrontier,
+    frontier_from_table,
+    novelty_table,
+)
 from .report import Report
+from .verdict import verdict
+from .zoo_methods import zoo_method
 
 TRAINING = "training"
 NOISE_PREFIX = "noise σ="
 SCATTER_MODELS = 100  # the paper plots 100 models per group
-# Noise σ as multiples of the training set's nearest-neighbour spacing (see noise_sigmas).
-NOISE_SCALES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+NOISE_POINTS = 8  # σ values in the sweep (see noise_sigmas)
+AVERAGE_KS = (2, 4, 8, 16)  # the average-of-k sweep of the interpolation baselines
+PAPER = " (paper)"  # suffix of the noise groups at the paper's own σ values
+DISTANCE_NAMES = {"aligned_min_l2": "aligned L2", "min_l2": "L2", "min_chamfer": "Chamfer",
+                  "max_similarity": "error IoU"}
 
 
 class ZooEvaluator:
@@ -42,7 +54,6 @@ class ZooEvaluator:
 
     def __init__(self, zoo, task: str | None = None, backend=None):
         from ..data import load_dataset
-        from ..generative.methods import zoo_method
         from ..task import Task
         from ..zoo.build import task_for_zoo
 
@@ -94,55 +105,77 @@ class Audit:
     verdicts: dict[str, dict]
     sigmas: dict[str, float] = field(default_factory=dict)
 
-    def summary_rows(self, generated: Sequence[str]) -> list[dict]:
+    generated: list[str] = field(default_factory=list)
+
+    def summary_rows(self, generated: Sequence[str] | None = None) -> list[dict]:
+        """One row per generated group (default: all of them): the verdict and, per axis, its numbers."""
         rows = []
-        for g in generated:
+        for i, g in enumerate(self.generated if generated is None else generated):
             v = self.verdicts[g]
             ci = v.get("fraction_ci", (np.nan, np.nan))
             rows.append({
-                "method": self.name if len(generated) == 1 else f"{self.name}: {g}",
+                "method": self.name,
+                "group": "generated" if i == 0 else g,
                 "verdict": v["verdict"],
+                "replicates": "yes" if v["replicates"] else "no",
+                "distance / spacing": v.get("distance_ratio", np.nan),
+                "replica below": v.get("replica_threshold_ratio", np.nan),
+                "distance": DISTANCE_NAMES.get(v["replica_measure"], v["replica_measure"]),
                 "beats noise": "yes" if v["beats_noise"] else "no",
-                "matches interpolation": ("yes (" + ", ".join(v["matched_baselines"]) + ")"
-                                          if v["matches_interpolation"] else "no"),
-                "quality (generated)": v["median_quality"],
-                "quality (training)": v["training_median_quality"],
-                "similarity to training (generated)": v.get("median_similarity", np.nan),
-                "similarity among training": v.get("training_nn_similarity", np.nan),
-                "min L2 / training spacing": v.get("distance_ratio", np.nan),
                 "beyond noise frontier": v.get("fraction_beyond_frontier", np.nan),
                 "CI low": ci[0],
                 "CI high": ci[1],
+                "interpolates": "yes" if v["matches_interpolation"] else "no",
+                "quality (generated)": v["median_quality"],
+                "quality (reference)": v["training_median_quality"],
+                "similarity to reference": v.get("median_similarity", np.nan),
+                "similarity among reference": v.get("training_nn_similarity", np.nan),
+                "median test errors": v.get("median_errors", np.nan),
+                "warnings": "; ".join(v.get("warnings", [])),
             })
         return rows
 
 
-def noise_sigmas(training: Tensor, scales: Sequence[float]) -> list[float]:
-    """σ values on the scale of the training set: ``scale × spacing / sqrt(P_varying)`` makes the
-    noise's norm ``scale`` times the typical distance between neighbouring checkpoints."""
-    varying = training[:, training.std(0) > 0] if len(training) > 1 else training
+def _spacing(varying: Tensor) -> float:
     d = torch.cdist(varying.double(), varying.double())
     d.fill_diagonal_(float("inf"))
-    spacing = float(d.min(1).values.median()) if len(varying) > 1 else float(varying.norm(dim=1).median()) * 0.1
-    return [float(s * spacing / max(varying.shape[1], 1) ** 0.5) for s in scales]
+    return float(d.min(1).values.median()) if len(varying) > 1 else float(varying.norm(dim=1).median()) * 0.1
 
 
-def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int = 0,
-                  scales: Sequence[float] = NOISE_SCALES) -> tuple[list[ModelSet], dict[float, ModelSet]]:
-    """``n`` models from each baseline, evaluated: the interpolation baselines (average of 16
-    checkpoints, per-parameter Gaussian) and noise addition over a σ sweep. They perturb only the
-    coordinates that vary across the training checkpoints (P-diff's fine-tuned layers)."""
-    from ..generative.baselines import AverageOfK, NoiseAddition, PerParameterGaussian
+def noise_sigmas(training: Tensor, generated: Tensor | None = None, *, points: int = NOISE_POINTS) -> list[float]:
+    """A σ sweep that spans the decision region: noise whose norm runs geometrically from 0.05 × the
+    training set's nearest-neighbour spacing (near copies) to 2 × the spacing or 1.5 × the
+    generated models' median distance to the training set, whichever is further. On the coordinates
+    that vary across the training checkpoints, a noise of σ has norm ``σ · sqrt(P_varying)``."""
+    mask = training.std(0) > 0 if len(training) > 1 else torch.ones(training.shape[1], dtype=torch.bool)
+    varying = training[:, mask]
+    spacing = _spacing(varying)
+    far = 2 * spacing
+    if generated is not None and len(generated):
+        far = max(far, 1.5 * float(torch.cdist(generated[:, mask].double(), varying.double()).min(1).values.median()))
+    norms = np.geomspace(0.05 * spacing, far, int(points))
+    return [float(v / max(varying.shape[1], 1) ** 0.5) for v in norms]
 
+
+def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int = 0, generated: Tensor | None = None,
+                  paper_sigmas: Sequence[float] = (), noise_source: Tensor | None = None,
+                  ks: Sequence[int] = AVERAGE_KS) -> tuple[list[ModelSet], dict[float, ModelSet]]:
+    """``n`` models from each baseline, evaluated: the interpolation baselines (average of k
+    checkpoints for each of ``ks``, per-parameter Gaussian) and noise addition over the σ sweep of
+    :func:`noise_sigmas` plus the paper's own σ values (groups named with ``PAPER``). Noise is added
+    to ``noise_source`` (default: the training checkpoints; Hyper-Representations: the reconstructed
+    top 30%). All perturb only the coordinates that vary across the training checkpoints (P-diff's
+    fine-tuned layers)."""
     context = {"mask": train.std(0) > 0} if len(train) > 1 else {}
-    k = min(16, len(train))
-    interpolation = [
-        evaluator.model_set(f"average of {k}", AverageOfK(k=k).fit(train, **context).sample(n, seed + 1)),
-        evaluator.model_set("per-parameter Gaussian", PerParameterGaussian().fit(train, **context).sample(n, seed + 2)),
-    ]
-    noise = {s: evaluator.model_set(f"{NOISE_PREFIX}{s:.3g}",
-                                    NoiseAddition(sigma=s).fit(train, **context).sample(n, seed + 3 + i))
-             for i, s in enumerate(noise_sigmas(train, scales))}
+    source = train if noise_source is None else noise_source
+    interpolation = [evaluator.model_set(f"average of {k}", AverageOfK(k=k).fit(train, **context).sample(n, seed + k))
+                     for k in sorted({min(k, len(train)) for k in ks})]
+    interpolation.append(evaluator.model_set("per-parameter Gaussian",
+                                             PerParameterGaussian().fit(train, **context).sample(n, seed + 1)))
+    sweep = [(s, "") for s in noise_sigmas(train, generated)] + [(float(s), PAPER) for s in paper_sigmas]
+    noise = {s: evaluator.model_set(f"{NOISE_PREFIX}{s:.2g}{tag}",
+                                    NoiseAddition(sigma=s).fit(source, **context).sample(n, seed + 100 + i))
+             for i, (s, tag) in enumerate(sweep)}
     return interpolation, noise
 
 
@@ -154,19 +187,27 @@ def audit_groups(
     interpolation: Sequence[ModelSet] = (),
     *,
     labels: Tensor | None = None,
+    space: WeightSpace | None = None,
     seed: int = 0,
+    progress: bool = False,
     backend=None,
 ) -> Audit:
-    """Measure every set against the training set and classify each generated set (the pairwise
-    blocks as Ray tasks with a :class:`~weightspace.parallel.RayBackend`)."""
+    """Measure every set against the training set (the reference) and classify each generated set.
+    With a ``space`` that has permutation groups, weight distances are aligned (exact matching with
+    each model's nearest candidates, :func:`~weightspace.align.refine_nearest`); shapes use Chamfer.
+    With a :class:`~weightspace.parallel.RayBackend` the pairwise blocks are Ray tasks."""
     groups = [training, *generated, *interpolation, *noise.values()]
-    table = novelty_table(groups, labels, backend=backend)
+    aligned = "nearest" if space is not None and space.groups and training.points is None else None
+    # Aligned distances where the verdict reads them (replica axis, interpolation region); the noise
+    # groups are read by similarity only, and matching them would double the cost.
+    table = novelty_table(groups, labels, space=space if aligned else None, aligned=aligned, progress=progress,
+                          aligned_groups=[m.name for m in [*generated, *interpolation]], backend=backend)
     if "max_similarity" in table:
         similarity = "max_similarity"
     else:  # shapes: closer = smaller Chamfer distance
         table["chamfer_similarity"] = -table["min_chamfer"]
         similarity = "chamfer_similarity"
-    distance = "min_l2" if "min_l2" in table else "min_chamfer"
+    distance = "min_chamfer" if "min_chamfer" in table else None  # None: aligned L2 if present, else L2
     frontier = frontier_from_table(table, {s: m.name for s, m in noise.items()}, similarity=similarity) \
         if noise else None
     verdicts = {
@@ -175,7 +216,8 @@ def audit_groups(
                         seed=seed)
         for m in [*generated, *interpolation]
     }
-    return Audit(name, table, similarity, frontier, verdicts, {m.name: s for s, m in noise.items()})
+    return Audit(name, table, similarity, frontier, verdicts, {m.name: s for s, m in noise.items()},
+                 [m.name for m in generated])
 
 
 def _scatter_sample(table: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -191,26 +233,37 @@ def audit_figures(
     evaluator: ZooEvaluator,
     *,
     seed: int = 0,
+    paper_sigmas: Sequence[float] = (),
 ) -> None:
-    """Add the paper's figures for one generated group to ``report`` (section = the audit's name)."""
+    """Add the paper's figures for one generated group to ``report`` (section = the audit's name);
+    ``paper_sigmas``: the paper's noise σ values, marked on the scatter."""
     quality_label = evaluator.quality_label
     sec, t = audit.name, audit.table
     train = sets[TRAINING]
     gen = sets[generated]
     frontier = audit.frontier.to_frame(audit.similarity) if audit.frontier is not None else None
     shown = _scatter_sample(t[~t["group"].str.startswith(NOISE_PREFIX)], seed)
-    sim_label = "max error-IoU similarity to training" if audit.similarity == "max_similarity" \
-        else "− min Chamfer distance to training shapes"
-    report.add_figure(sec, png_bytes(novelty_quality_scatter(shown, frontier, x=audit.similarity, ylabel=quality_label,
-                                                             xlabel=sim_label, title=sec)),
-                      f"{sec}: quality against similarity to the nearest training checkpoint, 100 models per group; "
-                      "the dashed line is noise addition over a σ sweep. A generator beats it only with points up "
-                      "and to the left.", f"{sec}-scatter")
-    if "min_l2" in t and t.loc[t["group"] == generated, "min_l2"].notna().any():
-        hist = t[t["group"].isin([TRAINING, generated])]
-        report.add_figure(sec, png_bytes(min_distance_histogram(hist, title=sec)),
-                          f"{sec}: L2 distance to the nearest training checkpoint. Generated models far left of the "
-                          "training models' own spacing are replicas.", f"{sec}-l2-hist")
+    shapes = audit.similarity != "max_similarity"
+    sim_label = "− min Chamfer distance to reference shapes" if shapes else "max error-IoU similarity to reference"
+    scatter = novelty_quality_scatter(shown, frontier, x=audit.similarity, ylabel=quality_label, xlabel=sim_label,
+                                      title=sec, emphasis=audit.generated, paper_sigmas=paper_sigmas)
+    report.add_figure(sec, png_bytes(scatter),
+                      f"{sec}: quality against similarity to the nearest reference model, up to 100 models per "
+                      "group; the dashed line is noise addition over a σ sweep from far below the reference's "
+                      "own spacing to beyond the generated models' distance, stars the paper's two σ. A generator "
+                      "beats noise only with points up and to the left of the line."
+                      + (" For shapes the similarity is minus the Chamfer distance (mean squared nearest-point "
+                         "distance both ways, on clouds normalised to zero mean and unit std), so closer is "
+                         "further right, as for error IoU." if shapes else ""), f"{sec}-scatter")
+    column = next((c for c in ("aligned_min_l2", "min_l2") if c in t), None)
+    if column and t.loc[t["group"] == generated, column].notna().any():
+        hist = t[t["group"].isin([TRAINING, *audit.generated])]
+        name = "aligned L2 (neurons matched per pair)" if column == "aligned_min_l2" else "L2"
+        report.add_figure(sec, png_bytes(min_distance_histogram(hist, column=column, title=sec,
+                                                                xlabel=f"{name} to the nearest reference model")),
+                          f"{sec}: {name} distance to the nearest reference model (reference models: to the nearest "
+                          "other one). Generated models far left of the reference's own spacing are replicas.",
+                          f"{sec}-l2-hist")
     if gen.weights is not None and train.weights is not None:
         rows = t[t["group"] == generated]
         first = rows.iloc[0]

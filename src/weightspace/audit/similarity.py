@@ -16,6 +16,7 @@ from torch import Tensor
 from ..align import l2_distances  # noqa: F401  (core; re-exported for the audit's users)
 from ..errors import ConfigError, LayoutError
 from ..parallel import RayBackend, map_blocks, pairwise_blocks, row_blocks
+from ..shapes import normalise_points, pad_point_sets, pairwise_chamfer
 
 
 # ---------------------------------------------------------------- counting overlaps
@@ -150,31 +151,13 @@ def _one_hot_columns(keys: Tensor, columns: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- distances
-def _pad(points: Sequence[Tensor] | Tensor, name: str) -> tuple[Tensor, Tensor]:
-    """Point sets → (``[N, M, d]`` padded, ``bool[N, M]`` valid mask)."""
-    if isinstance(points, Tensor):
-        if points.dim() != 3:
-            raise LayoutError(f"{name}: expected a padded Tensor[N, M, d] or a list of Tensor[n_i, d], "
-                              f"got shape {tuple(points.shape)}")
-        return points, torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)
-    if not points:
-        raise LayoutError(f"{name}: expected at least one point set")
-    dims = {p.shape[-1] for p in points}
-    if len(dims) != 1 or any(p.dim() != 2 or p.shape[0] == 0 for p in points):
-        raise LayoutError(f"{name}: expected non-empty Tensor[n_i, d] with one d, got "
-                          f"{[tuple(p.shape) for p in points]}")
-    lengths = torch.tensor([p.shape[0] for p in points], device=points[0].device)
-    padded = torch.nn.utils.rnn.pad_sequence(list(points), batch_first=True)
-    mask = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]
-    return padded, mask
-
-
 def chamfer_distance(
     points_a: Sequence[Tensor] | Tensor,
     points_b: Sequence[Tensor] | Tensor,
     *,
     mask_a: Tensor | None = None,
     mask_b: Tensor | None = None,
+    normalize: bool = True,
     max_elements: int = 2**23,
     backend: RayBackend | None = None,
     block_size: int = 256,
@@ -182,57 +165,49 @@ def chamfer_distance(
     """Chamfer distance between every pair of point sets: ``[A, B]``.
 
     CD(X, Y) = mean over x of min over y of |x - y|² + mean over y of min over x of |x - y|²
-    (squared distances, both directions, summed: HyperDiffusion's shape metric). Point sets are a
-    list of ``Tensor[n_i, d]`` (padded internally) or a padded ``Tensor[N, M, d]`` with an optional
-    ``bool[N, M]`` mask of valid points. Pairs are processed in blocks of about ``max_elements``
-    point-to-point distances. With a :class:`~weightspace.parallel.RayBackend`, blocks of
-    ``block_size`` point sets of B are Ray tasks.
+    (squared distances, both directions, summed: HyperDiffusion's shape metric). With ``normalize``
+    (the paper's evaluation) every cloud is first moved to zero mean and unit std
+    (:func:`~weightspace.shapes.normalise_points`). Point sets are a list of ``Tensor[n_i, d]``
+    or a padded ``Tensor[N, M, d]`` with an optional ``bool[N, M]`` mask of valid points. An empty
+    set (a decoded shape with no boundary) is at distance ``inf``: count those, do not drop them.
+    With a :class:`~weightspace.parallel.RayBackend`, blocks of ``block_size`` point sets of B are
+    Ray tasks.
     """
-    xa, ma = _pad(points_a, "points_a")
-    xb, mb = _pad(points_b, "points_b")
-    ma = ma if mask_a is None else mask_a.to(torch.bool)
-    mb = mb if mask_b is None else mask_b.to(torch.bool)
-    if backend is not None:
-        parts = map_blocks(_chamfer_block, row_blocks(len(xb), block_size), xa, ma, xb, mb, max_elements,
-                           backend=backend, desc="Chamfer")
-        return torch.cat(parts, 1)
+    xa, xb = _with_mask(points_a, mask_a, "points_a"), _with_mask(points_b, mask_b, "points_b")
     if xa.shape[-1] != xb.shape[-1]:
         raise LayoutError(f"points: dimensions differ ({xa.shape[-1]} vs {xb.shape[-1]})")
-    if ma.shape != xa.shape[:2] or mb.shape != xb.shape[:2]:
-        raise LayoutError("mask_a / mask_b: expected bool[N, M] matching the padded point sets")
-    if not (ma.any(1).all() and mb.any(1).all()):
-        raise LayoutError("points: every point set needs at least one valid point")
-    dtype = torch.promote_types(xa.dtype, torch.float32)
-    xa, xb = xa.to(dtype), xb.to(dtype)
-    na, nb = ma.sum(1).to(dtype), mb.sum(1).to(dtype)
-    sq_a, sq_b = (xa * xa).sum(-1), (xb * xb).sum(-1)
-    per_pair = xa.shape[1] * xb.shape[1]
-    block_a = max(1, min(len(xa), max_elements // max(per_pair * len(xb), 1)))
-    block_b = max(1, min(len(xb), max_elements // max(per_pair * block_a, 1)))
-    out = torch.empty(len(xa), len(xb), dtype=dtype, device=xa.device)
-    inf = torch.tensor(float("inf"), dtype=dtype, device=xa.device)
-    for s, e in _chunks(len(xa), block_a):
-        for t, u in _chunks(len(xb), block_b):
-            # d2[i, j, p, q] = |a_i,p - b_j,q|²
-            cross = torch.einsum("ipd,jqd->ijpq", xa[s:e], xb[t:u])
-            d2 = (sq_a[s:e, None, :, None] + sq_b[None, t:u, None, :] - 2 * cross).clamp_min_(0)
-            valid_b = mb[None, t:u, None, :]
-            valid_a = ma[s:e, None, :, None]
-            a_to_b = torch.where(valid_b, d2, inf).amin(3)  # [i, j, p]
-            b_to_a = torch.where(valid_a, d2, inf).amin(2)  # [i, j, q]
-            term_a = torch.where(ma[s:e, None, :], a_to_b, 0).sum(-1) / na[s:e, None]
-            term_b = torch.where(mb[None, t:u, :], b_to_a, 0).sum(-1) / nb[None, t:u]
-            out[s:e, t:u] = term_a + term_b
-    return out
+    if normalize:
+        xa, xb = (pad_point_sets(normalise_points([c[~c.isnan().any(-1)] for c in x])) for x in (xa, xb))
+    if backend is not None:
+        parts = map_blocks(_chamfer_block, row_blocks(len(xb), block_size), xa, xb, max_elements,
+                           backend=backend, desc="Chamfer")
+        return torch.cat(parts, 1)
+    return pairwise_chamfer(xa, xb, max_elements=max_elements)
 
 
-def _chamfer_block(span, xa, ma, xb, mb, max_elements) -> Tensor:
+def _with_mask(points: Sequence[Tensor] | Tensor, mask: Tensor | None, name: str) -> Tensor:
+    """Point sets → padded ``[N, M, d]`` with NaN rows where there is no point."""
+    if isinstance(points, Tensor) and points.dim() != 3:
+        raise LayoutError(f"{name}: expected a padded Tensor[N, M, d] or a list of Tensor[n_i, d], "
+                          f"got shape {tuple(points.shape)}")
+    try:
+        x = pad_point_sets(points).to(torch.promote_types(points[0].dtype, torch.float32))
+    except ConfigError as e:
+        raise LayoutError(f"{name}: {e}") from None
+    if mask is not None:
+        if mask.shape != x.shape[:2]:
+            raise LayoutError(f"{name}: mask must be bool{list(x.shape[:2])}, got {list(mask.shape)}")
+        x = torch.where(mask.to(torch.bool)[..., None], x, float("nan"))
+    return x
+
+
+def _chamfer_block(span, xa, xb, max_elements) -> Tensor:
     s, e = span
-    return chamfer_distance(xa, xb[s:e], mask_a=ma, mask_b=mb[s:e], max_elements=max_elements)
+    return pairwise_chamfer(xa, xb[s:e], max_elements=max_elements)
 
 
 # ---------------------------------------------------------------- nearest neighbours
-def _mask_self(matrix: Tensor, exclude_self: bool | Tensor, fill: float) -> Tensor:
+def mask_self(matrix: Tensor, exclude_self: bool | Tensor, fill: float) -> Tensor:
     if exclude_self is False:
         return matrix
     rows = torch.arange(matrix.shape[0], device=matrix.device)
@@ -271,7 +246,7 @@ def nearest(
         raise LayoutError(f"matrix: expected [A, B], got shape {tuple(matrix.shape)}")
     if not 1 <= k <= matrix.shape[1]:
         raise ConfigError(f"k: expected 1 <= k <= {matrix.shape[1]} (the number of columns), got {k}")
-    masked = _mask_self(matrix, exclude_self, float("-inf") if largest else float("inf"))
+    masked = mask_self(matrix, exclude_self, float("-inf") if largest else float("inf"))
     return torch.topk(masked, k, dim=1, largest=largest)
 
 

@@ -24,7 +24,7 @@ def _generate_fit(args) -> None:
 
     zoo = Zoo.open(args.zoo)
     weights = methods.training_weights(zoo)
-    gen = make_generator(args.method, **parse_sets(args.set))
+    gen = make_generator(args.method, **{**methods.generator_config(zoo, args.method), **parse_sets(args.set)})
     start = time.perf_counter()
     gen.fit(weights, progress=not args.quiet, **methods.fit_context(zoo, args.method, weights))
     out = gen.save(args.out)
@@ -45,13 +45,14 @@ def register(sub) -> None:
     gen = sub.add_parser("generate", help="generative models of weights and their baselines").add_subparsers(
         dest="generate_command", required=True)
     data = gen.add_parser("data", help="build a method's training checkpoints as a zoo")
-    data.add_argument("method", choices=("pdiff", "hyperrep", "gpt", "hyperdiffusion"))
+    data.add_argument("method", choices=("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned"))
     add_output(data, "generate data", required=True)
     data.add_argument("--preset", default="default", help="default, or tiny for a seconds-long smoke run")
     data.add_argument("--quiet", action="store_true")
     data.set_defaults(func=_generate_data)
     fit = gen.add_parser("fit", help="fit a generator (a method or a baseline) on a zoo")
-    fit.add_argument("method", help="a registered generator: pdiff, hyperrep, gpt, hyperdiffusion, noise, average, gaussian")
+    fit.add_argument("method", help="a registered generator: pdiff, hyperrep, gpt, hyperdiffusion, aligned, noise, "
+                     "average, gaussian, aligned-interpolation")
     fit.add_argument("--zoo", required=True)
     add_output(fit, "generate fit", required=True)
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. --set sigma=0.02")

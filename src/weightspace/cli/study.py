@@ -33,19 +33,18 @@ def _study(args) -> None:
         print(f"report: {path}  ({time.perf_counter() - start:.0f} s)")
         return
     chosen = METHODS if args.methods is None else parse_methods(args.methods)
-    path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, workers=args.workers,
-                     progress=not args.quiet)
+    path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, seeds=args.seeds,
+                     workers=args.workers, progress=not args.quiet)
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}  ({time.perf_counter() - start:.0f} s)")
 
 
 def _audit(args) -> None:
     from ..audit.external import audit_generated
+    from ..study import verdict_lines  # also registers the built-in methods' zoos with the audit
 
     path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed,
                            backend=backend_from(args))
-    from ..study import verdict_lines
-
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}")
 
@@ -54,8 +53,11 @@ def register(sub) -> None:
     study = sub.add_parser("study", help="the main job: do the four generators of weights memorise? (no downloads)")
     study.add_argument("--preset", default="quick", help="quick (default), paper, or tiny (a smoke run)")
     add_output(study, "study", default="runs/study", help="output directory (default runs/study)")
-    study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion")
-    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion,aligned")
+    study.add_argument("--seed", type=int, default=0,
+                       help="seeds everything: the data, the first generator fit, samples, baselines, bootstrap")
+    study.add_argument("--seeds", type=int,
+                       help="generator fits per method, seeds SEED, SEED+1, ... (default: 3; tiny preset 1)")
     study.add_argument("--workers", type=int, help="methods run at once, one process each (default: one per core)")
     study.add_argument("--ablation", metavar="METHOD", nargs="?", const="hyperrep",
                        help="instead: the ablation table of one method: hyperrep (default), pdiff or gpt")

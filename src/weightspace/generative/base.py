@@ -1,74 +1,19 @@
-"""The Generator interface: anything that learns from a zoo and produces new weight vectors.
-
-The paper's four methods and its baselines all implement it, so the audit treats them alike.
-A generator works on flat weight vectors ``Tensor[N, P]`` of one layout; what it models may be a
-subset of the coordinates (P-diff models only the last BatchNorm layers): ``fit`` then receives
-the full vectors, and ``sample`` returns full vectors whose other coordinates come from a
-reference model of the training set.
-"""
+"""Building generators by name and loading saved ones. The interface itself (``Generator``) and its
+registry live in the core (:mod:`weightspace.generator`); they are re-exported here."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import math
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
-
-import torch
-from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
-from ..io import load_checkpoint, save_checkpoint
+from ..generator import GENERATORS, Generator, seeded
+from ..io import load_checkpoint
 from ..safe_input import read_json
 
-GENERATORS: dict[str, type[Generator]] = {}
-
-
-class Generator(ABC):
-    """Abstract. Subclasses set ``name``, keep hyper-parameters as plain attributes listed in
-    ``config()``, and keep everything learned in ``state()`` (a flat dict of tensors)."""
-
-    name: ClassVar[str]
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            GENERATORS[cls.name] = cls
-
-    @abstractmethod
-    def fit(self, weights: Tensor, *, progress: bool = True, **context) -> Generator:
-        """Learn from ``weights: Tensor[N, P]``; returns self. ``context`` carries what a method
-        needs beyond the weights (e.g. ``losses``/``pairs`` for G.pt, ``space`` for layouts)."""
-
-    @abstractmethod
-    def sample(self, n: int, seed: int = 0) -> Tensor:
-        """``Tensor[n, P]`` of new weight vectors; the same seed gives the same samples."""
-
-    @abstractmethod
-    def config(self) -> dict:
-        """JSON-serialisable constructor arguments: ``type(self)(**config())`` rebuilds it unfitted."""
-
-    @abstractmethod
-    def state(self) -> dict[str, Tensor]:
-        """Everything ``fit`` learned, as named tensors."""
-
-    @abstractmethod
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        """Restore what ``state()`` returned."""
-
-    def save(self, directory: str | Path) -> Path:
-        """``generator.json`` (name + config) and ``state.safetensors``, written atomically."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(d / "state.safetensors", {k: v.contiguous() for k, v in self.state().items()},
-                        {"generator": self.name})
-        tmp = d / ".generator.json.tmp"
-        tmp.write_text(json.dumps({"generator": self.name, "config": self.config()}, indent=2))
-        tmp.replace(d / "generator.json")
-        return d
+__all__ = ["GENERATORS", "Generator", "load_generator", "make_generator", "seeded"]
 
 
 def load_generator(directory: str | Path) -> Generator:
@@ -92,8 +37,12 @@ def load_generator(directory: str | Path) -> Generator:
 
 
 # Where each built-in generator lives, so it registers on first use.
-_MODULES = {"noise": "baselines", "average": "baselines", "gaussian": "baselines", "pdiff": "pdiff",
-            "hyperrep": "hyperrep", "gpt": "gpt", "hyperdiffusion": "hyperdiffusion"}
+_MODULES = {"noise": "weightspace.baselines", "average": "weightspace.baselines",
+            "gaussian": "weightspace.baselines", "aligned-interpolation": "weightspace.baselines",
+            "pdiff": "weightspace.generative.pdiff",
+            "hyperrep": "weightspace.generative.hyperrep", "gpt": "weightspace.generative.gpt",
+            "hyperdiffusion": "weightspace.generative.hyperdiffusion",
+            "aligned": "weightspace.generative.aligned"}
 
 
 def generator_names() -> list[str]:
@@ -108,7 +57,7 @@ def make_generator(name: str, **config) -> Generator:
     if not isinstance(name, str) or name not in generator_names():
         raise ConfigError(f"generator: expected one of {generator_names()}, got {name!r}")
     if name not in GENERATORS:
-        importlib.import_module(f"weightspace.generative.{_MODULES[name]}")
+        importlib.import_module(_MODULES[name])
     cls = GENERATORS[name]
     params = inspect.signature(cls).parameters
     for key, value in config.items():
@@ -137,7 +86,3 @@ def _same_kind(value, default) -> bool:
     if isinstance(default, (tuple, list)):
         return isinstance(value, (tuple, list))
     return True
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))

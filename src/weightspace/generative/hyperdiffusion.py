@@ -32,7 +32,9 @@ from ..shapes import (
     grid_points,
     iou,
     load_silhouettes,
+    normalise_points,
     occupancy_samples,
+    pairwise_chamfer,
 )
 from ..space import WeightSpace
 from ..zoo import Zoo
@@ -47,6 +49,7 @@ __all__ = [
     "fit_occupancy",
     "n_samples",
     "quality",
+    "shape_quality",
     "shapes",
     "test_shapes",
     "training_shapes",
@@ -115,15 +118,18 @@ def _check_preset(preset: str) -> dict:
     return json.loads(json.dumps(PRESETS[preset]))
 
 
-def build_data(out: str | Path, *, preset: str = "default", progress: bool = True) -> Zoo:
+def build_data(out: str | Path, *, preset: str = "default", progress: bool = True, seed: int | None = None) -> Zoo:
     """One occupancy MLP per training silhouette, written to a zoo at ``out``; resumable.
 
     As the original: the first shape's MLP is fitted from a seeded random init, then every other
     shape's MLP is fitted starting from it. Model ``shape-00000`` is that first fit. Records carry
     ``run_id`` = the source image's id, ``train_loss``/``train_acc`` on the shape's occupancy
-    samples, and ``iou`` (extra key) with the shape's own occupancy grid.
+    samples, and ``iou`` (extra key) with the shape's own occupancy grid. ``seed`` (default: the
+    preset's) picks the shapes, the train/test split and the first fit's init.
     """
     cfg = _check_preset(preset)
+    if seed is not None:
+        cfg["shapes"]["seed"] = int(seed)
     if (Path(out) / "zoo.json").is_file():  # fail before loading data, not after
         made = Zoo.open(out).info.get("config", {})
         if (made.get("method"), made.get("preset")) != ("hyperdiffusion", preset):
@@ -239,12 +245,15 @@ def _grid_logits(zoo: Zoo, weights: Tensor, chunk: int = 256) -> Tensor:
 
 
 def quality(zoo: Zoo, weights: Tensor) -> Tensor:
-    """``Tensor[n]`` in [0, 1], higher is better: each MLP's occupancy IoU with its nearest held-out
-    test shape (max over test shapes), on the decode grid. A shape that matches nothing scores 0."""
-    cfg = _check_zoo(zoo)
-    occ = _grid_logits(zoo, weights).flatten(1) > 0
-    test = _silhouettes(zoo).test.occupancy(cfg["decode"]["resolution"]).to(occ.device)
-    return iou(occ, test).max(1).values
+    """``Tensor[n]``, higher is better: minus each MLP's Chamfer distance to its nearest held-out test
+    shape (both clouds normalised, as the paper's evaluation). An MLP with no boundary scores
+    ``-inf`` (no shape matches it)."""
+    return shape_quality(zoo, shapes(zoo, weights))
+
+
+def shape_quality(zoo: Zoo, points: Sequence[Tensor]) -> Tensor:
+    """:func:`quality` of point sets (normalised, as :func:`shapes` returns them)."""
+    return -pairwise_chamfer(list(points), test_shapes(zoo)).min(1).values
 
 
 def _as_list(points: Tensor) -> list[Tensor]:
@@ -254,21 +263,23 @@ def _as_list(points: Tensor) -> list[Tensor]:
 
 def shapes(zoo: Zoo, weights: Tensor) -> list[Tensor]:
     """Each MLP's shape as a boundary point set ``[K, 2]`` (marching squares at logit 0, K points evenly
-    spaced by arc length); an MLP whose field has no boundary gives ``[0, 2]``."""
+    spaced by arc length), normalised to zero mean and unit std as the paper's evaluation; an MLP
+    whose field has no boundary gives ``[0, 2]``."""
     dec = _check_zoo(zoo)["decode"]
-    return _as_list(boundary_points(_grid_logits(zoo, weights), dec["n_points"], 0.0))
+    return normalise_points(_as_list(boundary_points(_grid_logits(zoo, weights), dec["n_points"], 0.0)))
 
 
 def training_shapes(zoo: Zoo) -> list[Tensor]:
-    """The training silhouettes (ground truth, not the fitted MLPs) as point sets, in shape order."""
+    """The training silhouettes (ground truth, not the fitted MLPs) as normalised point sets, in
+    shape order: the paper's reference for HyperDiffusion's samples."""
     dec = _check_zoo(zoo)["decode"]
-    return _as_list(_silhouettes(zoo).train.boundary(dec["n_points"], dec["resolution"]))
+    return normalise_points(_as_list(_silhouettes(zoo).train.boundary(dec["n_points"], dec["resolution"])))
 
 
 def test_shapes(zoo: Zoo) -> list[Tensor]:
-    """The held-out test silhouettes as point sets (what generated shapes are scored against)."""
+    """The held-out test silhouettes as normalised point sets (what generated shapes are scored against)."""
     dec = _check_zoo(zoo)["decode"]
-    return _as_list(_silhouettes(zoo).test.boundary(dec["n_points"], dec["resolution"]))
+    return normalise_points(_as_list(_silhouettes(zoo).test.boundary(dec["n_points"], dec["resolution"])))
 
 
 # ----------------------------------------------------------------------------- generator

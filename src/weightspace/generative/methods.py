@@ -1,4 +1,4 @@
-"""The paper's four generators and their data settings, looked up by name.
+"""The paper's four generators and weightspace's own (``aligned``) and their data settings, looked up by name.
 
 Each method module provides ``build_data(out, preset=, progress=) -> Zoo``,
 ``training_weights(zoo)``, ``fit_context(zoo)``, ``n_samples(zoo)`` (the paper's sample count),
@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..zoo import Zoo
 
-METHODS = ("pdiff", "hyperrep", "gpt", "hyperdiffusion")
+METHODS = ("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned")
 BASELINES = ("noise", "average", "gaussian")
 
 
@@ -48,3 +48,12 @@ def fit_context(zoo: Zoo, generator: str, weights: Tensor) -> dict:
     if module is None or generator != module.__name__.rsplit(".", 1)[-1]:
         return {}
     return module.fit_context(zoo)
+
+
+def generator_config(zoo: Zoo, generator: str) -> dict:
+    """Constructor arguments a method's generator takes from that method's zoo (its architecture,
+    for G.pt and Hyper-Representations); nothing for other generators or zoos."""
+    module = zoo_method(zoo)
+    if module is None or generator != module.__name__.rsplit(".", 1)[-1]:
+        return {}
+    return module.generator_config(zoo) if hasattr(module, "generator_config") else {}

@@ -1,13 +1,17 @@
 """P-diff (Wang et al. 2024, "Neural Network Diffusion"), CPU-sized.
 
-Data: one CNN with BatchNorm is trained on digits, then only the affine weight and bias of its last
+Data: one CNN with BatchNorm is trained on Fashion-MNIST (averaged to 7×7 pixels, a 5,000-image
+training subset; scored on a stratified 2,000-image test subset, where it makes hundreds of errors;
+the ``tiny`` preset uses scikit-learn's digits), then only the affine weight and bias of its last
 two BatchNorm layers are fine-tuned for a few hundred SGD steps, saving a checkpoint after every
-step. Generator: those parameters are normalised per coordinate, a 1-D convolutional autoencoder
+step. A second fine-tune from the same base, alike but with its own data order (run ``heldout``),
+is never shown to the generator: what a model that generalises within the fine-tune looks like. Generator: those parameters are normalised per coordinate, a 1-D convolutional autoencoder
 is trained on them with small noise added to its input (0.001) and to its latent (0.1), and a DDPM
 learns the latents; sampling decodes DDPM latents and writes them into a copy of a training model.
 
-The zoo holds the base model (run ``base``) and the fine-tune trajectory (run ``finetune``); the
-generator is fit on the fine-tune checkpoints after step 0 (step 0 is the base model itself).
+The zoo holds the base model (run ``base``), the fine-tune trajectory (run ``finetune``) and the
+held-out one (run ``heldout``); the generator is fit on the fine-tune checkpoints after step 0
+(step 0 is the base model itself).
 """
 
 from __future__ import annotations
@@ -29,45 +33,49 @@ from .base import Generator, seeded
 from .diffusion import Diffusion, NoiseSchedule, fit_denoiser, timestep_embedding
 
 TRAINABLE = ("norms.1.weight", "norms.1.bias", "norms.2.weight", "norms.2.bias")
-BASE_RUN, FINETUNE_RUN = "base", "finetune"
+BASE_RUN, FINETUNE_RUN, HELDOUT_RUN = "base", "finetune", "heldout"
 
 PRESETS = {
     # base: Adam on digits to ~99% test accuracy; fine-tune: SGD on the BN affine parameters only
-    "default": {"base_epochs": 8, "finetune_steps": 300},
-    "tiny": {"base_epochs": 2, "finetune_steps": 20},
+    "default": {"base_epochs": 8, "finetune_steps": 300, "dataset": {"name": "fashion-mnist", "image": True,
+                "image_size": 7, "max_train": 6000, "max_test": 2000}},
+    "tiny": {"base_epochs": 2, "finetune_steps": 20, "dataset": {"name": "digits", "image": True}},
 }
 ARCHITECTURE = {"channels": (16, 32, 32), "fc_widths": ()}
 BASE_HPARAMS = {"lr": 0.01, "optimizer": "adam"}
 FINETUNE_HPARAMS = {"lr": 0.2, "optimizer": "sgd", "momentum": 0.9}
-DATASET = {"name": "digits", "image": True}
 
 
 # --------------------------------------------------------------------------- data
 
 
-def build_data(out: str | Path, *, preset: str = "default", progress: bool = True) -> Zoo:
-    """Train the base CNN, then fine-tune its last two BatchNorm layers one checkpoint per step.
+def build_data(out: str | Path, *, preset: str = "default", progress: bool = True, seed: int = 0) -> Zoo:
+    """Train the base CNN, then fine-tune its last two BatchNorm layers one checkpoint per step,
+    twice: the training trajectory and the held-out one. ``seed`` shifts the runs' seeds (init and
+    data order) by ``seed * 10_000``.
 
     Resumable: runs whose checkpoints are all in the zoo are skipped."""
     if preset not in PRESETS:
         raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     p = PRESETS[preset]
-    dataset = load_dataset(**DATASET)
+    dataset = load_dataset(**p["dataset"])
     arch = CNN(dataset.input_shape[0], dataset.input_shape[-1], out_features=dataset.num_classes, **ARCHITECTURE)
-    config = {"method": "pdiff", "preset": preset, "dataset": DATASET, "trainable": list(TRAINABLE),
-              "base": {**BASE_HPARAMS, "epochs": p["base_epochs"]},
+    config = {"method": "pdiff", "preset": preset, "seed": int(seed), "dataset": p["dataset"],
+              "trainable": list(TRAINABLE), "base": {**BASE_HPARAMS, "epochs": p["base_epochs"]},
               "finetune": {**FINETUNE_HPARAMS, "steps": p["finetune_steps"]}}
     zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
-    if zoo.info["config"].get("preset") != preset:
+    if (zoo.info["config"].get("preset"), zoo.info["config"].get("seed")) != (preset, int(seed)):
         raise ConfigError(f"preset: the zoo at {out} was built with preset "
-                          f"{zoo.info['config'].get('preset')!r}, not {preset!r}; use another directory")
+                          f"{zoo.info['config'].get('preset')!r} and seed {zoo.info['config'].get('seed')!r}, "
+                          f"not {preset!r} and {seed!r}; use another directory")
     evals = ("val", "test")
-    train_population(arch, dataset, [Run(BASE_RUN, 0, HParams(**BASE_HPARAMS, epochs=p["base_epochs"]))], zoo,
+    first = int(seed) * 10_000
+    train_population(arch, dataset, [Run(BASE_RUN, first, HParams(**BASE_HPARAMS, epochs=p["base_epochs"]))], zoo,
                      TrainConfig(eval_splits=evals), progress=progress)
     base = base_weights(zoo)
     steps_per_epoch = math.ceil(dataset.x_train.shape[0] / TrainConfig().batch_size)
     ft = HParams(**FINETUNE_HPARAMS, epochs=math.ceil(p["finetune_steps"] / steps_per_epoch))
-    train_population(arch, dataset, [Run(FINETUNE_RUN, 1, ft)], zoo,
+    train_population(arch, dataset, [Run(FINETUNE_RUN, first + 1, ft), Run(HELDOUT_RUN, first + 2, ft)], zoo,
                      TrainConfig(every_steps=1, max_steps=p["finetune_steps"], trainable=TRAINABLE,
                                  eval_splits=evals),
                      init=base, progress=progress)
@@ -82,12 +90,21 @@ def base_weights(zoo: Zoo) -> Tensor:
     return w[-1]
 
 
+def _trajectory(zoo: Zoo, run: str) -> Tensor:
+    w, _ = zoo.load("run_id = ? AND step > 0", (run,))
+    if w.shape[0] == 0:
+        raise ConfigError(f"zoo {zoo.root}: no {run!r} checkpoints; build it with pdiff.build_data")
+    return w
+
+
 def training_weights(zoo: Zoo) -> Tensor:
     """The fine-tune checkpoints after step 0, in step order: ``Tensor[steps, P]``."""
-    w, _ = zoo.load("run_id = ? AND step > 0", (FINETUNE_RUN,))
-    if w.shape[0] == 0:
-        raise ConfigError(f"zoo {zoo.root}: no {FINETUNE_RUN!r} checkpoints; build it with pdiff.build_data")
-    return w
+    return _trajectory(zoo, FINETUNE_RUN)
+
+
+def heldout_weights(zoo: Zoo) -> Tensor:
+    """The held-out fine-tune's checkpoints after step 0 (same schedule, own data order)."""
+    return _trajectory(zoo, HELDOUT_RUN)
 
 
 def fit_context(zoo: Zoo) -> dict:

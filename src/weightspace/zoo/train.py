@@ -351,3 +351,22 @@ def _flush(task: Task, zoo: Zoo, pending: list, cfg: TrainConfig) -> int:
     items = [(mid, vec, {**rec, **metrics[i]}) for i, (mid, vec, rec) in enumerate(pending)]
     pending.clear()
     return zoo.add_many(items)
+
+
+def finetune_weights(arch: Architecture, dataset: Dataset, weights: Tensor, *, steps: int, lr: float = 0.05,
+                     momentum: float = 0.9, batch_size: int = 64, seed: int = 0) -> Tensor:
+    """``steps`` of SGD with momentum for every model of ``weights [N, P]`` at once, each on its own
+    random batches of the training split (seeded): new ``[N, P]`` weights, nothing written anywhere.
+    For short fine-tunes of given models (generated ones, or a baseline's, so both get the same);
+    BatchNorm statistics are not updated."""
+    if int(steps) < 0:
+        raise ConfigError(f"steps: expected a non-negative integer, got {steps!r}")
+    x, y = dataset.split("train")
+    g = torch.Generator().manual_seed(int(seed))
+    w, velocity = weights.detach().clone(), torch.zeros_like(weights)
+    for _ in range(int(steps)):
+        idx = torch.randint(0, x.shape[0], (w.shape[0], batch_size), generator=g)
+        _, grad, _ = arch.loss_and_grad(w, x[idx], y[idx])
+        velocity = momentum * velocity + grad
+        w = w - lr * velocity
+    return w

@@ -23,10 +23,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ..audit.similarity import l2_distances
 from ..errors import ConfigError, LayoutError
 from ..space import WeightSpace
 from ..symmetry import random_permutation, scale_neurons
-from .similarity import l2_distances
 
 TRANSFORMS = ("identity", "permutation", "scaling")
 SCALE_RANGE = (0.5, 2.0)  # scaling factors are log-uniform in this range

@@ -24,13 +24,13 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from .similarity import (
+from ..audit.similarity import (
     error_iou,
     l2_distances,
     max_similarity_to_training,
     min_distance_to_training,
 )
+from ..errors import ConfigError
 
 REPLICA_FRACTION = 0.25  # a sample closer than this × the training spacing to a checkpoint is a replica
 TRAIN_FRACTION = "_train_fraction"  # special override: fit on a random subset of the training checkpoints
@@ -151,9 +151,9 @@ def run_ablation(zoo, method: str, variants: Mapping[str, Mapping] | None = None
     Novelty is always measured against the full training set. One row per variant; the training
     set's own reference values are in ``table.attrs["training"]``.
     """
+    from ..audit.run import ZooEvaluator
     from ..generative.base import make_generator
     from ..generative.methods import method_module
-    from .run import ZooEvaluator
 
     module = method_module(method)
     if variants is None:

@@ -1,0 +1,32 @@
+"""The study's presets: data setting, samples per group and generator settings per method."""
+
+# Hyper-Representations is audited as published: its code drew every latent dimension with one
+# shared random state, so each sample is one training latent plus jitter (the generator's default;
+# independent draws per dimension mix unaligned models and give chance-level accuracy).
+AS_PUBLISHED = {"hyperrep": {"shared_seed": True}}
+
+# The methods as the paper writes them.
+PAPER_NAMES = {"pdiff": "P-diff", "hyperrep": "Hyper-Representations", "gpt": "G.pt", "hyperdiffusion": "HyperDiffusion",
+               "aligned": "Aligned Gaussian (weightspace)"}
+
+# The paper's two noise σ per method (memorization-protocol.md), on raw weights; G.pt's are its 0.05/0.1
+# in the generator's normalised space converted to raw. Marked on each scatter beside the σ sweep.
+PAPER_SIGMAS = {"hyperrep": (0.02, 0.04), "gpt": (0.012, 0.024), "hyperdiffusion": (0.02, 0.04),
+                "pdiff": (0.06, 0.12)}
+
+PRESETS = {
+    # CPU-sized: every method's default data setting, 100 samples per group (as the paper's plots),
+    # every generator fitted with 3 seeds on data built once.
+    "quick": {"data": "default", "samples": 100, "seeds": 3, "generators": AS_PUBLISHED, "paper_sigmas": PAPER_SIGMAS},
+    # The paper's sample counts (200 / 200 / 128 / 1.1 × test shapes), same data settings.
+    "paper": {"data": "default", "samples": None, "seeds": 3, "generators": AS_PUBLISHED,
+              "paper_sigmas": PAPER_SIGMAS},
+    # Seconds: for tests and smoke runs; too small to conclude anything.
+    "tiny": {"data": "tiny", "samples": 12, "seeds": 1, "paper_sigmas": PAPER_SIGMAS, "generators": {
+        "pdiff": {"ae_steps": 200, "ddpm_steps": 200},
+        "hyperrep": {"steps": 150, "shared_seed": True},
+        "gpt": {"train_steps": 150},
+        "hyperdiffusion": {"train_steps": 150},
+        "aligned": {},
+    }},
+}

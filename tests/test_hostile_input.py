@@ -516,16 +516,35 @@ def test_every_output_argument_is_claimed():
             for name, child in action.choices.items():
                 yield from leaves(child, (*path, name))
 
-    # Commands whose output is one file, not a directory (the directory rule does not apply; see the
-    # README's "Untrusted input").
-    single_file_outputs = {("merge",), ("soup",), ("align",)}
     found = 0
     for path, parser in leaves(build_parser(), ()):
-        if any(a.dest == "out" for a in parser._actions) and path not in single_file_outputs:
+        if any(a.dest == "out" for a in parser._actions):
             found += 1
             assert parser.get_default("output_command"), f"weightspace {' '.join(path)}: --out not declared by add_output"
             assert any(a.dest == "force" for a in parser._actions)
-    assert found >= 6
+    assert found >= 9
+
+
+def test_single_file_outputs_are_never_replaced_without_force(tmp_path, capsys):
+    """merge/soup/align write one .safetensors file (and its settings .yaml): a user's existing file
+    of that name is refused, and kept byte for byte; --force replaces it."""
+    from weightspace.cli import main
+
+    target = tmp_path / "mine.safetensors"
+    target.write_bytes(b"my own model")
+    for argv in (["merge", str(tmp_path / "missing.yaml"), str(target)],
+                 ["soup", str(tmp_path / "nozoo"), "--out", str(target)],
+                 ["align", "a.safetensors", "b.safetensors", "--out", str(target)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+        assert target.read_bytes() == b"my own model"
+    (tmp_path / "settings.yaml").write_text("mine: true\n")  # the settings file beside the output counts too
+    assert main(["merge", str(tmp_path / "missing.yaml"), str(tmp_path / "settings.safetensors")]) == 2
+    assert "settings.yaml exists" in capsys.readouterr().err
+    # With --force the refusal is gone (what fails next is the missing config, not the output rule).
+    assert main(["merge", str(tmp_path / "missing.yaml"), str(target), "--force"]) == 2
+    assert "exists;" not in capsys.readouterr().err and target.read_bytes() == b"my own model"
 
 
 @pytest.mark.parametrize("key,value,message", [

@@ -378,6 +378,20 @@ def output_owner(directory: Path) -> str | None:
     return data.get("command") if isinstance(data, dict) and isinstance(data.get("command"), str) else None
 
 
+def claim_output_file(path: str | os.PathLike, *, force: bool = False, what: str = "--out") -> Path:
+    """A single output file (and its settings ``.yaml`` beside it): refused if either already exists,
+    unless ``force``; its folder must be a directory (created if missing)."""
+    out = Path(path)
+    for existing in (out, out.with_suffix(".yaml")):
+        if (existing.exists() or existing.is_symlink()) and not force:
+            raise OutputError(f"{what} {out}: {existing} exists; choose a new file, or pass --force to replace it")
+    if out.is_dir():
+        raise OutputError(f"{what} {out}: is a directory, not a file")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise OutputError(f"{what} {out}: {out.parent} is not a directory")
+    return out
+
+
 @contextmanager
 def claimed_output(path: str | os.PathLike, command: str, *, force: bool = False, what: str = "--out"
                    ) -> Iterator[Path]:

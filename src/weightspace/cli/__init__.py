@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..errors import WeightspaceError
-from ..safe_input import claimed_output
+from ..safe_input import claim_output_file, claimed_output
 from . import analysis, analyze, generate, merge, study, zoo
 
 COMMANDS = (study, zoo, generate, merge, analyze, analysis)
@@ -34,9 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _claimed(args):
-    """The command's output directory, claimed for it (see ``common.add_output``), or nothing."""
+    """The command's output directory, claimed for it (see ``common.add_output``), or nothing. A
+    command whose output may be one ``.safetensors`` file (``common.add_output_file``) refuses to
+    replace an existing file unless ``--force``; given a folder, it claims the folder."""
     command = getattr(args, "output_command", None)
     if command is None or getattr(args, "out", None) is None:
+        return contextlib.nullcontext()
+    if getattr(args, "output_is_file", False) and str(args.out).endswith(".safetensors"):
+        claim_output_file(args.out, force=args.force)
         return contextlib.nullcontext()
     return claimed_output(args.out, command, force=args.force)
 

@@ -66,6 +66,14 @@ def add_output(parser, command: str, *, positional: bool = False, default: str |
     parser.set_defaults(output_command=command)
 
 
+def add_output_file(parser, command: str, *, positional: bool = False, default: str | None = None,
+                    required: bool = False, help: str = "output .safetensors file, or a folder") -> None:
+    """The output of a command that writes one model: a ``.safetensors`` file, never replacing an
+    existing one unless ``--force``, or a folder, claimed as :func:`add_output` claims it."""
+    add_output(parser, command, positional=positional, default=default, required=required, help=help)
+    parser.set_defaults(output_is_file=True)
+
+
 def add_backend_options(parser) -> None:
     """``--backend local|ray`` and ``--address``, for commands whose heavy parts can run on Ray."""
     parser.add_argument("--backend", choices=("local", "ray"), default="local",

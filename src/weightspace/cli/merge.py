@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .common import add_output_file
+
 
 def _merge(args) -> None:
     from ..merge.run import merge_from_config
@@ -52,7 +54,7 @@ def _barrier(args) -> None:
 def register(sub) -> None:
     merge = sub.add_parser("merge", help="merge models as a mergekit-style YAML config says")
     merge.add_argument("config", help="YAML: merge_method, base_model, models (files, HF folders, ZOO::ID), parameters")
-    merge.add_argument("out", help="output .safetensors file, or a folder (gets model.safetensors)")
+    add_output_file(merge, "merge", positional=True, help="output .safetensors file, or a folder (gets model.safetensors)")
     merge.set_defaults(func=_merge)
 
     soup = sub.add_parser("soup", help="a model soup of a zoo's models (uniform by default)")
@@ -62,14 +64,14 @@ def register(sub) -> None:
     kind.add_argument("--learned", action="store_true", help="per-tensor mixing weights trained on the validation split")
     soup.add_argument("--strict", action="store_true", help="greedy: take a model only if the soup strictly improves")
     soup.add_argument("--where", help="SQL filter over index columns, e.g. \"epoch = 20\"")
-    soup.add_argument("--out", default="soup.safetensors", help="output file or folder (default soup.safetensors)")
+    add_output_file(soup, "soup", default="soup.safetensors", help="output file or folder (default soup.safetensors)")
     soup.add_argument("--quiet", action="store_true", help="no progress bar")
     soup.set_defaults(func=_soup)
 
     align = sub.add_parser("align", help="reorder B's neurons to match A (weight or activation matching)")
     align.add_argument("a", help="reference model: a checkpoint file or ZOO_DIR::MODEL_ID")
     align.add_argument("b", help="model to permute")
-    align.add_argument("--out", required=True, help="output .safetensors file or folder")
+    add_output_file(align, "align", required=True, help="output .safetensors file or folder")
     align.add_argument("--method", choices=("weight", "activation"), default="weight")
     align.add_argument("--zoo", help="a zoo of the models' architecture (and data, for activation matching)")
     align.set_defaults(func=_align)

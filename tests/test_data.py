@@ -370,3 +370,18 @@ def test_registry():
     with pytest.raises(ConfigError) as exc:
         load_dataset("mnist1d", test_fraction=0.1)
     assert "test_fraction" in str(exc.value) and "val_fraction" in str(exc.value)
+
+
+def test_fashion_image_size_averages_pixel_blocks_like_avg_pool(tmp_path):
+    """Downsampled images are 2×2 block means of the raw pixels, standardised like the full ones."""
+    root = make_fashion_dir(tmp_path / "fm")
+    full = load_fashion_mnist(root=root, seed=0, image=True)
+    small = load_fashion_mnist(root=root, seed=0, image=True, image_size=14)
+    assert small.input_shape == (1, 14, 14) and small.info["options"]["image_size"] == 14
+    n_full, n_small = full.info["normalisation"], small.info["normalisation"]
+    raw = full.x_train * n_full["std"] + n_full["mean"]
+    pooled = torch.nn.functional.avg_pool2d(raw.double(), 2)
+    expected = ((pooled - n_small["mean"]) / n_small["std"]).float()
+    assert torch.allclose(small.x_train, expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="image_size"):
+        load_fashion_mnist(root=root, image_size=5)

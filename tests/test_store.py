@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from weightspace.errors import LayoutError, ZooError
+from weightspace.errors import LayoutError, OutputError, ZooError
 from weightspace.io import read_metadata, sha256_file
 from weightspace.nets import CNN, MLP
 from weightspace.zoo import Zoo
@@ -293,7 +293,24 @@ def test_export_round_trip(tmp_path):
     assert load_file(out / "weights.safetensors")["weights"].shape[0] == 6
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ZooError, match="busy"):
+    with pytest.raises(OutputError, match="busy"):
         zoo.export(tmp_path / "busy")
     with pytest.raises(ZooError, match="nothing exported"):
         zoo.export(tmp_path / "none", "seed < 0")
+
+
+def test_files_staged_by_one_writer_are_indexed_by_another(tmp_path):
+    """The Ray backend's split: workers stage files without reading the index, one writer indexes
+    them; ids already indexed are ignored and their staged files removed."""
+    worker, indexer = make_zoo(tmp_path / "zoo"), Zoo.open(tmp_path / "zoo")
+    w = fill(indexer, 2)
+    w2 = ARCH.init(range(10, 13))
+    staged = worker.stage_many([(f"m{i:03d}", w2[i], record(i)) for i in range(3)], skip_indexed=False)
+    assert len(staged) == 3 and all(p.is_file() for p, _ in staged) and len(indexer) == 2
+    assert indexer.commit_staged(staged) == 1  # m000 and m001 were there already
+    assert not any(p.exists() for p, _ in staged)
+    weights, df = indexer.load()
+    assert list(df["model_id"]) == ["m000", "m001", "m002"]
+    assert torch.equal(weights[:2], w[:2]) and torch.equal(weights[2], w2[2])
+    assert indexer.verify() == [] and not any((tmp_path / "zoo" / ".staging").iterdir())
+    assert torch.equal(indexer.load_rows(df.iloc[[2, 0]]), weights[[2, 0]])

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from weightspace.data import load_digits
+from weightspace.errors import ConfigError
 from weightspace.nets import CNN, MLP
+from weightspace.task import Task
 from weightspace.zoo import Zoo
 from weightspace.zoo.train import (
     HParams,
@@ -145,3 +147,44 @@ def test_rerun_skips_finished_runs(tmp_path, digits):
     before = zoo.index()["sha256"].tolist()
     assert train_population(arch, digits, runs, zoo, progress=False) == 0
     assert zoo.index()["sha256"].tolist() == before
+
+
+def test_a_run_can_have_its_own_activation(tmp_path, digits_images):
+    """Runs naming an activation train as that architecture would alone, beside runs of another one."""
+    arch = CNN(1, 8, channels=(4, 4), fc_widths=(8,), activation="relu")
+    runs = [Run("relu", 5, HParams(lr=0.05, epochs=1)), Run("tanh", 6, HParams(lr=0.05, epochs=1, activation="tanh"))]
+    cfg = TrainConfig(batch_size=64)
+    mixed = _zoo(tmp_path, arch, digits_images, "mixed")
+    train_population(arch, digits_images, runs, mixed, cfg, progress=False)
+    tanh_arch = CNN(1, 8, channels=(4, 4), fc_widths=(8,), activation="tanh")
+    alone = _zoo(tmp_path, tanh_arch, digits_images, "alone")
+    train_population(tanh_arch, digits_images, [Run("tanh", 6, HParams(lr=0.05, epochs=1))], alone, cfg, progress=False)
+    assert torch.allclose(_final(mixed, "tanh"), _final(alone, "tanh"), atol=1e-5)
+    df = mixed.index()
+    assert dict(zip(df["run_id"], df["hp_activation"])) == {"relu": "relu", "tanh": "tanh"}
+    w, df_tanh = mixed.load("run_id = ?", ("tanh",))  # its metrics are those of a tanh net
+    assert df_tanh["test_acc"].iloc[0] == pytest.approx(float(Task(digits_images, tanh_arch).accuracy(w)[0]))
+
+
+def test_an_unknown_activation_is_refused():
+    with pytest.raises(ConfigError, match="hparams.activation"):
+        HParams(activation="swish")
+
+
+def test_a_resumed_build_trains_the_chunks_of_an_uninterrupted_one(tmp_path, digits):
+    """With dropout a model depends on its chunk mates; a run already finished when a build resumes
+    still belongs to its chunk, so the others reach the weights of an uninterrupted build."""
+    arch = MLP(64, (8,), 10)
+    runs = [Run(f"r{i}", i, HParams(lr=0.05, epochs=1 + i, dropout=0.2)) for i in range(3)]
+    cfg = TrainConfig(eval_splits=())
+    whole = _zoo(tmp_path, arch, digits, "whole")
+    train_population(arch, digits, runs, whole, cfg, progress=False)
+    resumed = _zoo(tmp_path, arch, digits, "resumed")
+    w, df = whole.load("run_id = ?", ("r0",))  # r0 finished before the "kill"
+    resumed.add_many([(m, w[i], {"run_id": "r0", "seed": 0, "epoch": int(e), "step": int(s)})
+                      for i, (m, e, s) in enumerate(zip(df["model_id"], df["epoch"], df["step"]))])
+    assert train_population(arch, digits, runs, resumed, cfg, progress=False) == 2
+    assert torch.equal(resumed.load()[0], whole.load()[0])
+    alone = _zoo(tmp_path, arch, digits, "alone")  # without r0 in the chunk, r1 and r2 train differently
+    train_population(arch, digits, runs[1:], alone, cfg, progress=False)
+    assert not torch.equal(alone.load()[0], whole.load("run_id != 'r0'")[0])

@@ -27,18 +27,16 @@ same for every member of a permutation orbit.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 from torch import Tensor
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
 from .errors import ConfigError, LayoutError
 from .nets import Architecture
+from .parallel import RayBackend, map_blocks, map_rows, row_blocks
 from .space import PermutationGroup, WeightSpace
 from .symmetry import permute
 
@@ -186,21 +184,29 @@ def aligned_l2(
     max_sweeps: int = 50,
     chunk_pairs: int = 2048,
     progress: bool = False,
+    backend: RayBackend | None = None,
 ) -> Tensor:
     """Aligned L2 between every model of ``weights_a`` ``[A, P]`` and of ``weights_b`` ``[B, P]``: ``[A, B]``.
 
     One matching per pair (A·B Hungarian solves per group and sweep): exact, and fine for small
-    layers or subsets. For large sets use ``aligned_l2_fast``.
+    layers or subsets. For large sets use ``aligned_l2_fast``. Pairs go in blocks of
+    ``chunk_pairs``; with a :class:`~weightspace.parallel.RayBackend` each block is one Ray task.
     """
     if weights_a.dim() != 2:
         raise LayoutError(f"weights_a: expected [A, {space.num_params}], got {tuple(weights_a.shape)}")
     n_a, n_b = weights_a.shape[0], weights_b.shape[0]
-    out = torch.empty(n_a * n_b, dtype=torch.promote_types(weights_a.dtype, weights_b.dtype), device=weights_a.device)
-    starts = range(0, n_a * n_b, chunk_pairs)
-    for s in tqdm(starts, desc="aligned L2", disable=not progress, total=math.ceil(n_a * n_b / chunk_pairs)):
-        pair = torch.arange(s, min(s + chunk_pairs, n_a * n_b), device=weights_a.device)
-        out[pair] = aligned_l2_pairs(space, weights_a[pair // n_b], weights_b[pair % n_b], max_sweeps=max_sweeps)
+    parts = map_blocks(_aligned_block, row_blocks(n_a * n_b, chunk_pairs), space, weights_a, weights_b, max_sweeps,
+                       backend=backend, progress=progress, desc="aligned L2")
+    dtype = torch.promote_types(weights_a.dtype, weights_b.dtype)
+    out = torch.cat(parts) if parts else torch.empty(0, dtype=dtype, device=weights_a.device)
     return out.reshape(n_a, n_b)
+
+
+def _aligned_block(span, space, weights_a, weights_b, max_sweeps) -> Tensor:
+    """Aligned L2 of the pairs ``span`` of ``A × B``, numbered row by row."""
+    pair = torch.arange(*span, device=weights_a.device)
+    n_b = weights_b.shape[0]
+    return aligned_l2_pairs(space, weights_a[pair // n_b], weights_b[pair % n_b], max_sweeps=max_sweeps)
 
 
 def align_to(space: WeightSpace, weights: Tensor, reference: Tensor, *, max_sweeps: int = 50) -> Tensor:
@@ -217,6 +223,8 @@ def aligned_l2_fast(
     *,
     reference: Tensor | None = None,
     max_sweeps: int = 50,
+    backend: RayBackend | None = None,
+    block_size: int = 256,
 ) -> Tensor:
     """Approximate aligned L2, ``[A, B]``: align every model once to one ``reference`` model (default:
     ``weights_b[0]``, e.g. the first training checkpoint), then plain L2 between aligned vectors.
@@ -225,12 +233,22 @@ def aligned_l2_fast(
     the plain L2: both are distances under some permutation of b, so each is an upper bound on
     the per-pair aligned L2 (exactly so when matching is exact), and the plain one wins for models
     already aligned to each other but not to the reference. Check how well it ranks pairs with
-    ``fast_path_agreement``.
+    ``fast_path_agreement``. With a :class:`~weightspace.parallel.RayBackend` the matchings run as
+    Ray tasks of ``block_size`` models.
     """
     ref = weights_b[0] if reference is None else reference
-    a = align_to(space, weights_a, ref, max_sweeps=max_sweeps)
-    b = align_to(space, weights_b, ref, max_sweeps=max_sweeps)
+    if backend is None:
+        a = align_to(space, weights_a, ref, max_sweeps=max_sweeps)
+        b = align_to(space, weights_b, ref, max_sweeps=max_sweeps)
+    else:
+        a, b = (torch.cat(map_rows(_align_block, w, block_size=block_size, backend=backend, desc="aligning",
+                                   space=space, reference=ref, max_sweeps=max_sweeps))
+                for w in (weights_a, weights_b))
     return torch.minimum(l2_distances(a, b), l2_distances(weights_a, weights_b))
+
+
+def _align_block(weights: Tensor, *, space: WeightSpace, reference: Tensor, max_sweeps: int) -> Tensor:
+    return align_to(space, weights, reference, max_sweeps=max_sweeps)
 
 
 def refine_nearest(

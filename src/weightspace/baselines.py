@@ -4,7 +4,10 @@ checkpoints without learning anything (Zeng et al. 2025, Sec. 4).
 - ``noise``: a random training checkpoint plus ``sigma * N(0, I)`` (a sweep of sigma draws the whole
   novelty–quality frontier: :func:`noise_sweep`);
 - ``average``: the uniform average of ``k`` distinct random training checkpoints;
-- ``gaussian``: every coordinate drawn independently from ``N(mean, std)`` over the checkpoints.
+- ``gaussian``: every coordinate drawn independently from ``N(mean, std)`` over the checkpoints;
+- ``aligned-interpolation``: ``(1 - λ) a + λ π(b)`` for two random checkpoints, ``π`` the neuron
+  permutation that weight matching finds to bring ``b`` closest to ``a`` (Git Re-Basin), so the two
+  ends compute alike and the blend does not collapse as a plain average of unaligned models does.
 
 All take the optional fit context ``mask`` (``bool[P]`` or indices): the coordinates a method models
 (P-diff: the last BatchNorm layers). Noise is added, and Gaussian coordinates are drawn, only there;
@@ -17,8 +20,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .align import match_permutations
 from .errors import ConfigError, LayoutError
 from .generator import Generator, seeded
+from .space import WeightSpace
+from .symmetry import permute
 
 
 def _as_weights(weights: Tensor) -> Tensor:
@@ -163,3 +169,47 @@ class PerParameterGaussian(Generator):
 
     def load_state(self, state: dict[str, Tensor]) -> None:
         self.mean, self.std = state["mean"], state["std"]
+
+
+class AlignedInterpolation(Generator):
+    """The point at ``lam`` on the line between two distinct random checkpoints after aligning the
+    second to the first by weight matching over the ``space``'s permutation groups (a JSON layout or
+    a ``WeightSpace``). ``lam`` runs from 0 (a copy of the first) to 0.5 (the aligned midpoint); a
+    sweep of ``lam`` draws this baseline's frontier. No BatchNorm reset: it applies to layouts
+    without BatchNorm statistics (a blend of running statistics is not the blend's statistics)."""
+
+    name = "aligned-interpolation"
+
+    def __init__(self, lam: float = 0.5, space: str | WeightSpace | None = None):
+        if not 0 <= float(lam) <= 1:
+            raise ConfigError(f"lam: expected a number in [0, 1], got {lam!r}")
+        if space is None:
+            raise ConfigError("space: expected the checkpoints' layout (a WeightSpace or its to_json())")
+        self.lam = float(lam)
+        self.space = space if isinstance(space, WeightSpace) else WeightSpace.from_json(space)
+
+    def fit(self, weights: Tensor, *, progress: bool = True, **context) -> AlignedInterpolation:
+        w = _as_weights(weights)
+        if w.shape[0] < 2 or w.shape[1] != self.space.num_params:
+            raise LayoutError(f"weights: expected [N >= 2, {self.space.num_params}] for layout "
+                              f"'{self.space.name}', got {tuple(w.shape)}")
+        self.weights = w
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> Tensor:
+        _require_fitted(self, "weights")
+        n_train = self.weights.shape[0]
+        pairs = torch.rand(int(n), n_train, generator=seeded(seed)).argsort(dim=1)[:, :2]
+        a, b = self.weights[pairs[:, 0]], self.weights[pairs[:, 1]]
+        b = permute(self.space, b, match_permutations(self.space, a, b))
+        return (1 - self.lam) * a + self.lam * b
+
+    def config(self) -> dict:
+        return {"lam": self.lam, "space": self.space.to_json()}
+
+    def state(self) -> dict[str, Tensor]:
+        _require_fitted(self, "weights")
+        return {"weights": self.weights}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.weights = state["weights"]

@@ -8,7 +8,6 @@ Nothing here touches the network.
 from __future__ import annotations
 
 import functools
-import gzip
 import inspect
 import math
 import os
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from weightspace.errors import ConfigError, DataNotFoundError, WeightspaceError
+from weightspace.errors import ConfigError, DataNotFoundError, IdxFormatError
+from weightspace.safe_input import read_idx
 
 __all__ = [
     "DATASETS",
@@ -35,10 +35,6 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
-
-
-class IdxFormatError(WeightspaceError, ValueError):
-    """An IDX file is corrupt, truncated or not IDX at all."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,8 +96,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     return int(seed)
 
 
@@ -331,60 +327,6 @@ def load_mnist1d(*, seed=0, val_fraction=0.2) -> Dataset:
 
 
 # --------------------------------------------------------------------------- IDX / fashion-mnist
-
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (plain or ``.gz``) with its header fully checked.
-
-    Truncated or mislabelled files fail loudly here rather than as a reshape
-    error deep inside training.
-    """
-    path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                data = fh.read()
-        else:
-            data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataNotFoundError(f"IDX file not found: {path}") from exc
-    except (EOFError, OSError, gzip.BadGzipFile) as exc:
-        raise IdxFormatError(f"cannot read IDX file {path}: {exc}") from exc
-
-    if len(data) < 4:
-        raise IdxFormatError(f"IDX file {path} is too short ({len(data)} bytes) to hold a header")
-    zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
-    magic = int.from_bytes(data[:4], "big")
-    if zero0 != 0 or zero1 != 0 or code not in _IDX_DTYPES or ndim == 0:
-        raise IdxFormatError(
-            f"IDX file {path} has bad magic number 0x{magic:08X}; expected 0x0000TTNN with "
-            f"type TT in {{{', '.join(f'{c:02X}' for c in _IDX_DTYPES)}}} and NN >= 1 dimensions "
-            "(e.g. 0x00000803 for images, 0x00000801 for labels)"
-        )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IdxFormatError(f"IDX file {path} is truncated inside its header ({len(data)} bytes)")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = _IDX_DTYPES[code]
-    expected = header + math.prod(dims) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "longer than its header says"
-        raise IdxFormatError(
-            f"IDX file {path} is {what}: header says shape {dims} of {dtype.name} "
-            f"({expected} bytes in all), file has {len(data)} bytes"
-        )
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
-
 
 @functools.lru_cache(maxsize=8)
 def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:

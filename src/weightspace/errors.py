@@ -27,3 +27,19 @@ class LayoutError(WeightspaceError, ValueError):
 
 class ZooError(WeightspaceError):
     """A zoo directory is missing entries, or files do not match its index."""
+
+
+class InputError(WeightspaceError, ValueError):
+    """A file or value from outside is too large, malformed, or points outside where it may."""
+
+
+class OutputError(WeightspaceError):
+    """An output directory cannot be used: it belongs to someone else, or cannot be created."""
+
+
+class IdxFormatError(WeightspaceError, ValueError):
+    """An IDX file is corrupt, truncated or not IDX at all."""
+
+
+class BackendError(WeightspaceError):
+    """An execution backend (Ray) is missing, unreachable, or lost a block of work."""

@@ -10,6 +10,7 @@ never retried unsafely.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -19,11 +20,13 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from weightspace.errors import CheckpointError, UnsafeCheckpointError
+from weightspace.errors import CheckpointError, InputError, UnsafeCheckpointError
+from weightspace.safe_input import inside_root, read_json, read_safetensors_header
 
 StateDict = dict[str, torch.Tensor]
 
@@ -86,12 +89,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", sha256: str | None = None
 ) -> tuple[StateDict, dict[str, str]]:
     """Load tensors and metadata from a .safetensors or pickle-based checkpoint.
 
     Pickle checkpoints have no metadata; wrappers like ``{"state_dict": ..., "epoch": 3}``
-    are unwrapped and nested dicts flattened to '.'-joined names.
+    are unwrapped and nested dicts flattened to '.'-joined names. With ``sha256`` the file's bytes
+    are checked against that checksum before they are decoded (read once, hashed, then parsed).
     """
     path = Path(path)
     device = torch.device(device)
@@ -101,10 +105,18 @@ def load_checkpoint(
             f"{path}: unsupported checkpoint suffix {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
     _require_file(path)
+    data = None
+    if sha256 is not None:
+        with open(path, "rb") as f:
+            data = f.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise CheckpointError(f"{path}: checksum mismatch (expected {sha256[:12]}..., file {actual[:12]}...): "
+                                  "the file changed after it was indexed")
     if suffix == SAFETENSORS_SUFFIX:
-        tensors, metadata = _load_safetensors(path)
+        tensors, metadata = _load_safetensors(path, data)
     else:
-        tensors, metadata = _load_pickle(path), {}
+        tensors, metadata = _load_pickle(path if data is None else io.BytesIO(data), path), {}
     # Tensors are read on the CPU, so that a device problem cannot pass for a corrupt file.
     if device.type != "cpu":
         tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
@@ -190,43 +202,58 @@ def _prepare_for_save(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     return prepared
 
 
-def _load_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+def _load_safetensors(path: Path, data: bytes | None = None) -> tuple[StateDict, dict[str, str]]:
+    """From the file (memory-mapped), or from its bytes when they were already read."""
     try:
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if data is None:
+            with safe_open(path, framework="pt") as f:
+                metadata = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+        else:
+            tensors = safetensors.torch.load(data)  # checks the header, so reading it again is safe
+            metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except SafetensorError as e:
         raise CheckpointError(f"{path}: not a valid safetensors file: {_safetensors_problem(path, e)}") from e
     return tensors, metadata
 
 
-def _safetensors_problem(path: Path, error: Exception) -> str:
-    """Say what is wrong with a file safetensors refused, more precisely than its own message."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            return f"file is {size} bytes, shorter than the 8-byte header length"
-        header_len = int.from_bytes(prefix, "little")
-        if header_len > size - 8:
-            return f"header length {header_len} exceeds file size {size}"
-        raw = f.read(header_len)
+def read_tensor_specs(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name → (shape, dtype as torch spells it) of a .safetensors file's tensors, from its header alone."""
+    path = Path(path)
+    header, _ = read_safetensors_header(path)
     try:
-        header = json.loads(raw)
+        return {name: (tuple(int(d) for d in entry["shape"]), _SAFETENSORS_DTYPES.get(entry["dtype"], entry["dtype"]))
+                for name, entry in header.items() if name != "__metadata__"}
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: malformed header ({type(e).__name__}: {e})") from None
+
+
+_SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64",
+                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _safetensors_problem(path: Path, error: Exception) -> str:
+    """Say what is wrong with a file safetensors refused, more precisely than its own message
+    (reading no more of it than its checked header)."""
+    try:
+        header, held = read_safetensors_header(path)
+    except CheckpointError as e:
+        return str(e).removeprefix(f"{path}: ")
+    try:
         data_len = max(
             (entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0
         )
     except (ValueError, AttributeError, TypeError, KeyError, IndexError):
         return f"malformed header ({error})"
-    held = size - 8 - header_len
     if data_len != held:
         return f"header describes {data_len} bytes of tensor data but the file holds {held} (truncated or altered?)"
     return str(error)
 
 
-def _load_pickle(path: Path) -> StateDict:
+def _load_pickle(source: Path | io.BytesIO, path: Path | None = None) -> StateDict:
+    path = source if path is None else path
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # `from None`: torch's own message advises retrying with weights_only=False.
         raise _refusal_error(path, str(e)) from None
@@ -271,7 +298,10 @@ def _ends_inside_name(path: Path, qualified_name: str) -> bool:
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - len(name) - 1))
-        return f.read()[:-1] == name
+        tail = f.read()
+    # A name that ends in a newline was read whole: the file goes on (or stops) after a complete
+    # GLOBAL, so it asked for that object; it is not cut off.
+    return tail[:-1] == name and tail[-1:] != b"\n"
 
 
 def _only_tensors(tree: dict) -> bool:
@@ -300,18 +330,22 @@ def _flatten(tree: dict, path: Path, prefix: str = "") -> StateDict:
 
 def _load_sharded(index_path: Path) -> StateDict:
     """Load the shards an index lists, each once, and check every indexed tensor is where it says."""
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{index_path}: not a valid index file ({type(e).__name__}: {e})") from e
+    index = read_json(index_path, "index file", error=CheckpointError)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index_path}: 'weight_map' must be a non-empty mapping of tensor name to shard file")
 
-    # Shard names come from the (untrusted) index: keep them inside the folder.
-    outside = [s for s in set(weight_map.values()) if not isinstance(s, str) or Path(s).name != s]
+    # Shard names come from the (untrusted) index: plain file names, inside the folder even
+    # through symlinks.
+    outside = sorted({repr(s) for s in weight_map.values() if not isinstance(s, str) or Path(s).name != s})
     if outside:
-        raise CheckpointError(f"{index_path}: shard names must be plain file names, got {outside}")
+        raise CheckpointError(f"{index_path}: shard names must be plain file names, got {', '.join(outside[:5])}")
     shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        try:
+            inside_root(index_path.parent, shard, f"{index_path}: shard")
+        except InputError as e:
+            raise CheckpointError(str(e)) from None
     absent = [s for s in shards if not (index_path.parent / s).is_file()]
     if absent:
         raise CheckpointError(f"{index_path}: missing shard file(s): {', '.join(absent)}")

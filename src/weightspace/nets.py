@@ -496,5 +496,5 @@ def build_architecture(config: Mapping) -> Architecture:
         raise ConfigError(f"architecture: unknown keys {sorted(unknown)} for kind {kind!r}; allowed: {sorted(fields)}")
     try:
         return cls(**config)
-    except TypeError as e:
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. int() of a width that is not a number
         raise ConfigError(f"architecture ({kind}): {e}") from None

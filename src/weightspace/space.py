@@ -224,7 +224,44 @@ class WeightSpace:
 
     @classmethod
     def from_json(cls, text: str) -> WeightSpace:
-        d = json.loads(text)
-        entries = tuple(TensorSpec(n, tuple(s), getattr(torch, dt)) for n, s, dt in d["entries"])
-        groups = tuple(PermutationGroup(n, size, tuple((t, a) for t, a in axes)) for n, size, axes in d["groups"])
-        return cls(entries, groups, d["name"])
+        """The layout :meth:`to_json` wrote; anything else (another dtype than a floating-point one,
+        negative or oversized shapes, malformed groups) is a :class:`LayoutError`."""
+        try:
+            d = json.loads(text)
+            entries = tuple(TensorSpec(_name(n), _shape(s), _dtype(dt)) for n, s, dt in d["entries"])
+            groups = tuple(PermutationGroup(_name(n), _dim(size), tuple((_name(t), _dim(a)) for t, a in axes))
+                           for n, size, axes in d["groups"])
+            name = _name(d["name"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LayoutError(f"malformed layout: {type(e).__name__}: {str(e)[:200]}") from None
+        if sum(e.numel for e in entries) > MAX_PARAMS:
+            raise LayoutError(f"layout '{name}' has more than {MAX_PARAMS} parameters")
+        return cls(entries, groups, name)
+
+
+MAX_PARAMS = 1 << 34  # per model; far above the nets weights-as-data work studies
+_DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
+def _name(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a name string, got {value!r}")
+    return value
+
+
+def _dim(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PARAMS:
+        raise ValueError(f"expected a size in [0, {MAX_PARAMS}], got {value!r}")
+    return value
+
+
+def _shape(value) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > 8:
+        raise ValueError(f"expected a shape of at most 8 sizes, got {value!r}")
+    return tuple(_dim(v) for v in value)
+
+
+def _dtype(value) -> torch.dtype:
+    if value not in _DTYPES:
+        raise ValueError(f"dtype {value!r} is not one of {sorted(_DTYPES)}")
+    return _DTYPES[value]

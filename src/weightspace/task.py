@@ -11,6 +11,7 @@ from torch import Tensor
 from .data import Dataset
 from .errors import LayoutError
 from .nets import Architecture
+from .parallel import RayBackend, map_rows
 
 SPLITS = ("train", "val", "test")
 
@@ -46,8 +47,12 @@ class Task:
             rows.append(torch.cat([self.arch.logits(w, x[j : j + ex_chunk]) for j in range(0, m, ex_chunk)], 1))
         return torch.cat(rows)
 
-    def predictions(self, weights: Tensor, split: str = "test") -> Tensor:
-        """Predicted labels ``LongTensor[N, examples]``."""
+    def predictions(self, weights: Tensor, split: str = "test", *, backend: RayBackend | None = None,
+                    block_size: int = 1024) -> Tensor:
+        """Predicted labels ``LongTensor[N, examples]``; with a Ray backend, blocks of models are Ray tasks."""
+        if backend is not None:
+            return torch.cat(map_rows(_predictions, self._check(weights), block_size=block_size, backend=backend,
+                                      desc="predicting", task=self, split=split))
         return self.logits(weights, split).argmax(-1)
 
     def accuracy(self, weights: Tensor, split: str = "test") -> Tensor:
@@ -58,8 +63,17 @@ class Task:
         """Mean loss per model, ``Tensor[N]``."""
         return self._scores(weights, split)[0]
 
-    def evaluate(self, weights: Tensor, splits: tuple[str, ...] = SPLITS) -> pd.DataFrame:
-        """Loss and accuracy of every model on every split: one row per model."""
+    def evaluate(self, weights: Tensor, splits: tuple[str, ...] = SPLITS, *, backend: RayBackend | None = None,
+                 block_size: int = 1024) -> pd.DataFrame:
+        """Loss and accuracy of every model on every split: one row per model.
+
+        With a :class:`~weightspace.parallel.RayBackend`, blocks of ``block_size`` models are Ray tasks
+        (many generated models, say); the task (its data set) goes to the object store once.
+        """
+        if backend is not None:
+            parts = map_rows(_evaluate, self._check(weights), block_size=block_size, backend=backend,
+                             desc="evaluating", task=self, splits=splits)
+            return pd.concat(parts, ignore_index=True) if parts else self.evaluate(weights[:0], splits)
         cols = {}
         for split in splits:
             loss, acc = self._scores(weights, split)
@@ -70,3 +84,11 @@ class Task:
         _, y = self.dataset.split(split)
         logits = self.logits(weights, split)
         return self.arch.loss(logits, y.expand(logits.shape[0], -1)), (logits.argmax(-1) == y).float().mean(-1)
+
+
+def _predictions(weights: Tensor, *, task: Task, split: str) -> Tensor:
+    return task.predictions(weights, split)
+
+
+def _evaluate(weights: Tensor, *, task: Task, splits: tuple[str, ...]) -> pd.DataFrame:
+    return task.evaluate(weights, splits)

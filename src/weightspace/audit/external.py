@@ -23,31 +23,64 @@ from .zoo_methods import training_weights
 GENERATED = "generated"
 
 
+MAX_NPY_BYTES = 1 << 32
+
+
 def load_generated(path: str | Path, zoo: Zoo) -> tuple[Tensor | None, Tensor | None]:
     """``(weights [n, P], None)`` from a zoo or a folder of checkpoint files, or ``(None,
-    predictions [n, examples])`` from a ``.npy`` array of predicted labels."""
+    predictions [n, examples])`` from a ``.npy`` array of predicted labels. Suffixes are matched
+    in any case, as the checkpoint loader does; an empty set or non-finite weights are refused."""
     p = Path(path)
-    if p.suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-            raise LayoutError(f"{p}: expected integer predicted labels of shape [models, examples], "
-                              f"got {arr.dtype} {arr.shape}")
-        return None, torch.from_numpy(arr.astype(np.int64))
+    if p.suffix.lower() == ".npy":
+        return None, _load_predictions(p)
     if (p / "zoo.json").exists():
-        return Zoo.open(p).load()[0], None
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in SUPPORTED_SUFFIXES)
+        weights = Zoo.open(p).load()[0]
+    elif p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES and f.is_file())
         if not files:
             raise ConfigError(f"{p}: no zoo.json and no checkpoint files ({', '.join(SUPPORTED_SUFFIXES)})")
-        return torch.stack([zoo.space.flatten(load_weights(f)[0]) for f in files]), None
-    raise ConfigError(f"{p}: expected a zoo directory, a directory of checkpoints, or a .npy of predictions")
+        weights = torch.stack([_flatten(zoo, f) for f in files])
+    else:
+        raise ConfigError(f"{p}: expected a zoo directory, a directory of checkpoints, or a .npy of predictions")
+    if len(weights) == 0:
+        raise ConfigError(f"{p}: holds no generated models")
+    if not bool(torch.isfinite(weights).all()):
+        bad = int((~torch.isfinite(weights).all(1)).sum())
+        raise ConfigError(f"{p}: {bad} of {len(weights)} generated models have non-finite weights (NaN or inf)")
+    return weights, None
+
+
+def _flatten(zoo: Zoo, file: Path) -> Tensor:
+    try:
+        return zoo.space.flatten(load_weights(file)[0])
+    except LayoutError as e:
+        raise LayoutError(f"{file}: {e}") from None
+
+
+def _load_predictions(p: Path) -> Tensor:
+    try:
+        arr = np.load(p, allow_pickle=False, mmap_mode="r")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except (ValueError, OSError, EOFError) as e:  # pickled object arrays, bad headers, truncation
+        raise ConfigError(f"{p}: not a readable .npy array of predicted labels ({str(e)[:200]})") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.size == 0:
+        raise LayoutError(f"{p}: expected integer predicted labels of shape [models, examples] with at least one "
+                          f"model, got {getattr(arr, 'dtype', '?')} {getattr(arr, 'shape', '?')}")
+    if arr.nbytes > MAX_NPY_BYTES:
+        raise LayoutError(f"{p}: {arr.nbytes} bytes of predictions, more than the {MAX_NPY_BYTES} allowed")
+    return torch.from_numpy(np.array(arr, dtype=np.int64))
 
 
 def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *, task: str | None = None,
-                    seed: int = 0) -> Path:
-    """Write the audit report of ``generated`` against the training zoo ``train``; returns report.html."""
+                    seed: int = 0, backend=None) -> Path:
+    """Write the audit report of ``generated`` against the training zoo ``train``; returns report.html.
+
+    ``backend`` (``None``, or a :class:`~weightspace.parallel.RayBackend`): where model evaluation
+    and the pairwise similarity blocks run.
+    """
     zoo = Zoo.open(train)
-    evaluator = ZooEvaluator(zoo, task)
+    evaluator = ZooEvaluator(zoo, task, backend=backend)
     weights, predictions = load_generated(generated, zoo)
     train_w = training_weights(zoo)
     sets = {TRAINING: evaluator.model_set(TRAINING, train_w, is_training=True)}
@@ -65,7 +98,7 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
     interpolation, noise = baseline_sets(evaluator, train_w, n, seed=seed, generated=weights)
     sets.update({m.name: m for m in [*interpolation, *noise.values()]})
     audit = audit_groups(GENERATED, sets[TRAINING], [sets[GENERATED]], noise, interpolation,
-                         labels=evaluator.labels, space=zoo.space, seed=seed)
+                         labels=evaluator.labels, space=zoo.space, seed=seed, backend=backend)
     summary = pd.DataFrame(audit.summary_rows())
     report = Report(f"Memorization audit of {Path(generated).name}", summary,
                     intro=f"{n} generated models against {len(train_w)} training checkpoints of {zoo.root}.",

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..align import align_to, aligned_l2, refine_nearest
 from ..errors import ConfigError, LayoutError
+from ..parallel import RayBackend
 from ..space import WeightSpace
 from .similarity import (
     chamfer_distance,
@@ -99,6 +100,7 @@ def novelty_table(
     aligned_groups: Sequence[str] | None = None,
     empty_union: float = 1.0,
     progress: bool = False,
+    backend: RayBackend | None = None,
 ) -> pd.DataFrame:
     """One row per model of every group: how good it is and how close to the training set.
 
@@ -113,7 +115,9 @@ def novelty_table(
     normalised to zero mean and unit std; ``inf`` for an empty shape), ``nearest_training_chamfer``
     and ``empty_shape``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
-    every model is measured against the whole training set.
+    every model is measured against the whole training set. With a
+    :class:`~weightspace.parallel.RayBackend`, error IoU, exact aligned L2 and Chamfer distances run in
+    blocks as Ray tasks.
     """
     sets = _as_sets(groups)
     train = next(s for s in sets if s.is_training)
@@ -139,7 +143,7 @@ def novelty_table(
         }
         if s.predictions is not None and train.predictions is not None:
             cols["errors"] = _np((s.predictions != labels.to(s.predictions.device)).sum(1))
-            sim = error_iou(s.predictions, train.predictions, labels, empty_union=empty_union)
+            sim = error_iou(s.predictions, train.predictions, labels, empty_union=empty_union, backend=backend)
             value, index = max_similarity_to_training(sim, own)
             cols["max_similarity"], cols["nearest_training"] = _np(value), _np(index)
         if s.weights is not None and train.weights is not None:
@@ -155,10 +159,10 @@ def novelty_table(
                                           candidates=candidates)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
             elif aligned == "exact" and wanted:
-                dist = aligned_l2(space, s.weights, train.weights, progress=progress)
+                dist = aligned_l2(space, s.weights, train.weights, progress=progress, backend=backend)
                 cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
         if s.points is not None and train.points is not None:
-            value, index = min_distance_to_training(chamfer_distance(s.points, train.points), own)
+            value, index = min_distance_to_training(chamfer_distance(s.points, train.points, backend=backend), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)
             cols["empty_shape"] = [len(p) == 0 for p in s.points]
         frames.append(pd.DataFrame(cols))

@@ -52,12 +52,12 @@ class ZooEvaluator:
     ``task``, another data set with the same inputs), or, for a zoo of implicit shapes built by a
     method's data setting, that method's shape quality and decoded shapes."""
 
-    def __init__(self, zoo, task: str | None = None):
+    def __init__(self, zoo, task: str | None = None, backend=None):
         from ..data import load_dataset
         from ..task import Task
         from ..zoo.build import task_for_zoo
 
-        self.zoo = zoo
+        self.zoo, self.backend = zoo, backend
         module = zoo_method(zoo)
         self.shape_module = module if module is not None and hasattr(module, "shapes") else None
         self.task = None
@@ -89,7 +89,7 @@ class ZooEvaluator:
         if not self.classifier:
             return ModelSet(name, self.shape_module.quality(self.zoo, weights), weights=weights,
                             points=self.shapes(weights), is_training=is_training)
-        predictions = self.task.predictions(weights)
+        predictions = self.task.predictions(weights, backend=self.backend)
         quality = (predictions == self.labels).float().mean(1)
         return ModelSet(name, quality, weights=weights, predictions=predictions, is_training=is_training)
 
@@ -190,16 +190,18 @@ def audit_groups(
     space: WeightSpace | None = None,
     seed: int = 0,
     progress: bool = False,
+    backend=None,
 ) -> Audit:
     """Measure every set against the training set (the reference) and classify each generated set.
     With a ``space`` that has permutation groups, weight distances are aligned (exact matching with
-    each model's nearest candidates, :func:`~weightspace.align.refine_nearest`); shapes use Chamfer."""
+    each model's nearest candidates, :func:`~weightspace.align.refine_nearest`); shapes use Chamfer.
+    With a :class:`~weightspace.parallel.RayBackend` the pairwise blocks are Ray tasks."""
     groups = [training, *generated, *interpolation, *noise.values()]
     aligned = "nearest" if space is not None and space.groups and training.points is None else None
     # Aligned distances where the verdict reads them (replica axis, interpolation region); the noise
     # groups are read by similarity only, and matching them would double the cost.
     table = novelty_table(groups, labels, space=space if aligned else None, aligned=aligned, progress=progress,
-                          aligned_groups=[m.name for m in [*generated, *interpolation]])
+                          aligned_groups=[m.name for m in [*generated, *interpolation]], backend=backend)
     if "max_similarity" in table:
         similarity = "max_similarity"
     else:  # shapes: closer = smaller Chamfer distance

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..align import l2_distances  # noqa: F401  (core; re-exported for the audit's users)
 from ..errors import ConfigError, LayoutError
+from ..parallel import RayBackend, map_blocks, pairwise_blocks, row_blocks
 from ..shapes import normalise_points, pad_point_sets, pairwise_chamfer
 
 
@@ -63,6 +64,7 @@ def error_iou(
     empty_union: float = 1.0,
     chunk_size: int = 4096,
     prune_below: float = 0.5,
+    backend: RayBackend | None = None,
 ) -> Tensor:
     """Error similarity ``|E_a ∩ E_b| / |E_a ∪ E_b|``, E = the test examples a model gets wrong.
 
@@ -78,8 +80,12 @@ def error_iou(
 
     Only examples that some model of A *and* some model of B get wrong can be in an intersection;
     when those are under ``prune_below`` of all examples the product runs over them alone (copying
-    the columns costs more than it saves otherwise). B is processed ``chunk_size`` models at a time.
+    the columns costs more than it saves otherwise). B is processed ``chunk_size`` models at a time;
+    with a :class:`~weightspace.parallel.RayBackend`, each such block is one Ray task.
     """
+    if backend is not None:
+        return pairwise_blocks(error_iou, pred_a, pred_b, block_size=chunk_size, backend=backend, labels=labels,
+                               empty_union=empty_union, prune_below=prune_below)
     if labels.dim() != 1:
         raise LayoutError(f"labels: expected shape [examples], got {tuple(labels.shape)}")
     _check_predictions(pred_a, "pred_a", labels.shape[0])
@@ -103,13 +109,17 @@ def error_iou(
     return out
 
 
-def prediction_agreement(pred_a: Tensor, pred_b: Tensor, *, chunk_size: int = 2048) -> Tensor:
+def prediction_agreement(pred_a: Tensor, pred_b: Tensor, *, chunk_size: int = 2048,
+                         backend: RayBackend | None = None) -> Tensor:
     """Fraction of examples on which two models predict the same label: ``float32[A, B]``.
 
     A one-hot product over (example, class) columns. Only the columns predicted by some model of
     each side are built, so the cost grows with how many classes are actually predicted per
-    example, not with the number of classes.
+    example, not with the number of classes. With a :class:`~weightspace.parallel.RayBackend`, each
+    block of ``chunk_size`` models of B is one Ray task.
     """
+    if backend is not None:
+        return pairwise_blocks(prediction_agreement, pred_a, pred_b, block_size=chunk_size, backend=backend)
     _check_predictions(pred_a, "pred_a")
     _check_predictions(pred_b, "pred_b", pred_a.shape[1])
     n_ex = pred_a.shape[1]
@@ -149,6 +159,8 @@ def chamfer_distance(
     mask_b: Tensor | None = None,
     normalize: bool = True,
     max_elements: int = 2**23,
+    backend: RayBackend | None = None,
+    block_size: int = 256,
 ) -> Tensor:
     """Chamfer distance between every pair of point sets: ``[A, B]``.
 
@@ -158,12 +170,18 @@ def chamfer_distance(
     (:func:`~weightspace.shapes.normalise_points`). Point sets are a list of ``Tensor[n_i, d]``
     or a padded ``Tensor[N, M, d]`` with an optional ``bool[N, M]`` mask of valid points. An empty
     set (a decoded shape with no boundary) is at distance ``inf``: count those, do not drop them.
+    With a :class:`~weightspace.parallel.RayBackend`, blocks of ``block_size`` point sets of B are
+    Ray tasks.
     """
     xa, xb = _with_mask(points_a, mask_a, "points_a"), _with_mask(points_b, mask_b, "points_b")
     if xa.shape[-1] != xb.shape[-1]:
         raise LayoutError(f"points: dimensions differ ({xa.shape[-1]} vs {xb.shape[-1]})")
     if normalize:
         xa, xb = (pad_point_sets(normalise_points([c[~c.isnan().any(-1)] for c in x])) for x in (xa, xb))
+    if backend is not None:
+        parts = map_blocks(_chamfer_block, row_blocks(len(xb), block_size), xa, xb, max_elements,
+                           backend=backend, desc="Chamfer")
+        return torch.cat(parts, 1)
     return pairwise_chamfer(xa, xb, max_elements=max_elements)
 
 
@@ -181,6 +199,11 @@ def _with_mask(points: Sequence[Tensor] | Tensor, mask: Tensor | None, name: str
             raise LayoutError(f"{name}: mask must be bool{list(x.shape[:2])}, got {list(mask.shape)}")
         x = torch.where(mask.to(torch.bool)[..., None], x, float("nan"))
     return x
+
+
+def _chamfer_block(span, xa, xb, max_elements) -> Tensor:
+    s, e = span
+    return pairwise_chamfer(xa, xb[s:e], max_elements=max_elements)
 
 
 # ---------------------------------------------------------------- nearest neighbours

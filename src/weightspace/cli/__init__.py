@@ -7,31 +7,69 @@ assembles them and turns errors into one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from ..errors import WeightspaceError
-from . import generate, merge, study, zoo
+from ..safe_input import claimed_output
+from . import analysis, analyze, generate, merge, study, zoo
 
-COMMANDS = (study, zoo, generate, merge)
+COMMANDS = (study, zoo, generate, merge, analyze, analysis)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (argparse's own exit status, 2), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="weightspace", description="Trained neural-network weights as data.")
+    p = _Parser(prog="weightspace", description="Trained neural-network weights as data.")
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
     return p
 
 
+def _claimed(args):
+    """The command's output directory, claimed for it (see ``common.add_output``), or nothing."""
+    command = getattr(args, "output_command", None)
+    if command is None or getattr(args, "out", None) is None:
+        return contextlib.nullcontext()
+    return claimed_output(args.out, command, force=args.force)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success; 2 with one line on stderr for bad input (files, arguments, values); 1
+    with one line for an unexpected error (``WEIGHTSPACE_TRACEBACK=1`` shows its traceback)."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with _claimed(args):
+            args.func(args)
+        sys.stdout.flush()
     except WeightspaceError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished checkpoints are kept; run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`weightspace zoo info | head -1`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or _one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("WEIGHTSPACE_TRACEBACK"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {_one_line(e)} (a bug in weightspace; "
+              "WEIGHTSPACE_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
     return 0
 
+
+def _one_line(error: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())[:2000]

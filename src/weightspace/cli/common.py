@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -20,7 +21,8 @@ def zoo_summary(zoo) -> str:
     if len(df) and metric_cols:
         key = next((k for k in ("epoch", "step") if df[k].notna().any()), None)
         by = df.groupby(key) if key else df.assign(all="all").groupby("all")
-        table = by[metric_cols].agg(["mean", "min", "max"]).round(3)
+        with np.errstate(all="ignore"):  # metrics near the float limits: shown as they are, no warning
+            table = by[metric_cols].agg(["mean", "min", "max"]).round(3)
         table.insert(0, ("models", "n"), by.size())
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             lines += ["", f"metrics by {key or 'zoo'}:", table.to_string()]
@@ -32,15 +34,48 @@ def zoo_summary(zoo) -> str:
 
 
 def parse_sets(items: list[str]) -> dict:
-    """``key=value`` options; values are read as YAML scalars (numbers, booleans, lists)."""
-    import yaml
-
+    """``key=value`` options; values are YAML scalars (numbers, booleans, strings, null) or flat
+    lists of them."""
     from ..errors import ConfigError
+    from ..safe_input import parse_yaml
 
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        out[key] = yaml.safe_load(value)
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--set {item!r}: expected key=value with a plain key")
+        parsed = parse_yaml(value, f"--set {key}", max_nodes=1000, max_depth=2)
+        scalars = parsed if isinstance(parsed, list) else [parsed]
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in scalars):
+            raise ConfigError(f"--set {key}: expected a number, boolean, string or list of them, got {value!r}")
+        out[key] = parsed
     return out
+
+
+def add_output(parser, command: str, *, positional: bool = False, default: str | None = None,
+               required: bool = False, help: str = "output directory") -> None:
+    """The output-directory argument of a command, claimed by ``weightspace.cli.main`` before the
+    command runs (see :func:`weightspace.safe_input.claimed_output`) and removed again if it fails:
+    a directory must be new or made by the same command, unless ``--force``."""
+    if positional:
+        parser.add_argument("out", help=help)
+    else:
+        parser.add_argument("--out", default=default, required=required, help=help)
+    parser.add_argument("--force", action="store_true",
+                        help="write into an existing directory this command did not make")
+    parser.set_defaults(output_command=command)
+
+
+def add_backend_options(parser) -> None:
+    """``--backend local|ray`` and ``--address``, for commands whose heavy parts can run on Ray."""
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: run here; ray: in blocks as Ray tasks (pip install 'weightspace[ray]')")
+    parser.add_argument("--address", help="with --backend ray: a running Ray cluster's head (host:port); "
+                        "default: start a local Ray")
+
+
+def backend_from(args):
+    """The backend the options name (``None`` for local), checked before any work starts."""
+    from ..parallel import resolve_backend
+
+    return resolve_backend(args.backend, args.address)

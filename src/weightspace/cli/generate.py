@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import parse_sets, zoo_summary
+from .common import add_output, parse_sets, zoo_summary
 
 
 def _generate_data(args) -> None:
@@ -45,22 +45,23 @@ def register(sub) -> None:
     gen = sub.add_parser("generate", help="generative models of weights and their baselines").add_subparsers(
         dest="generate_command", required=True)
     data = gen.add_parser("data", help="build a method's training checkpoints as a zoo")
-    data.add_argument("method", choices=("pdiff", "hyperrep", "gpt", "hyperdiffusion"))
-    data.add_argument("--out", required=True)
+    data.add_argument("method", choices=("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned"))
+    add_output(data, "generate data", required=True)
     data.add_argument("--preset", default="default", help="default, or tiny for a seconds-long smoke run")
     data.add_argument("--quiet", action="store_true")
     data.set_defaults(func=_generate_data)
     fit = gen.add_parser("fit", help="fit a generator (a method or a baseline) on a zoo")
-    fit.add_argument("method", help="pdiff, hyperrep, gpt, hyperdiffusion, noise, average or gaussian")
+    fit.add_argument("method", help="a registered generator: pdiff, hyperrep, gpt, hyperdiffusion, aligned, noise, "
+                     "average, gaussian, aligned-interpolation")
     fit.add_argument("--zoo", required=True)
-    fit.add_argument("--out", required=True)
+    add_output(fit, "generate fit", required=True)
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. --set sigma=0.02")
     fit.add_argument("--quiet", action="store_true")
     fit.set_defaults(func=_generate_fit)
     sample = gen.add_parser("sample", help="draw models from a fitted generator into a new zoo")
     sample.add_argument("dir", help="a directory written by 'generate fit'")
-    sample.add_argument("-n", type=int, default=200)
+    sample.add_argument("-n", type=int, default=200, help="number of samples (1 to 100000)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", required=True)
+    add_output(sample, "generate sample", required=True)
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=_generate_sample)

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import time
 
+from .common import add_backend_options, add_output, backend_from
+
+
+def parse_methods(text: str) -> list[str]:
+    """``--methods a,b``: known names, at least one, none twice."""
+    from ..errors import ConfigError
+    from ..generative.methods import METHODS
+
+    names = [m.strip() for m in text.split(",")]
+    if not text.strip() or not all(names) or any(m not in METHODS for m in names) or len(set(names)) < len(names):
+        raise ConfigError(f"--methods: expected a comma-separated list of distinct names from {', '.join(METHODS)}, "
+                          f"got {text!r}")
+    return names
+
 
 def _study(args) -> None:
     """The main job: the memorization study of the four generators, end to end."""
@@ -18,7 +32,7 @@ def _study(args) -> None:
                                   progress=not args.quiet)
         print(f"report: {path}  ({time.perf_counter() - start:.0f} s)")
         return
-    chosen = args.methods.split(",") if args.methods else METHODS
+    chosen = METHODS if args.methods is None else parse_methods(args.methods)
     path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, seeds=args.seeds,
                      workers=args.workers, progress=not args.quiet)
     print("\n".join(verdict_lines(args.out)))
@@ -27,12 +41,10 @@ def _study(args) -> None:
 
 def _audit(args) -> None:
     from ..audit.external import audit_generated
-    from ..study import (
-        verdict_lines,  # also registers the built-in methods' zoos with the audit
-    )
+    from ..study import verdict_lines  # also registers the built-in methods' zoos with the audit
 
-    path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed)
-
+    path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed,
+                           backend=backend_from(args))
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}")
 
@@ -40,8 +52,8 @@ def _audit(args) -> None:
 def register(sub) -> None:
     study = sub.add_parser("study", help="the main job: do the four generators of weights memorise? (no downloads)")
     study.add_argument("--preset", default="quick", help="quick (default), paper, or tiny (a smoke run)")
-    study.add_argument("--out", default="runs/study", help="output directory (default runs/study)")
-    study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion")
+    add_output(study, "study", default="runs/study", help="output directory (default runs/study)")
+    study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion,aligned")
     study.add_argument("--seed", type=int, default=0,
                        help="seeds everything: the data, the first generator fit, samples, baselines, bootstrap")
     study.add_argument("--seeds", type=int,
@@ -57,6 +69,7 @@ def register(sub) -> None:
     audit.add_argument("--generated", required=True,
                        help="a zoo, a folder of checkpoints, or a .npy of test predictions [models, examples]")
     audit.add_argument("--task", help="score on another data set with the same inputs (default: the zoo's)")
-    audit.add_argument("--out", default="runs/audit")
+    add_output(audit, "audit", default="runs/audit")
     audit.add_argument("--seed", type=int, default=0)
+    add_backend_options(audit)
     audit.set_defaults(func=_audit)

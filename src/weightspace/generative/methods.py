@@ -1,4 +1,4 @@
-"""The paper's four generators and their data settings, looked up by name.
+"""The paper's four generators and weightspace's own (``aligned``) and their data settings, looked up by name.
 
 Each method module provides ``build_data(out, preset=, progress=) -> Zoo``,
 ``training_weights(zoo)``, ``fit_context(zoo)``, ``n_samples(zoo)`` (the paper's sample count),
@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..zoo import Zoo
 
-METHODS = ("pdiff", "hyperrep", "gpt", "hyperdiffusion")
+METHODS = ("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned")
 BASELINES = ("noise", "average", "gaussian")
 
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from ..errors import ConfigError
 from ..io import load_weights
 from ..nets import Architecture, build_architecture
+from ..safe_input import read_yaml
 from ..space import StateDict, WeightSpace
 from ..zoo import Zoo
 from .registry import PER_MODEL, get_method
@@ -39,16 +39,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def read_yaml_mapping(path: str | Path) -> dict:
-    """One YAML file as a dict (``yaml.safe_load``); anything else is one line naming the file.
-
-    Kept to this one small function so that a bounded config reader can replace it."""
+    """One YAML file as a dict, through the bounded reader (:func:`weightspace.safe_input.read_yaml`);
+    anything else is one line naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml(path, "merge config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys (merge_method, models, ...), "
                           f"got {type(data).__name__}")

@@ -6,7 +6,8 @@
 AS_PUBLISHED = {"hyperrep": {"shared_seed": True}}
 
 # The methods as the paper writes them.
-PAPER_NAMES = {"pdiff": "P-diff", "hyperrep": "Hyper-Representations", "gpt": "G.pt", "hyperdiffusion": "HyperDiffusion"}
+PAPER_NAMES = {"pdiff": "P-diff", "hyperrep": "Hyper-Representations", "gpt": "G.pt", "hyperdiffusion": "HyperDiffusion",
+               "aligned": "Aligned Gaussian (weightspace)"}
 
 # The paper's two noise σ per method (memorization-protocol.md), on raw weights; G.pt's are its 0.05/0.1
 # in the generator's normalised space converted to raw. Marked on each scatter beside the σ sweep.
@@ -26,5 +27,6 @@ PRESETS = {
         "hyperrep": {"steps": 150, "shared_seed": True},
         "gpt": {"train_steps": 150},
         "hyperdiffusion": {"train_steps": 150},
+        "aligned": {},
     }},
 }

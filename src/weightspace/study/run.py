@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..generative import methods
 from ..generative.base import load_generator, make_generator
 from .ablation import ablation_figure, run_ablation
+from .frontiers import aligned_interpolation_sets, beyond_every_table
 from .presets import PAPER_NAMES, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
 
@@ -149,8 +150,15 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
         interpolation, noise = baseline_sets(evaluator, reference.weights, n, seed=s, generated=generated,
                                              paper_sigmas=paper_sigmas, noise_source=source)
         sets.update({m.name: m for m in [*interpolation, *noise.values()]})
-        audit = audit_groups(label, reference, groups, noise, interpolation, labels=evaluator.labels,
+        # methods that ask for it (weightspace's own) also face interpolation between aligned runs
+        aligned = (aligned_interpolation_sets(evaluator, reference.weights, zoo.space, n, seed=s)
+                   if getattr(module, "ALIGNED_INTERPOLATION", False) else [])
+        sets.update({m.name: m for m in aligned})
+        audit = audit_groups(label, reference, groups + aligned, noise, interpolation, labels=evaluator.labels,
                              space=zoo.space, seed=s)
+        beyond = (beyond_every_table(audit, [g.name for g in groups],
+                                     {float(m.name.rsplit("=", 1)[1]): m.name for m in aligned}, seed=s)
+                  if aligned else None)
         raw_audit = None
         if reference.weights is not train and s == seed:  # the other view, shown beside the paper's
             raw_interp, raw_noise = baseline_sets(evaluator, train, n, seed=s, generated=generated,
@@ -158,7 +166,7 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
             raw_audit = audit_groups(label + RAW, raw, groups, raw_noise, raw_interp, labels=evaluator.labels,
                                      space=zoo.space, seed=s)
         stages.done(f"audit (seed {s})")
-        runs.append({"seed": s, "audit": audit, "raw_audit": raw_audit, "sets": sets, "view": view,
+        runs.append({"seed": s, "audit": audit, "raw_audit": raw_audit, "sets": sets, "view": view, "beyond_every": beyond,
                      "generator": {"name": name, "config": gen.config()}, "gen": gen,
                      "final_epoch": _final_epoch_histogram(module, zoo, reference, sets[label], label)})
     first = runs[0]
@@ -231,13 +239,20 @@ def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: boo
     r = run_method(name, out, preset, seed=seed, seeds=seeds, progress=progress, stage_lines=stage_lines)
     # this method's numbers on disk at once: a study stopped before its last method keeps them
     (out / name / "results.json").write_text(json.dumps(
-        {"pooled": r["pooled"], "seeds": [{"seed": x["seed"], "verdicts": x["audit"].verdicts} for x in r["runs"]],
+        {"pooled": r["pooled"], "seeds": [{"seed": x["seed"], "verdicts": x["audit"].verdicts,
+                                           **({"beyond_every": x["beyond_every"].to_dict("records")}
+                                              if x["beyond_every"] is not None else {})} for x in r["runs"]],
          "timings_s": r["timings"], "summary": pooled_rows(r)}, default=str, indent=1))
     part = Report(name, pd.DataFrame())
     _figures(part, r, seed)
     keep = ("name", "label", "audit", "raw_audit", "timings", "samples", "data_config", "views", "paper_sigmas",
             "pooled")
-    runs = [{"seed": x["seed"], "verdicts": x["audit"].verdicts, "generator": x["generator"]} for x in r["runs"]]
+    runs = [{"seed": x["seed"], "verdicts": x["audit"].verdicts, "generator": x["generator"],
+             **({"beyond_every": x["beyond_every"].to_dict("records")} if x["beyond_every"] is not None else {})}
+            for x in r["runs"]]
+    beyond = [x["beyond_every"].assign(seed=x["seed"]) for x in r["runs"] if x["beyond_every"] is not None]
+    if beyond:
+        part.tables[f"{r['label']}: beyond every baseline frontier"] = pd.concat(beyond, ignore_index=True)
     return {**{k: r[k] for k in keep}, "runs": runs, "summary": pooled_rows(r), "seed_rows": seed_rows(r),
             "per_model": {x["seed"]: x["audit"].table for x in r["runs"]}, "figures": part.figures,
             "tables": part.tables}

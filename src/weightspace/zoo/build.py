@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,8 +11,10 @@ import torch
 import yaml
 
 from ..data import Dataset, load_dataset
+from ..errors import ConfigError, LayoutError, ZooError
 from ..io import load_weights
 from ..nets import Architecture, build_architecture
+from ..parallel import resolve_backend
 from ..task import Task
 from .config import population, read_config, resolve_config
 from .store import Zoo
@@ -31,31 +34,92 @@ def architecture_for(arch_cfg: Mapping, dataset: Dataset) -> Architecture:
     return build_architecture(cfg)
 
 
-def build_zoo(source, *, out: str | Path | None = None, progress: bool = True) -> Zoo:
+def build_zoo(source, *, out: str | Path | None = None, progress: bool = True, append: bool = False,
+              backend="local", address: str | None = None) -> Zoo:
     """Train the zoo a config describes (a path, a shipped example name, or a dict) and return it.
 
-    Running it again on the same output resumes: finished checkpoints are kept and skipped.
+    Running it again on the same output resumes: finished checkpoints are kept and skipped. An
+    existing zoo takes new runs only under the config it records; ``append=True`` adds runs of
+    another config, each checkpoint recording that config (``extra`` column, key ``config``).
+    Everything is read and checked before the zoo directory is touched. ``backend="ray"`` trains
+    the chunks as Ray tasks (a local Ray, or the cluster at ``address``; or pass a
+    :class:`~weightspace.parallel.RayBackend`), to the same weights.
     """
+    ray_backend = resolve_backend(backend, address)
     cfg = resolve_config(read_config(source), None if out is None else str(out))
+    runs = population(cfg)
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     dataset = load_dataset(cfg["dataset"]["name"], **{k: v for k, v in cfg["dataset"].items() if k != "name"})
     arch = architecture_for(cfg["architecture"], dataset)
     cfg["architecture"] = arch.config
+    train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["training"].items()})
+    if train_cfg.trainable:
+        arch.space.mask(train_cfg.trainable)  # a pattern that matches nothing fails here, not mid-way
     init = None
     if cfg["init_from"]:
         sd, _ = load_weights(cfg["init_from"])
         init = arch.space.flatten(sd)
     zoo = Zoo.create(cfg["out"], arch.space, architecture=arch.config, task=dataset.describe(), config=cfg)
+    extra = _appended_config(zoo, cfg, runs) if append else _require_same_config(zoo, cfg)
     config_file = Path(cfg["out"]) / "config.yaml"
     if not config_file.exists():
         config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["training"].items()})
-    train_population(arch, dataset, population(cfg), zoo, train_cfg, init=init, progress=progress)
+    train_population(arch, dataset, runs, zoo, train_cfg, init=init, progress=progress, extra=extra,
+                     backend=ray_backend)
     return zoo
+
+
+# Keys that do not change what is trained: where the zoo is, how many threads train it.
+_NOT_COMPARED = ("out", "threads")
+
+
+def _comparable(cfg: Mapping) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k not in _NOT_COMPARED}
+
+
+def _first_difference(a, b, where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            diff = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+            if diff:
+                return diff
+        return None
+    return None if a == b else f"{where}: {a!r} recorded, {b!r} given"
+
+
+def _require_same_config(zoo: Zoo, cfg: Mapping) -> None:
+    diff = _first_difference(_comparable(zoo.info.get("config") or {}), _comparable(cfg))
+    if diff:
+        raise ZooError(f"zoo {zoo.root} was trained with another config ({diff}); train into a new directory, or "
+                       "pass --append to add these runs with their own config recorded")
+
+
+def _appended_config(zoo: Zoo, cfg: Mapping, runs) -> dict | None:
+    """The per-checkpoint record of an appended config; refused if its run ids are already taken
+    by checkpoints of another config (they would be skipped as done)."""
+    ours = _comparable(cfg)
+    if not _first_difference(_comparable(zoo.info.get("config") or {}), ours):
+        return None
+    taken = zoo.index("run_id IN (SELECT value FROM json_each(?))", (json.dumps([r.run_id for r in runs]),))
+    for run_id, extra in zip(taken["run_id"], taken["extra"]):
+        theirs = json.loads(extra).get("config", _comparable(zoo.info.get("config") or {}))
+        if _first_difference(theirs, ours):
+            raise ZooError(f"zoo {zoo.root}: run {run_id} is already there under another config; give the appended "
+                           "runs their own population.run_prefix")
+    return {"config": ours}
 
 
 def task_for_zoo(zoo: Zoo) -> Task:
     """The zoo's data set (same split and normalisation) and architecture, rebuilt from what it recorded."""
-    info = zoo.info["task"]
-    return Task(load_dataset(info["name"], **info.get("options", {})), build_architecture(zoo.info["architecture"]))
+    info = zoo.info.get("task") or {}
+    options = info.get("options", {})
+    if not isinstance(options, dict):
+        raise ZooError(f"{zoo.root / 'zoo.json'}: task.options must be an object, got {options!r:.80}")
+    try:
+        arch = build_architecture(zoo.info.get("architecture") or {})
+        if arch.space.entries != zoo.space.entries:
+            raise LayoutError(f"architecture '{arch.name}' does not have the zoo's layout '{zoo.space.name}'")
+        return Task(load_dataset(info.get("name"), **options), arch)
+    except (ConfigError, LayoutError) as e:  # what zoo.json records, not what the user typed
+        raise ZooError(f"{zoo.root / 'zoo.json'}: {e}") from None

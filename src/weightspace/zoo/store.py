@@ -32,8 +32,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, LayoutError, ZooError
-from ..io import load_checkpoint, save_checkpoint, sha256_file
+from ..errors import CheckpointError, InputError, LayoutError, ZooError
+from ..io import load_checkpoint, read_tensor_specs, save_checkpoint, sha256_file
+from ..safe_input import connect_sqlite, inside_root, prepare_output, read_json
 from ..space import StateDict, WeightSpace
 
 FORMAT = "weightspace-zoo"
@@ -42,7 +43,6 @@ ZOO_JSON = "zoo.json"
 INDEX = "index.sqlite"
 MODELS = "models"
 STAGING = ".staging"
-BUSY_TIMEOUT_S = 60.0
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 COLUMNS = ("model_id", "run_id", "seed", "epoch", "step", "hparams", *METRICS, "file", "sha256", "created", "extra")
@@ -88,6 +88,7 @@ class Zoo:
         self.root = Path(root)
         self.space = space
         self.info = info
+        self.checksums = True  # load() checks each file against the index's checksum
 
     def __repr__(self) -> str:
         return f"Zoo({str(self.root)!r}, layout={self.space.name!r}, models={len(self)})"
@@ -117,7 +118,7 @@ class Zoo:
         text = _dumps(info, "zoo.json", indent=2)  # fail on unserialisable configs before touching disk
         for d in (root, root / MODELS, root / STAGING):
             d.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(root / INDEX, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        con = connect_sqlite(root / INDEX, write=True)
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
@@ -129,16 +130,17 @@ class Zoo:
         return cls(root, space, json.loads(text))  # as open() would read it: tuples become lists
 
     @classmethod
-    def open(cls, root: str | os.PathLike, *, verify: bool = False) -> Zoo:
+    def open(cls, root: str | os.PathLike, *, verify: bool = False, checksums: bool = True) -> Zoo:
+        """The zoo at ``root``. ``verify`` checks every file now; ``checksums=False`` skips the
+        check of each file's checksum as :meth:`load` reads it (for storage one trusts)."""
         root = Path(root)
         missing = [n for n in (ZOO_JSON, INDEX) if not (root / n).is_file()]
         if missing:
             raise ZooError(f"{root} is not a zoo: it has no {' or '.join(missing)} (make one with Zoo.create)")
-        try:
-            info = json.loads((root / ZOO_JSON).read_text())
-            fmt, version = info.get("format"), info.get("version")
-        except (OSError, ValueError, AttributeError) as e:
-            raise ZooError(f"{root / ZOO_JSON}: not a readable zoo description ({e})") from e
+        info = read_json(root / ZOO_JSON, "zoo description", error=ZooError)
+        if not isinstance(info, dict):
+            raise ZooError(f"{root / ZOO_JSON}: not a readable zoo description (a JSON {type(info).__name__})")
+        fmt, version = info.get("format"), info.get("version")
         if fmt != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
             raise ZooError(
                 f"{root / ZOO_JSON}: format {fmt!r} version {version!r} is not one this weightspace reads "
@@ -146,11 +148,16 @@ class Zoo:
             )
         try:
             space = WeightSpace.from_json(json.dumps(info["layout"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ZooError(f"{root / ZOO_JSON}: the layout is missing or malformed ({e!r})") from e
+        except (KeyError, LayoutError) as e:
+            raise ZooError(f"{root / ZOO_JSON}: the layout is missing or malformed ({e})") from None
+        for key in ("architecture", "task", "config"):
+            if not isinstance(info.get(key, {}), dict):
+                raise ZooError(f"{root / ZOO_JSON}: '{key}' must be a JSON object, got {info[key]!r:.80}")
         zoo = cls(root, space, info)
+        zoo.checksums = checksums
+        zoo._check_index()
         if verify:
-            problems, _ = zoo._inspect()
+            problems, _ = zoo.inspect()
             if problems:
                 raise ZooError(f"zoo {root} has {len(problems)} bad entries:\n  " + "\n  ".join(problems))
         return zoo
@@ -179,10 +186,20 @@ class Zoo:
         Every item is checked before any file is written, all files are written, then every row
         goes in in one transaction. Repeated ids within ``items`` keep the first.
         """
+        return self.commit_staged(self.stage_many(items))
+
+    def stage_many(self, items: Iterable[tuple[str, Tensor | Mapping[str, Tensor], dict]], *,
+                   skip_indexed: bool = True) -> list[tuple[Path, dict]]:
+        """The first half of :meth:`add_many`: checkpoint files written and fsynced in ``.staging/``
+        with their rows, ready for :meth:`commit_staged` — here or in another process that sees the
+        same directory, so that one process can be the index's only writer while many write files
+        (SQLite's WAL wants every process that opens the index on one host). With
+        ``skip_indexed=False`` the index is not read at all; ids it already has are ignored at commit.
+        """
         items = list(items)
         for model_id, _, _ in items:
             check_model_id(model_id)
-        existing = self._existing([m for m, _, _ in items])
+        existing = self._existing([m for m, _, _ in items]) if skip_indexed else set()
         created = time.time()
         todo, seen = [], set(existing)
         for model_id, weights, record in items:
@@ -191,7 +208,7 @@ class Zoo:
             seen.add(model_id)
             todo.append((self._state_dict(model_id, weights), self._row(model_id, record, created)))
         if not todo:
-            return 0
+            return []
         staging = self.root / STAGING
         staging.mkdir(exist_ok=True)
         staged = []
@@ -201,17 +218,25 @@ class Zoo:
                 save_checkpoint(path, state_dict, self._file_metadata(row))
                 staged.append((path, row))
                 row["sha256"] = sha256_file(path)
-            return self._commit(staged)
+        except BaseException:
+            _unlink(staged)
+            raise
+        return staged
+
+    def commit_staged(self, staged: list[tuple[Path, dict]]) -> int:
+        """Index staged checkpoints (from :meth:`stage_many`); returns how many were new. Staged
+        files not taken (their id was indexed meanwhile) are deleted."""
+        try:
+            return self._commit(staged) if staged else 0
         finally:
-            for path, _ in staged:
-                path.unlink(missing_ok=True)
+            _unlink(staged)
 
     def _commit(self, staged: list[tuple[Path, dict]]) -> int:
         """Insert rows and move their files into models/ under one write lock (see module doc)."""
         placeholders = ", ".join(f":{c}" for c in COLUMNS)
         insert = f"INSERT OR IGNORE INTO models ({', '.join(COLUMNS)}) VALUES ({placeholders})"
         added = 0
-        with self._db() as con:
+        with self._db(write=True) as con:
             con.execute("BEGIN IMMEDIATE")
             try:
                 for path, row in staged:
@@ -289,13 +314,29 @@ class Zoo:
 
     # ------------------------------------------------------------------ reading
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection per operation: nothing to share wrongly across threads, forks or processes."""
-        con = sqlite3.connect(self.root / INDEX, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection per operation: nothing to share wrongly across threads, forks or processes.
+        Readers open the index read-only, so a zoo on read-only storage can be read."""
+        try:
+            con = connect_sqlite(self.root / INDEX, write=write)
+        except sqlite3.Error as e:
+            raise ZooError(f"{self.root / INDEX}: cannot open the index ({e})") from None
         try:
             yield con
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise ZooError(f"{self.root / INDEX}: not a readable zoo index ({e})") from None
         finally:
             con.close()
+
+    def _check_index(self) -> None:
+        """The index is an SQLite database with the zoo's table and columns (a corrupt or foreign
+        file is named here, not as a query error later)."""
+        with self._db() as con:
+            columns = [r[1] for r in con.execute("PRAGMA table_info(models)")]
+        if tuple(columns) != COLUMNS:
+            raise ZooError(f"{self.root / INDEX}: not a zoo index (table 'models' with columns {', '.join(COLUMNS)})")
 
     def _existing(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -325,14 +366,20 @@ class Zoo:
         if where:
             sql += f" WHERE ({where})"
         try:
-            with self._db() as con:
+            con = connect_sqlite(self.root / INDEX)
+            try:
                 rows = con.execute(f"{sql} {_ORDER}", tuple(params)).fetchall()
+            finally:
+                con.close()
         except sqlite3.Error as e:
+            if not where:  # a corrupt index (open() names one that is corrupt from the start)
+                raise ZooError(f"{self.root / INDEX}: not a readable zoo index ({e})") from None
             raise ZooError(
                 f"bad where clause {where!r} with params {tuple(params)!r}: {e}. Columns: {', '.join(COLUMNS)}; "
                 "hyperparameters are filtered with json_extract(hparams, '$.name')"
             ) from e
         df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+        self._check_rows(df)
         for c in ("seed", "epoch", "step"):
             df[c] = df[c].astype("Int64")
         for c in (*METRICS, "created"):
@@ -341,13 +388,52 @@ class Zoo:
         hp.index = df.index
         return pd.concat([df, hp], axis=1)
 
+    def _check_rows(self, df: pd.DataFrame) -> None:
+        """Every value of the index has the type the store writes; a row that does not is named."""
+        def bad(column: str, ok) -> None:
+            wrong = [(m, v) for m, v in zip(df["model_id"], df[column]) if not ok(v)]
+            if wrong:
+                raise ZooError(f"{self.root / INDEX}: model {wrong[0][0]!r} has {column} = {wrong[0][1]!r:.80}; "
+                               "the index is damaged; fix that row or rebuild the zoo")
+
+        def is_int(v, none=False):
+            return (none and v is None) or (isinstance(v, int) and not isinstance(v, bool))
+
+        def is_json_object(v):
+            try:
+                return isinstance(v, str) and isinstance(json.loads(v), dict)
+            except ValueError:
+                return False
+
+        bad("model_id", lambda v: isinstance(v, str))
+        bad("run_id", lambda v: isinstance(v, str))
+        bad("seed", is_int)
+        bad("epoch", lambda v: is_int(v, none=True))
+        bad("step", lambda v: is_int(v, none=True))
+        bad("hparams", is_json_object)
+        bad("extra", is_json_object)
+        bad("file", lambda v: isinstance(v, str))
+        bad("sha256", lambda v: isinstance(v, str) and len(v) == 64)
+        for m in (*METRICS, "created"):
+            bad(m, lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+
+    def path_of(self, file) -> Path:
+        """A file named by the index, refused unless it lies inside the zoo (no absolute paths,
+        no '..', no symlinks out)."""
+        try:
+            return inside_root(self.root, file, f"{self.root / INDEX}: file")
+        except InputError as e:
+            raise ZooError(str(e)) from None
+
     def load(
-        self, where: str | None = None, params: Sequence = (), *, ids: Sequence[str] | None = None
+        self, where: str | None = None, params: Sequence = (), *, ids: Sequence[str] | None = None,
+        verify: bool | None = None,
     ) -> tuple[Tensor, pd.DataFrame]:
         """``Tensor[N, P]`` of the selected models and their index rows, in the same order.
 
         With ``ids``, rows come in that order (those not matching ``where`` are left out); ids not
-        in the zoo are an error.
+        in the zoo are an error. Each file is checked against its checksum as it is read
+        (``verify=False``, or a zoo opened with ``checksums=False``, skips that).
         """
         df = self.index(where, params)
         if ids is not None:
@@ -357,14 +443,22 @@ class Zoo:
                 raise ZooError(f"zoo {self.root} has no models {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
             df = df[df["model_id"].isin(order)]
             df = df.iloc[df["model_id"].map(order).argsort()].reset_index(drop=True)
-        weights = torch.empty(len(df), self.space.num_params, dtype=self.space.dtype)
-        for i, (model_id, file) in enumerate(zip(df["model_id"], df["file"])):
+        return self.load_rows(df, verify=verify), df
+
+    def load_rows(self, rows: pd.DataFrame, *, verify: bool | None = None) -> Tensor:
+        """``Tensor[N, P]`` of the models in ``rows`` (index rows, as :meth:`index` gives them), read
+        from their files without opening the index; every path is checked before any file is read,
+        and each file against its checksum unless ``verify=False`` (or the zoo's ``checksums=False``)."""
+        verify = self.checksums if verify is None else verify
+        paths = [self.path_of(f) for f in rows["file"]]
+        weights = torch.empty(len(rows), self.space.num_params, dtype=self.space.dtype)
+        for i, (model_id, file, path, sha) in enumerate(zip(rows["model_id"], rows["file"], paths, rows["sha256"])):
             try:
-                state_dict, _ = load_checkpoint(self.root / file)
+                state_dict, _ = load_checkpoint(path, sha256=sha if verify else None)
                 weights[i] = self.space.flatten(state_dict)
             except (CheckpointError, LayoutError) as e:
                 raise ZooError(f"model {model_id!r}: cannot load {file}: {e} (Zoo.verify lists every problem)") from e
-        return weights, df
+        return weights
 
     # ------------------------------------------------------------------ checking
     def verify(self) -> list[str]:
@@ -373,20 +467,26 @@ class Zoo:
         Orphans, files in models/ with no row (a writer killed between rename and commit), are only
         informational: the index never points at them.
         """
-        problems, orphans = self._inspect()
+        problems, orphans = self.inspect()
         return problems + orphans
 
-    def _inspect(self) -> tuple[list[str], list[str]]:
-        with self._db() as con:
-            rows = con.execute(f"SELECT model_id, file, sha256 FROM models {_ORDER}").fetchall()
+    def inspect(self) -> tuple[list[str], list[str]]:
+        """``(problems, leftovers)``: indexed files that are outside the zoo, missing, unreadable, of
+        another checksum or layout; then orphan files in models/ and ``.staging`` leftovers."""
+        df = self.index()
         problems = []
-        for model_id, file, expected in rows:
-            path = self.root / file
+        for model_id, file, expected in zip(df["model_id"], df["file"], df["sha256"]):
+            try:
+                path = self.path_of(file)
+            except ZooError as e:
+                problems.append(f"{model_id}: {e}")
+                continue
             if not path.is_file():
                 problems.append(f"{model_id}: {file} is missing")
                 continue
             try:
                 actual = sha256_file(path)
+                tensors = read_tensor_specs(path)
             except (OSError, CheckpointError) as e:
                 problems.append(f"{model_id}: {file} is unreadable ({e})")
                 continue
@@ -395,27 +495,62 @@ class Zoo:
                     f"{model_id}: {file} checksum mismatch (index {expected[:12]}..., file {actual[:12]}...): "
                     "the file changed after it was indexed"
                 )
-        indexed = {file for _, file, _ in rows}
+            mismatch = self._layout_mismatch(tensors)
+            if mismatch:
+                problems.append(f"{model_id}: {file} does not hold layout '{self.space.name}': {mismatch}")
+        models = self.root / MODELS
+        if not models.is_dir():
+            problems.append(f"{MODELS}/ is not a directory")
+            return problems, []
+        indexed = set(df["file"])
         orphans = [
             f"orphan: {MODELS}/{p.name} is not in the index (a write interrupted before indexing); "
             "delete it or add the model again"
-            for p in sorted((self.root / MODELS).iterdir())
+            for p in sorted(models.iterdir())
             if p.is_file() and not p.name.endswith(".tmp") and f"{MODELS}/{p.name}" not in indexed
         ]
+        staging = self.root / STAGING
+        if staging.is_dir():
+            orphans += [f"leftover: {STAGING}/{p.name} (a write that never finished); Zoo.clean() removes it"
+                        for p in sorted(staging.iterdir())]
         return problems, orphans
 
+    def _layout_mismatch(self, tensors: dict[str, tuple[tuple[int, ...], str]]) -> str | None:
+        for e in self.space.entries:
+            if e.name not in tensors:
+                return f"it lacks tensor {e.name!r}"
+            shape, dtype = tensors[e.name]
+            if shape != e.shape or dtype != str(e.dtype).removeprefix("torch."):
+                return f"tensor {e.name!r} is {dtype} {list(shape)}, the layout says {e.dtype} {list(e.shape)}"
+        return None
+
+    def clean(self) -> list[str]:
+        """Remove what interrupted writes left behind (``.staging`` files, orphan files in models/);
+        returns what was removed. Only files no index row points at are touched; run it when no
+        writer is adding to the zoo (its staged files would go too)."""
+        with self._db() as con:
+            indexed = {r[0] for r in con.execute("SELECT file FROM models")}
+        removed = []
+        for d in (self.root / STAGING, self.root / MODELS):
+            if not d.is_dir():
+                continue
+            for p in sorted(d.iterdir()):
+                rel = f"{d.name}/{p.name}"
+                if p.is_file() and rel not in indexed:
+                    p.unlink()
+                    removed.append(rel)
+        return removed
+
     # ------------------------------------------------------------------ export
-    def export(self, out_dir: str | os.PathLike, where: str | None = None, params: Sequence = ()) -> Path:
+    def export(self, out_dir: str | os.PathLike, where: str | None = None, params: Sequence = (), *,
+               force: bool = False) -> Path:
         """One-file copy of the selected models: ``weights.safetensors`` (``weights`` [N, P] with the
-        layout and model ids as metadata), ``models.csv`` (their index rows) and ``zoo.json``."""
-        out = Path(out_dir)
-        earlier_export = (out / "weights.safetensors").is_file()
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not earlier_export)):
-            raise ZooError(f"{out} exists and is not an earlier export (no weights.safetensors); choose another")
+        layout and model ids as metadata), ``models.csv`` (their index rows) and ``zoo.json``.
+        ``out_dir`` must be new or an earlier export (unless ``force``)."""
         weights, df = self.load(where, params)
         if len(df) == 0:
             raise ZooError(f"no model of zoo {self.root} matches {where!r} with {tuple(params)!r}; nothing exported")
-        out.mkdir(parents=True, exist_ok=True)
+        out = prepare_output(out_dir, "zoo export", force=force, what="export directory")
         _write_atomic(out / "models.csv", df.to_csv(index=False).encode())
         _write_atomic(out / ZOO_JSON, (self.root / ZOO_JSON).read_bytes())
         meta = {"layout": self.space.to_json(), "model_ids": json.dumps(list(df["model_id"]))}
@@ -446,6 +581,11 @@ def _dumps(value, what: str, **kwargs) -> str:
         return json.dumps(value, default=_json_default, **kwargs)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what}: {e}") from e
+
+
+def _unlink(staged: list[tuple[Path, dict]]) -> None:
+    for path, _ in staged:
+        path.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

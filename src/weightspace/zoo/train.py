@@ -8,12 +8,14 @@ An epoch is ``ceil(n_train / batch_size)`` steps for every model; a model with
 ``train_fraction < 1`` draws its batches from its own fixed subset. A model shorter than its chunk
 is saved at its own last step; the steps after that are never saved.
 
-Checkpoints go to a :class:`~weightspace.zoo.store.Zoo` as they are made. Runs whose checkpoints
-are all in the zoo are skipped, so a killed job resumes by running the same command again.
+Checkpoints go to a :class:`~weightspace.zoo.store.Zoo` as they are made. Chunks whose checkpoints
+are all in the zoo are skipped, so a killed job resumes by running the same command again, to the
+same weights as an uninterrupted one (the chunks do not depend on what is already done).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -25,7 +27,8 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset
 from ..errors import ConfigError
-from ..nets import Architecture
+from ..nets import ACTIVATIONS, Architecture
+from ..parallel import RayBackend
 from ..task import Task
 from .step import make_step
 from .store import Zoo
@@ -43,10 +46,13 @@ class HParams:
     momentum: float = 0.9
     train_fraction: float = 1.0
     epochs: int = 20
+    activation: str | None = None  # None: the architecture's own; else this run's (same layout)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"hparams.optimizer: expected one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ConfigError(f"hparams.activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         for key, lo, hi in (("dropout", 0.0, 0.999), ("train_fraction", 1e-6, 1.0), ("momentum", 0.0, 0.999)):
             v = getattr(self, key)
             if not lo <= v <= hi:
@@ -205,32 +211,67 @@ def train_population(
     *,
     init: Tensor | None = None,
     progress: bool = True,
+    extra: dict | None = None,
+    backend: RayBackend | None = None,
 ) -> int:
     """Train ``runs`` and write their checkpoints to ``zoo``; returns the number of checkpoints added.
 
     ``init`` (``Tensor[P]``), when given, is every run's starting point (a fine-tune, as P-diff's);
-    otherwise each run starts from ``arch.init`` with its own seed and ``init_scale``.
+    otherwise each run starts from ``arch.init`` with its own seed and ``init_scale``. ``extra``
+    is added to every checkpoint's record. ``backend``: ``None`` trains the chunks one after another
+    here; a :class:`~weightspace.parallel.RayBackend` trains each chunk as one Ray task (see
+    :mod:`~weightspace.zoo.ray_backend`), to the same weights.
     """
     x, y = dataset.split("train")
     steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
-    mask = arch.space.mask(config.trainable) if config.trainable else None
-    have = zoo.ids()
-    todo = []
-    for run in runs:
-        sched = _schedule(run, steps_per_epoch, config)
-        if any(f"{run.run_id}-{tag}" not in have for tag in sched.saves.values()):
-            todo.append((run, sched))
-    task = Task(dataset, arch)
-    # One optimizer per chunk: group runs that share one, then by length so chunks finish together.
-    todo.sort(key=lambda rs: (rs[0].hparams.optimizer, rs[1].last))
-    chunks = [todo[i : i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
-    chunks = [c2 for c in chunks for c2 in _split_by(c, lambda rs: rs[0].hparams.optimizer)]
+    chunks = plan_chunks(arch, runs, zoo.ids(), steps_per_epoch, config)
     total = sum(max(s.last for _, s in c) for c in chunks)
+    if backend is not None:
+        from .ray_backend import train_chunks_on_ray
+
+        return train_chunks_on_ray(arch, dataset, chunks, zoo, config, init=init, steps_per_epoch=steps_per_epoch,
+                                   total=total, progress=progress, backend=backend, extra=extra)
+    mask = arch.space.mask(config.trainable) if config.trainable else None
     added = 0
-    with tqdm(total=total, desc=f"training {len(todo)} runs", unit="step", disable=not progress) as bar:
+    n_runs = sum(map(len, chunks))
+    with tqdm(total=total, desc=f"training {n_runs} runs", unit="step", disable=not progress) as bar:
         for chunk in chunks:
-            added += _train_chunk(arch, task, x, y, chunk, zoo, config, mask, init, steps_per_epoch, bar)
+            chunk_arch = run_architecture(arch, chunk[0][0].hparams)
+            added += _train_chunk(chunk_arch, Task(dataset, chunk_arch), x, y, chunk, zoo, config, mask, init,
+                                  steps_per_epoch, bar, extra)
     return added
+
+
+def run_architecture(arch: Architecture, hparams: HParams) -> Architecture:
+    """The architecture a run trains: ``arch`` with the run's own activation when it names one.
+
+    The activation has no weights, so every run of a zoo shares one layout; the zoo's index
+    records each run's activation (``hp_activation``).
+    """
+    if hparams.activation is None or hparams.activation == getattr(arch, "activation", None):
+        return arch
+    return dataclasses.replace(arch, activation=hparams.activation)
+
+
+def plan_chunks(arch: Architecture, runs: Sequence[Run], have: set[str], steps_per_epoch: int, config: TrainConfig
+                ) -> list[list[tuple[Run, _Schedule]]]:
+    """The chunks of runs trained together that still have a checkpoint missing from ``have``.
+
+    A model's weights can depend on its chunk (dropout masks come from one generator seeded by the
+    chunk's seeds), so the chunks are cut from all runs, whatever is already done: a resumed or
+    retried build, and every backend, train the same chunks. A chunk with a missing checkpoint is
+    trained whole; the zoo ignores the ids it already has.
+    """
+    def shared(rs):  # one optimizer and one activation per chunk
+        return rs[0].hparams.optimizer, run_architecture(arch, rs[0].hparams).activation
+
+    planned = [(run, _schedule(run, steps_per_epoch, config)) for run in runs]
+    # Group runs that share an optimizer and an activation, then by length so chunks finish together.
+    planned.sort(key=lambda rs: (*shared(rs), rs[1].last))
+    chunks = [planned[i : i + config.chunk_size] for i in range(0, len(planned), config.chunk_size)]
+    chunks = [c2 for c in chunks for c2 in _split_by(c, shared)]
+    return [c for c in chunks
+            if any(f"{run.run_id}-{tag}" not in have for run, sched in c for tag in sched.saves.values())]
 
 
 def _split_by(items, key):
@@ -240,7 +281,7 @@ def _split_by(items, key):
     return list(groups.values())
 
 
-def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch, bar) -> int:
+def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch, bar, extra=None) -> int:
     runs = [r for r, _ in chunk]
     scheds = [s for _, s in chunk]
     space = arch.space
@@ -269,7 +310,8 @@ def _train_chunk(arch, task, x, y, chunk, zoo, cfg, mask, init, steps_per_epoch,
         for i, tag in due:
             run = runs[i]
             record = {"run_id": run.run_id, "seed": run.seed, "epoch": None if cfg.every_steps else int(tag[1:]),
-                      "step": step, "hparams": asdict(run.hparams)}
+                      "step": step, "hparams": {**asdict(run.hparams), "activation": arch.activation},
+                      **(extra or {})}
             pending.append((f"{run.run_id}-{tag}", weights[i].clone(), record))
         if len(pending) >= 256 or step == last:
             added += _flush(task, zoo, pending, cfg)
@@ -309,3 +351,22 @@ def _flush(task: Task, zoo: Zoo, pending: list, cfg: TrainConfig) -> int:
     items = [(mid, vec, {**rec, **metrics[i]}) for i, (mid, vec, rec) in enumerate(pending)]
     pending.clear()
     return zoo.add_many(items)
+
+
+def finetune_weights(arch: Architecture, dataset: Dataset, weights: Tensor, *, steps: int, lr: float = 0.05,
+                     momentum: float = 0.9, batch_size: int = 64, seed: int = 0) -> Tensor:
+    """``steps`` of SGD with momentum for every model of ``weights [N, P]`` at once, each on its own
+    random batches of the training split (seeded): new ``[N, P]`` weights, nothing written anywhere.
+    For short fine-tunes of given models (generated ones, or a baseline's, so both get the same);
+    BatchNorm statistics are not updated."""
+    if int(steps) < 0:
+        raise ConfigError(f"steps: expected a non-negative integer, got {steps!r}")
+    x, y = dataset.split("train")
+    g = torch.Generator().manual_seed(int(seed))
+    w, velocity = weights.detach().clone(), torch.zeros_like(weights)
+    for _ in range(int(steps)):
+        idx = torch.randint(0, x.shape[0], (w.shape[0], batch_size), generator=g)
+        _, grad, _ = arch.loss_and_grad(w, x[idx], y[idx])
+        velocity = momentum * velocity + grad
+        w = w - lr * velocity
+    return w

@@ -1,0 +1,285 @@
+"""Power-law fits of eigenvalue tails, many spectra at once.
+
+``fit_ww`` reproduces WeightWatcher 0.7.7's default fit (``pl_package="ww"``): drop eigenvalues
+≤ 1e-5; every eigenvalue but the largest is a candidate xmin; α = 1 + n / Σ ln(x/xmin) over the tail;
+KS distance D = max |1 − (x/xmin)^(1−α) − k/n| (k = 0..n−1); the xmin with the smallest D wins
+(first on ties); σ = (α − 1)/√n. Spectra with fewer than 20 eigenvalues use its small-sample variant:
+α = 1 + (n − 1)/Σ ln(x/xmin) over tails of at least 8. (That variant computes an objective
+D − 0.868/√n, but ``WWFit.__init__`` then re-selects the candidate by D alone, so D is what decides.)
+
+WeightWatcher loops over candidates in Python (O(n²) interpreted work per layer). Here α of every
+candidate comes from one suffix sum, and D is evaluated for all candidates of a batch of spectra in
+one array expression; for long spectra (n > ``DENSE_LIMIT``) a lower bound of each candidate's D on a
+fixed grid of 128 points ranks the candidates, and the exact D is computed only for those whose bound
+is below the best exact D found so far — same answer, typically O(n·128) work instead of O(n²).
+
+``fit_robust`` is the default fit of :mod:`weightspace.analysis.spectral`: the bias-corrected MLE,
+tails of at least ``min_tail`` eigenvalues (a tail of 2–3 eigenvalues is what gives WeightWatcher its
+spuriously huge α), an xmax-aware estimate (the MLE of a power law truncated at the largest
+eigenvalue) and a bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH: eigenvalues at or below it are not fitted
+SMALL_N = 20  # WeightWatcher's SMALL_N_CUTOFF
+SMALL_N_MIN_TAIL = 8
+DENSE_LIMIT = 256  # longest spectrum whose D matrix is built whole
+_PRUNED_BLOCK = 32  # candidates whose exact D is computed per step of the pruned search
+_GRID = 128
+_BLOCK = 1 << 22  # elements per evaluated block
+
+
+def _prepare(spectra: list[np.ndarray], rel_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, left-padded ``[B, n]`` float64 array and the index of each row's first kept value.
+
+    Kept: eigenvalues above 1e-5 and above ``rel_floor``·λmax.
+    """
+    if len({len(s) for s in spectra}) == 1 and len(spectra[0]):  # one layer: one array program
+        X = np.sort(np.asarray(np.stack(spectra), dtype=np.float64), axis=1)
+        floor = np.maximum(EVALS_THRESH, rel_floor * X[:, -1:])
+        first = (X <= floor).sum(1)
+        X[np.arange(X.shape[1])[None, :] < first[:, None]] = 1.0
+        return X, first
+    kept = [np.sort(np.asarray(s, dtype=np.float64)) for s in spectra]
+    kept = [s[s > max(EVALS_THRESH, rel_floor * s[-1] if len(s) else 0.0)] for s in kept]
+    n = max((len(s) for s in kept), default=0)
+    X = np.ones((len(kept), max(n, 1)), dtype=np.float64)
+    first = np.empty(len(kept), dtype=np.int64)
+    for b, s in enumerate(kept):
+        X[b, n - len(s):] = s
+        first[b] = n - len(s)
+    return X, first
+
+
+def _suffix_sums(L: np.ndarray) -> np.ndarray:
+    return np.flip(np.cumsum(np.flip(L, -1), -1), -1)
+
+
+def _candidates(X: np.ndarray, first: np.ndarray, bias_corrected: bool):
+    """α and validity of every candidate xmin (all columns but the last) of every row."""
+    n = X.shape[1]
+    L = np.log(X)
+    S = _suffix_sums(L)[:, :-1]
+    t = (n - np.arange(n - 1)).astype(np.float64)  # tail sizes
+    s = S - t * L[:, :-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = 1.0 + ((t - 1.0) if bias_corrected else t) / s
+    valid = np.arange(n - 1)[None, :] >= first[:, None]
+    return alpha, valid, t, s
+
+
+def _ks(X: np.ndarray, alpha: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Exact KS distance of candidates (rows[k], cols[k]): max over the tail, as WeightWatcher writes it."""
+    n = X.shape[1]
+    out = np.empty(len(rows))
+    per = max(1, _BLOCK // n)
+    j = np.arange(n)
+    for a in range(0, len(rows), per):
+        r, c = rows[a:a + per], cols[a:a + per]
+        x = X[r]  # [k, n]
+        xmin = X[r, c][:, None]
+        al = alpha[r, c][:, None]
+        tail = j[None, :] >= c[:, None]
+        t = (n - c)[:, None].astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            g = np.abs(1.0 - (x / xmin) ** (-al + 1.0) - (j[None, :] - c[:, None]) / t)
+        out[a:a + per] = np.where(tail, g, -np.inf).max(1)
+    return out
+
+
+def _lower_bound(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray) -> np.ndarray:
+    n = X.shape[1]
+    grid = np.unique(np.linspace(0, n - 1, _GRID).round().astype(np.int64))
+    x = X[row, grid][None, :]
+    xmin = X[row, cols][:, None]
+    al = alpha[row, cols][:, None]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        g = np.abs(1.0 - (x / xmin) ** (-al + 1.0) - (grid[None, :] - cols[:, None]) / (n - cols)[:, None])
+    return np.where(grid[None, :] >= cols[:, None], g, 0.0).max(1)
+
+
+def _pruned_argmin(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray) -> tuple[int, float]:
+    """The candidate with the smallest exact D (first on ties), computing D only where it can win."""
+    lb = _lower_bound(X, alpha, row, cols)
+    order = np.argsort(lb, kind="stable")
+    best_d, best_c = np.inf, -1
+    per = _PRUNED_BLOCK
+    for a in range(0, len(order), per):
+        if lb[order[a]] > best_d:
+            break
+        block = cols[order[a:a + per]]
+        d = _ks(X, alpha, np.full(len(block), row), block)
+        for c, v in zip(block, d):
+            if v < best_d or (v == best_d and c < best_c):
+                best_d, best_c = v, int(c)
+    return best_c, best_d
+
+
+def _select(X, first, alpha, ok) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the winning candidate per row and its D; -1 where no candidate is valid."""
+    B, n = X.shape
+    choice = np.full(B, -1, dtype=np.int64)
+    D = np.full(B, np.nan)
+    if n < 2:
+        return choice, D
+    dense_rows = np.nonzero(n - first <= DENSE_LIMIT)[0]
+    sparse_rows = np.nonzero(n - first > DENSE_LIMIT)[0]
+    if len(dense_rows):
+        r, c = np.nonzero(ok[dense_rows])
+        r = dense_rows[r]
+        J = np.full(ok.shape, np.inf)
+        J[r, c] = _ks(X, alpha, r, c)
+        Jd = J[dense_rows]
+        has = np.isfinite(Jd).any(1)
+        best = np.argmin(Jd, 1)  # first minimum, as numpy's argmin in WeightWatcher
+        choice[dense_rows[has]] = best[has]
+        D[dense_rows[has]] = Jd[has, best[has]]
+    for b in sparse_rows:
+        cols = np.nonzero(ok[b])[0]
+        if len(cols):
+            choice[b], D[b] = _pruned_argmin(X, alpha, b, cols)
+    return choice, D
+
+
+def fit_ww(spectra: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """WeightWatcher's default power-law fit of each spectrum: alpha, xmin, xmax, D, sigma, num_pl_spikes.
+
+    A spectrum with fewer than two eigenvalues above 1e-5 cannot be fitted: NaN, ``fit_ok`` False.
+    """
+    B = len(spectra)
+    res = {k: np.full(B, np.nan) for k in ("alpha", "xmin", "xmax", "D", "sigma", "num_pl_spikes")}
+    res["fit_ok"] = np.zeros(B, dtype=bool)
+    if B == 0:
+        return res
+    X, first = _prepare(spectra)
+    n = X.shape[1]
+    if n < 2:
+        return res
+    counts = n - first
+    small = counts < SMALL_N
+    for rows, small_n in ((np.nonzero(~small)[0], False), (np.nonzero(small)[0], True)):
+        if len(rows) == 0:
+            continue
+        Xr, fr = X[rows], first[rows]
+        alpha, valid, t, s = _candidates(Xr, fr, small_n)
+        if not small_n:
+            # WeightWatcher keeps D = 1 for α ≤ 1: such a candidate wins only if nothing else has D < 1.
+            ok = valid & (alpha > 1)
+        else:
+            ok = valid & (t >= SMALL_N_MIN_TAIL) & (s > 1e-12) & (alpha > 1)
+        choice, D = _select(Xr, fr, alpha, ok)
+        # No valid candidate: WeightWatcher's argmin over all-ones D picks the first. Its small-N
+        # fallback fits the whole spectrum (α = 0 reported when that tail is degenerate).
+        fallback = (choice < 0) & (counts[rows] >= 2)
+        choice[fallback], D[fallback] = fr[fallback], 1.0
+        if small_n and fallback.any():
+            k = np.nonzero(fallback)[0]
+            degenerate = s[k, choice[k]] <= 1e-12
+            alpha[k[degenerate], choice[k[degenerate]]] = 0.0
+            live = k[~degenerate]
+            D[live] = _ks(Xr, alpha, live, choice[live])
+        k = np.nonzero(choice >= 0)[0]
+        b, c = rows[k], choice[k]
+        a = alpha[k, c]
+        res["alpha"][b], res["xmin"][b], res["xmax"][b], res["D"][b] = a, X[b, c], X[b, -1], D[k]
+        res["sigma"][b] = (a - 1.0) / np.sqrt(n - c)
+        kept = np.arange(n)[None, :] >= first[b][:, None]
+        res["num_pl_spikes"][b] = (kept & (X[b] >= X[b, c][:, None])).sum(1)  # every eigenvalue ≥ xmin
+        res["fit_ok"][b] = True
+    return res
+
+
+def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 40) -> np.ndarray:
+    """MLE of α for a power law on [xmin, xmax] (xmin = each tail's smallest value), by bisection.
+
+    The log-likelihood derivative in α is monotone, so bisection on α ∈ (1, 50] converges; all tails
+    are solved together.
+    """
+    B = len(tails)
+    out = np.full(B, np.nan)
+    if B == 0:
+        return out
+    xmin = np.array([t.min() if len(t) else np.nan for t in tails])
+    mean_log = np.array([np.mean(np.log(t / t.min())) if len(t) > 1 else np.nan for t in tails])
+    r = np.log(xmax / xmin)  # ln(xmax/xmin)
+
+    def score(a):  # d/dα of the mean log-likelihood: 1/(α−1) − r·u/(1−u) − mean ln(x/xmin), u=(xmax/xmin)^(1−α)
+        u = np.exp(-(a - 1.0) * r)
+        return 1.0 / (a - 1.0) - r * u / (1.0 - u) - mean_log
+
+    lo = np.full(B, 1.0 + 1e-9)
+    hi = np.full(B, 50.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            up = score(mid) > 0
+            lo = np.where(up, mid, lo)
+            hi = np.where(up, hi, mid)
+    ok = np.isfinite(mean_log) & (r > 0)
+    out[ok] = 0.5 * (lo + hi)[ok]
+    return out
+
+
+def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float, seed: int):
+    """Percentile interval of the bias-corrected α over resamples of each row's tail ``X[b, c[b]:]``.
+
+    All rows and resamples in one array: tails are padded to the longest and masked.
+    """
+    B, n = X.shape
+    t = n - c
+    T = int(t.max())
+    rng = np.random.default_rng(seed)
+    idx = c[:, None, None] + (rng.random((B, n_boot, T)) * t[:, None, None]).astype(np.int64)
+    mask = np.arange(T)[None, None, :] < t[:, None, None]
+    L = np.log(np.take_along_axis(X, np.minimum(idx, n - 1).reshape(B, -1), 1).reshape(B, n_boot, T))
+    lmin = np.where(mask, L, np.inf).min(-1, keepdims=True)
+    s = np.where(mask, L - lmin, 0.0).sum(-1)
+    with np.errstate(divide="ignore"):
+        ab = 1.0 + (t[:, None] - 1.0) / s
+    ab[~np.isfinite(ab)] = np.nan
+    q = [(1 - level) / 2, (1 + level) / 2]
+    lo, hi = np.nanquantile(ab, q, axis=1) if np.isnan(ab).any() else np.quantile(ab, q, axis=1)
+    return lo, hi
+
+
+def fit_robust(
+    spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0,
+    rel_floor: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Bias-corrected power-law fit with a tail floor, an xmax-aware α and a bootstrap interval.
+
+    xmin minimises the KS distance over candidates whose tail holds at least ``min_tail`` eigenvalues
+    (all of them if fewer); α = 1 + (n − 1)/Σ ln(x/xmin). ``alpha_lo``/``alpha_hi``: percentile interval
+    of α over ``n_boot`` bootstrap resamples of the tail at the chosen xmin (conditional on xmin; seeded).
+    ``alpha_xmax``: the MLE of a power law truncated at the largest eigenvalue.
+    """
+    B = len(spectra)
+    res = {k: np.full(B, np.nan) for k in ("alpha", "xmin", "xmax", "D", "sigma", "num_pl_spikes",
+                                           "alpha_lo", "alpha_hi", "alpha_xmax")}
+    res["fit_ok"] = np.zeros(B, dtype=bool)
+    if B == 0:
+        return res
+    X, first = _prepare(spectra, rel_floor)
+    n = X.shape[1]
+    if n < 3:
+        return res
+    alpha, valid, t, s = _candidates(X, first, True)
+    floor = np.minimum(min_tail, n - first)[:, None]
+    ok = valid & (t[None, :] >= floor) & (s > 1e-12) & (alpha > 1)
+    choice, D = _select(X, first, alpha, ok)
+    fitted = np.nonzero(choice >= 0)[0]
+    c = choice[fitted]
+    a = alpha[fitted, c]
+    res["alpha"][fitted], res["xmin"][fitted], res["xmax"][fitted] = a, X[fitted, c], X[fitted, -1]
+    res["D"][fitted] = D[fitted]
+    res["sigma"][fitted] = (a - 1.0) / np.sqrt(n - c)
+    res["num_pl_spikes"][fitted] = n - c
+    res["fit_ok"][fitted] = True
+    if n_boot and len(fitted):
+        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = _bootstrap_interval(X[fitted], c, n_boot, level, seed)
+    tails = [X[b, choice[b]:] if choice[b] >= 0 else np.array([]) for b in range(B)]
+    res["alpha_xmax"] = truncated_alpha(tails, res["xmax"])
+    return res

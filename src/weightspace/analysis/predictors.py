@@ -1,0 +1,294 @@
+"""Accuracy from weights alone: predictors with a scikit-learn shape, saved as files without pickle.
+
+- :class:`GBTPredictor`: gradient-boosted trees (LightGBM) on :mod:`~weightspace.analysis.features`
+  (Unterthiner et al. 2020). ``features="statistics"`` is their exact set, the baseline;
+  ``"all"`` adds norms and Jin et al.'s weight correlation. Saved as LightGBM's text model + JSON.
+- :class:`NeuronSetPredictor`: the permutation-invariant network of
+  :mod:`~weightspace.analysis.neuron_set`, saved as safetensors + JSON.
+
+Both take ``Tensor[N, P]`` weights of one :class:`~weightspace.space.WeightSpace` and predict one
+number per model. Evaluation splits by *run* (:func:`run_split`): a run's checkpoints stay together.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, LayoutError
+from ..io import load_checkpoint, save_checkpoint
+from ..space import WeightSpace
+from .features import tensor_statistics, weight_features
+from .neuron_set import NeuronSetNet, neuron_inputs
+
+PREDICTOR_JSON = "predictor.json"
+PREDICTORS: dict[str, type[AccuracyPredictor]] = {}
+
+
+def run_split(run_ids: Sequence[str], test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+    """Boolean mask of held-out rows: a seeded ``test_fraction`` of the *runs*, all their checkpoints."""
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction: expected a number strictly between 0 and 1, got {test_fraction!r}")
+    runs = np.asarray(run_ids)
+    unique = np.unique(runs)
+    if len(unique) < 2:
+        raise ConfigError(f"a run-level split needs at least 2 runs, got {len(unique)}")
+    n_test = min(len(unique) - 1, max(1, round(test_fraction * len(unique))))
+    held_out = np.random.default_rng(seed).permutation(unique)[:n_test]
+    return np.isin(runs, held_out)
+
+
+def scores(y_true, y_pred) -> dict[str, float]:
+    """R², Kendall τ (τ-b) and RMSE of predictions."""
+    from scipy.stats import kendalltau
+    from sklearn.metrics import r2_score
+
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    return {"r2": float(r2_score(y_true, y_pred)), "kendall_tau": float(kendalltau(y_true, y_pred).statistic),
+            "rmse": float(np.sqrt(np.mean((y_true - y_pred) ** 2)))}
+
+
+class AccuracyPredictor(ABC):
+    """Abstract: ``fit(weights, y)``, ``predict(weights)``, ``save(dir)``; :func:`load_predictor` reads back."""
+
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            PREDICTORS[cls.kind] = cls
+
+    def __init__(self, space: WeightSpace):
+        self.space = space
+
+    @abstractmethod
+    def fit(self, weights: Tensor, y, *, progress: bool = False) -> AccuracyPredictor: ...
+
+    @abstractmethod
+    def predict(self, weights: Tensor) -> np.ndarray: ...
+
+    @abstractmethod
+    def config(self) -> dict:
+        """JSON-ready constructor arguments other than the layout."""
+
+    @abstractmethod
+    def _save_state(self, directory: Path) -> dict:
+        """Write what fit learned; return what else the JSON should hold."""
+
+    @abstractmethod
+    def _load_state(self, directory: Path, meta: dict) -> None: ...
+
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        extra = self._save_state(d)
+        meta = {"kind": self.kind, "config": self.config(), "layout": json.loads(self.space.to_json()), **extra}
+        tmp = d / f".{PREDICTOR_JSON}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(d / PREDICTOR_JSON)
+        return d
+
+    def _check(self, weights: Tensor) -> Tensor:
+        if weights.dim() != 2 or weights.shape[1] != self.space.num_params:
+            raise LayoutError(f"expected weights Tensor[N, {self.space.num_params}] for layout "
+                              f"'{self.space.name}', got shape {tuple(weights.shape)}")
+        if not bool(torch.isfinite(weights).all()):
+            raise LayoutError("weights contain NaN or infinite values; drop those models first")
+        return weights
+
+
+def load_predictor(directory: str | Path) -> AccuracyPredictor:
+    """A fitted predictor from a directory written by :meth:`AccuracyPredictor.save`."""
+    d = Path(directory)
+    meta_file = d / PREDICTOR_JSON
+    if not meta_file.exists():
+        raise ConfigError(f"{d}: not a saved accuracy predictor (no {PREDICTOR_JSON})")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("kind") not in PREDICTORS:
+        raise ConfigError(f"{meta_file}: kind {meta.get('kind')!r} is not one of {sorted(PREDICTORS)}")
+    pred = PREDICTORS[meta["kind"]](WeightSpace.from_json(json.dumps(meta["layout"])), **meta["config"])
+    pred._load_state(d, meta)
+    return pred
+
+
+class GBTPredictor(AccuracyPredictor):
+    """LightGBM regression on per-tensor weight features."""
+
+    kind = "gbt"
+    FEATURE_SETS = ("statistics", "all")
+
+    def __init__(self, space: WeightSpace, *, features: str = "all", n_estimators: int = 600,
+                 learning_rate: float = 0.03, num_leaves: int = 31, min_child_samples: int = 10,
+                 subsample: float = 0.8, colsample: float = 0.5, seed: int = 0):
+        super().__init__(space)
+        if features not in self.FEATURE_SETS:
+            raise ConfigError(f"features: expected one of {list(self.FEATURE_SETS)}, got {features!r}")
+        self.features, self.n_estimators, self.learning_rate = features, n_estimators, learning_rate
+        self.num_leaves, self.min_child_samples = num_leaves, min_child_samples
+        self.subsample, self.colsample, self.seed = subsample, colsample, seed
+        self.booster_ = None
+
+    def config(self) -> dict:
+        return {k: getattr(self, k) for k in ("features", "n_estimators", "learning_rate", "num_leaves",
+                                                "min_child_samples", "subsample", "colsample", "seed")}
+
+    def featurise(self, weights: Tensor) -> pd.DataFrame:
+        weights = self._check(weights)
+        if self.features == "statistics":
+            return tensor_statistics(weights, self.space, norms=False)
+        return weight_features(weights, self.space)
+
+    def fit(self, weights, y, *, progress=False):
+        import lightgbm as lgb
+
+        params = {"objective": "regression", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+                  "min_data_in_leaf": self.min_child_samples, "bagging_fraction": self.subsample,
+                  "bagging_freq": 1, "feature_fraction": self.colsample, "seed": self.seed,
+                  "deterministic": True, "num_threads": 1, "verbosity": -1}
+        data = lgb.Dataset(self.featurise(weights), label=np.asarray(y, dtype=np.float64))
+        self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators)
+        return self
+
+    def predict(self, weights):
+        if self.booster_ is None:
+            raise ConfigError("GBTPredictor: call fit() or load_predictor() before predict()")
+        return self.booster_.predict(self.featurise(weights), num_threads=1)
+
+    def importance(self) -> pd.DataFrame:
+        """Total split gain per feature, largest first."""
+        gain = self.booster_.feature_importance("gain")
+        df = pd.DataFrame({"feature": self.booster_.feature_name(), "gain": gain})
+        df["share"] = df["gain"] / df["gain"].sum()
+        return df.sort_values("gain", ascending=False, ignore_index=True)
+
+    def _save_state(self, directory):
+        self.booster_.save_model(str(directory / "model.txt"))
+        return {"model_file": "model.txt"}
+
+    def _load_state(self, directory, meta):
+        import lightgbm as lgb
+
+        path = directory / meta.get("model_file", "model.txt")
+        if not path.exists():
+            raise ConfigError(f"{directory}: saved GBT predictor lacks {path.name}")
+        self.booster_ = lgb.Booster(model_file=str(path))
+
+
+class NeuronSetPredictor(AccuracyPredictor):
+    """The neuron-set network, trained with Adam on mean squared error of the standardised target."""
+
+    kind = "neuron-set"
+
+    def __init__(self, space: WeightSpace, *, hidden: int = 64, epochs: int = 150, batch_size: int = 128,
+                 lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0):
+        super().__init__(space)
+        self.hidden, self.epochs, self.batch_size = hidden, epochs, batch_size
+        self.lr, self.weight_decay, self.seed = lr, weight_decay, seed
+        self.net_, self.y_mean_, self.y_std_ = None, 0.0, 1.0
+
+    def config(self) -> dict:
+        return {k: getattr(self, k) for k in ("hidden", "epochs", "batch_size", "lr", "weight_decay", "seed")}
+
+    def _inputs(self, weights: Tensor) -> tuple[list[Tensor], Tensor]:
+        groups, free = neuron_inputs(self._check(weights).float(), self.space)
+        return groups, torch.cat([free, torch.tensor(tensor_statistics(weights, self.space).to_numpy(), dtype=torch.float32)], 1)
+
+    def _new_net(self, groups, free) -> NeuronSetNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return NeuronSetNet([g.shape[-1] for g in groups], free.shape[-1], self.hidden)
+
+    def fit(self, weights, y, *, progress=False):
+        groups, free = self._inputs(weights)
+        y = torch.as_tensor(np.asarray(y, dtype=np.float32))
+        self.y_mean_, self.y_std_ = float(y.mean()), float(y.std().clamp_min(1e-8))
+        target = (y - self.y_mean_) / self.y_std_
+        net = self._new_net(groups, free)
+        net.set_standardisation(groups, free)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps = self.epochs * -(-len(y) // self.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in tqdm(range(self.epochs), desc="neuron-set predictor", unit="epoch", disable=not progress):
+            for idx in torch.randperm(len(y), generator=gen).split(self.batch_size):
+                loss = torch.mean((net([g[idx] for g in groups], free[idx]) - target[idx]) ** 2)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        self.net_ = net.eval()
+        return self
+
+    @torch.no_grad()
+    def predict(self, weights):
+        if self.net_ is None:
+            raise ConfigError("NeuronSetPredictor: call fit() or load_predictor() before predict()")
+        groups, free = self._inputs(weights)
+        return (self.net_(groups, free) * self.y_std_ + self.y_mean_).double().numpy()
+
+    def _save_state(self, directory):
+        save_checkpoint(directory / "net.safetensors", {k: v.contiguous() for k, v in self.net_.state_dict().items()},
+                        {"predictor": self.kind})
+        return {"net_file": "net.safetensors", "group_dims": [len(getattr(self.net_, f"group{i}_mean"))
+                                                              for i in range(len(self.net_.phis))],
+                "free_dim": len(self.net_.free_mean), "y_mean": self.y_mean_, "y_std": self.y_std_}
+
+    def _load_state(self, directory, meta):
+        state, _ = load_checkpoint(directory / meta.get("net_file", "net.safetensors"))
+        net = NeuronSetNet(meta["group_dims"], meta["free_dim"], self.hidden)
+        net.load_state_dict(state)
+        self.net_, self.y_mean_, self.y_std_ = net.eval(), meta["y_mean"], meta["y_std"]
+
+
+def make_predictor(name: str, space: WeightSpace, seed: int = 0) -> AccuracyPredictor:
+    """The predictors by the names the CLI and the benchmark use."""
+    makers = {"gbt-statistics": lambda: GBTPredictor(space, features="statistics", seed=seed),
+              "gbt": lambda: GBTPredictor(space, features="all", seed=seed),
+              "neuron-set": lambda: NeuronSetPredictor(space, seed=seed)}
+    if name not in makers:
+        raise ConfigError(f"predictor: expected one of {sorted(makers)}, got {name!r}")
+    return makers[name]()
+
+
+PREDICTOR_NAMES = ("gbt-statistics", "gbt", "neuron-set")
+
+
+def evaluate_predictors(
+    weights: Tensor, table: pd.DataFrame, space: WeightSpace, *, names: Sequence[str] = PREDICTOR_NAMES,
+    target: str = "test_acc", test_fraction: float = 0.2, seed: int = 0, progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, AccuracyPredictor]]:
+    """Fit each named predictor on the training runs, score it on the held-out runs.
+
+    Models with non-finite weights or target are left out (counted in ``dropped``). Returns one row
+    per predictor (R², Kendall τ, RMSE, seconds to fit, sizes) and the fitted predictors.
+    """
+    import time
+
+    if target not in table:
+        raise ConfigError(f"target {target!r} is not a column of the zoo index; columns: {list(table.columns)}")
+    y = table[target].to_numpy(dtype=np.float64)
+    keep = torch.isfinite(weights).all(1).numpy() & np.isfinite(y)
+    weights, y, runs = weights[torch.from_numpy(keep)], y[keep], table["run_id"].to_numpy()[keep]
+    test = run_split(runs, test_fraction, seed)
+    train_w, test_w = weights[torch.from_numpy(~test)], weights[torch.from_numpy(test)]
+    rows, fitted = [], {}
+    for name in names:
+        pred = make_predictor(name, space, seed)
+        start = time.perf_counter()
+        pred.fit(train_w, y[~test], progress=progress)
+        fit_s = time.perf_counter() - start
+        rows.append({"predictor": name, **scores(y[test], pred.predict(test_w)), "fit_s": fit_s,
+                     "train_models": int((~test).sum()), "test_models": int(test.sum()),
+                     "test_runs": len(np.unique(runs[test])), "dropped": int((~keep).sum()),
+                     "target": target, "seed": seed})
+        fitted[name] = pred
+    return pd.DataFrame(rows), fitted

@@ -1,0 +1,327 @@
+"""Knowledge regions in weight space (Gueta et al. 2023): where do fine-tunes of one skill lie?
+
+One base model is fine-tuned on derived tasks (class subsets and groupings of a data set) from
+several task *families*, a few seeds each; every checkpoint goes to one zoo with its ``task``,
+``family``, ``role`` and ``start`` in the index. The analysis asks how tightly models cluster by task
+and by family (k-means adjusted Rand index, silhouette, intra/inter distance ratio, 2-D embeddings),
+whether convex combinations of one task's fine-tunes work as well as the fine-tunes themselves, and
+whether fine-tuning a held-out task of a family from the family's centroid beats starting from the
+base model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..data import Dataset, load_dataset
+from ..errors import ConfigError, ZooError
+from ..nets import build_architecture
+from ..task import Task
+from ..zoo import Zoo
+from ..zoo.build import architecture_for, build_zoo
+from ..zoo.config import read_config
+from ..zoo.train import HParams, Run, TrainConfig, train_population
+
+REGIONS_JSON = "regions.json"
+EMBEDDINGS = ("pca", "tsne", "umap")
+
+
+# ----------------------------------------------------------------------------- derived tasks
+
+
+def derived_dataset(dataset: Dataset, classes: Sequence[Sequence[int]], name: str) -> Dataset:
+    """A task made from ``dataset``: each group ``classes[i]`` of original labels becomes one class,
+    labelled by the group's first original label; examples of classes in no group are dropped.
+    ``[[0], [2], [4]]`` is a 3-way subset, ``[[0, 2], [5, 7]]`` a binary task (labels 0 and 5).
+
+    Keeping original label ids keeps the base model's output units meaningful: relabelling the
+    subset {5, 7, 9} as {0, 1, 2} made fine-tunes re-learn the head and travel 3–4× as far from the
+    base as the others (measured on ``regions-fashion``), some of them to chance accuracy."""
+    groups = [[int(c) for c in g] for g in classes]
+    flat = [c for g in groups for c in g]
+    if len(groups) < 2 or len(set(flat)) != len(flat) or not all(0 <= c < dataset.num_classes for c in flat):
+        raise ConfigError(f"task {name!r}: classes must be ≥ 2 disjoint groups of labels in "
+                          f"0..{dataset.num_classes - 1}, got {classes!r}")
+    relabel = torch.full((dataset.num_classes,), -1, dtype=torch.long)
+    for g in groups:
+        relabel[g] = g[0]
+    parts = {}
+    for split in ("train", "val", "test"):
+        x, y = dataset.split(split)
+        new = relabel[y]
+        keep = new >= 0
+        parts[f"x_{split}"], parts[f"y_{split}"] = x[keep], new[keep]
+    info = {**dataset.describe(), "derived": {"task": name, "classes": groups}}
+    return replace(dataset, name=f"{dataset.name}:{name}", info=info, **parts)
+
+
+# ----------------------------------------------------------------------------- config and building
+
+REGION_KEYS = {"name", "base", "finetune", "tasks", "held_out"}
+
+
+def resolve_regions_config(raw: Mapping) -> dict:
+    """Check a regions config (see ``configs/regions-fashion.yaml``); errors name the key."""
+    unknown = set(raw) - REGION_KEYS
+    if unknown:
+        raise ConfigError(f"regions config: unknown keys {sorted(unknown)}; allowed: {sorted(REGION_KEYS)}")
+    for key in ("base", "tasks"):
+        if key not in raw:
+            raise ConfigError(f"regions config: missing {key!r}")
+    tasks = list(raw["tasks"])
+    names = [t.get("name") for t in tasks]
+    if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"tasks: every task needs a unique name, got {names}")
+    for t in tasks:
+        if not {"name", "family", "classes"} <= set(t):
+            raise ConfigError(f"tasks: task {t.get('name')!r} needs name, family and classes; got {sorted(t)}")
+    held_out = list(raw.get("held_out") or [])
+    families = {t["family"] for t in tasks}
+    for h in held_out:
+        if h not in names:
+            raise ConfigError(f"held_out: {h!r} is not a task; tasks: {names}")
+        fam = next(t["family"] for t in tasks if t["name"] == h)
+        if all(t["family"] != fam or t["name"] in held_out for t in tasks):
+            raise ConfigError(f"held_out: family {fam!r} of {h!r} has no other task to take a centroid from")
+    ft = dict(raw.get("finetune") or {})
+    unknown = set(ft) - {"seeds", "hparams", "training"}
+    if unknown:
+        raise ConfigError(f"finetune: unknown keys {sorted(unknown)}; allowed: ['hparams', 'seeds', 'training']")
+    HParams(**(ft.get("hparams") or {}))  # validates
+    TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (ft.get("training") or {}).items()})
+    return {"name": str(raw.get("name", "regions")), "base": dict(raw["base"]), "tasks": tasks,
+            "held_out": held_out, "families": sorted(families),
+            "finetune": {"seeds": int(ft.get("seeds", 4)), "hparams": dict(ft.get("hparams") or {}),
+                         "training": dict(ft.get("training") or {})}}
+
+
+class _Tagged:
+    """The zoo as the trainer sees it, with fixed keys (task, family, role, start) added to every record."""
+
+    def __init__(self, zoo: Zoo, tags: dict):
+        self.zoo, self.tags = zoo, tags
+
+    def ids(self) -> set[str]:
+        return self.zoo.ids()
+
+    def add_many(self, items) -> int:
+        return self.zoo.add_many((m, w, {**r, **self.tags}) for m, w, r in items)
+
+
+def task_dataset(config: Mapping, task: Mapping) -> Dataset:
+    """The data of one task of a resolved regions config (its own data set, else the base's)."""
+    data = dict(task.get("dataset") or config["base"]["dataset"])
+    if config["base"]["architecture"].get("kind") == "cnn":
+        data.setdefault("image", True)
+    return derived_dataset(load_dataset(data.pop("name"), **data), task["classes"], task["name"])
+
+
+def build_regions(source, out: str | Path, *, progress: bool = True) -> Zoo:
+    """Train the base, every task's fine-tunes, and the held-out tasks from base and from centroid.
+
+    Resumable like :func:`~weightspace.zoo.build.build_zoo`: finished checkpoints are kept.
+    """
+    cfg = resolve_regions_config(read_config(source))
+    out = Path(out)
+    base_zoo = build_zoo(cfg["base"], out=out / "base", progress=progress)
+    base_w, base_df = base_zoo.load()
+    base = base_w[int(np.argmax(base_df["step"].to_numpy()))]
+    base_data = load_dataset(base_zoo.info["task"]["name"], **base_zoo.info["task"].get("options", {}))
+    arch = architecture_for(base_zoo.info["architecture"], base_data)
+    cfg["base"]["architecture"] = arch.config
+    zoo = Zoo.create(out, arch.space, architecture=arch.config, task=base_data.describe(), config=cfg)
+    (out / REGIONS_JSON).write_text(json.dumps(cfg, indent=2))
+    ft = cfg["finetune"]
+    train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ft["training"].items()})
+    hp = HParams(**ft["hparams"])
+
+    def finetune(task, start_name, init, role):
+        runs = [Run(f"{task['name']}-{start_name}-s{k}", k, hp) for k in range(ft["seeds"])]
+        tags = {"task": task["name"], "family": task["family"], "role": role, "start": start_name}
+        train_population(arch, task_dataset(cfg, task), runs, _Tagged(zoo, tags), train_cfg, init=init,
+                         progress=progress)
+
+    for task in cfg["tasks"]:
+        if task["name"] not in cfg["held_out"]:
+            finetune(task, "base", base, "region")
+    for name in cfg["held_out"]:
+        task = next(t for t in cfg["tasks"] if t["name"] == name)
+        w, df = region_table(zoo)
+        members = final_checkpoints(df)
+        members = members[(members["family"] == task["family"]) & (members["role"] == "region")]
+        finetune(task, "base", base, "held-out")
+        finetune(task, "centroid", rows_of(w, members).mean(0), "held-out")
+    return zoo
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def region_table(zoo: Zoo) -> tuple[Tensor, pd.DataFrame]:
+    """All weights and the index with the region tags (``task``, ``family``, ``role``, ``start``) as columns."""
+    w, df = zoo.load()
+    extra = pd.json_normalize([json.loads(e) if e else {} for e in df["extra"]])
+    extra.index = df.index
+    return w, pd.concat([df, extra[[c for c in extra.columns if c not in df.columns]]], axis=1)
+
+
+def final_checkpoints(table: pd.DataFrame) -> pd.DataFrame:
+    """The last checkpoint of every run (rows keep their index, so they select weights)."""
+    return table.loc[table.groupby("run_id")["step"].idxmax().to_numpy()]
+
+
+def rows_of(weights: Tensor, rows: pd.DataFrame) -> Tensor:
+    """The weights of the index rows ``rows`` (a selection of the table :func:`region_table` returned)."""
+    return weights[torch.tensor(rows.index.to_numpy())]
+
+
+def regions_task(zoo: Zoo, name: str) -> Task:
+    """The data and architecture that score a task of a regions zoo."""
+    path = Path(zoo.root) / REGIONS_JSON
+    if not path.exists():
+        raise ZooError(f"{zoo.root}: no {REGIONS_JSON}; in-region accuracy needs a zoo built by build_regions")
+    cfg = json.loads(path.read_text())
+    task = next((t for t in cfg["tasks"] if t["name"] == name), None)
+    if task is None:
+        raise ConfigError(f"task {name!r} is not in {path}")
+    return Task(task_dataset(cfg, task), build_architecture(zoo.info["architecture"]))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def pairwise_distances(x: Tensor) -> Tensor:
+    """Euclidean distances between all rows, in float64 (one matrix product)."""
+    x = x.double()
+    sq = (x * x).sum(1)
+    return (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0).sqrt()
+
+
+def cluster_metrics(x: Tensor, labels: Sequence, seed: int = 0) -> dict[str, float]:
+    """How well rows of ``x`` group by ``labels``: ARI of k-means (k = number of labels), silhouette,
+    and mean intra-label over mean inter-label distance (below 1: tighter inside than between)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    codes, uniques = pd.factorize(np.asarray(labels))
+    if len(uniques) < 2 or len(uniques) >= len(codes):
+        raise ConfigError(f"cluster metrics need between 2 and {len(codes) - 1} labels, got {len(uniques)}")
+    xn = x.double().numpy()
+    found = KMeans(len(uniques), n_init=10, random_state=seed).fit_predict(xn)
+    dist = pairwise_distances(x)
+    same = torch.from_numpy(codes[:, None] == codes[None, :])
+    off = ~torch.eye(len(codes), dtype=torch.bool)
+    return {"ari": float(adjusted_rand_score(codes, found)),
+            "silhouette": float(silhouette_score(xn, codes)),
+            "intra_inter_ratio": float(dist[same & off].mean() / dist[~same].mean()),
+            "groups": len(uniques), "models": len(codes), "seed": seed}
+
+
+def embed(x: Tensor, method: str, seed: int = 0) -> np.ndarray:
+    """2-D embedding of the rows of ``x``: PCA, t-SNE or UMAP (umap-learn)."""
+    xn = x.double().numpy()
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(2, random_state=seed).fit_transform(xn)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(2, perplexity=min(30.0, (len(xn) - 1) / 3), random_state=seed, init="pca").fit_transform(xn)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise ConfigError("embedding 'umap' needs umap-learn (pip install umap-learn)") from None
+        return umap.UMAP(n_components=2, random_state=seed, n_jobs=1,
+                         n_neighbors=min(15, len(xn) - 1)).fit_transform(xn)
+    raise ConfigError(f"embedding: expected one of {list(EMBEDDINGS)}, got {method!r}")
+
+
+def convex_combinations(members: Tensor, n: int, seed: int = 0) -> Tensor:
+    """``n`` points inside the convex hull of ``members: Tensor[m, P]`` (flat-Dirichlet weights)."""
+    g = torch.Generator().manual_seed(seed)
+    coeffs = -torch.log(torch.rand(n, len(members), generator=g, dtype=torch.float64))
+    coeffs = coeffs / coeffs.sum(1, keepdim=True)
+    return (coeffs @ members.double()).to(members.dtype)
+
+
+# ----------------------------------------------------------------------------- the analysis
+
+
+@dataclass
+class KnowledgeRegions:
+    """Clustering, embeddings, in-region accuracy and centroid starts of a regions zoo.
+
+    ``by``: the index column whose values are the regions (``task``, ``family``, or any other).
+    Uses each run's last checkpoint. After :meth:`fit`: ``metrics_`` (one row per grouping),
+    ``embedding_`` (x, y per model and method), ``interior_`` (per region whose members share one
+    task: members' against convex combinations' accuracy), ``starts_`` (held-out tasks: base vs
+    centroid start).
+    """
+
+    by: str = "task"
+    embeddings: tuple[str, ...] = EMBEDDINGS
+    interior_samples: int = 32
+    seed: int = 0
+
+    def fit(self, zoo: Zoo) -> KnowledgeRegions:
+        w, table = region_table(zoo)
+        if self.by not in table:
+            raise ConfigError(f"--by {self.by!r} is not a column of {zoo.root}; columns: {list(table.columns)}")
+        final = final_checkpoints(table)
+        if "role" in final:
+            final = final[final["role"].fillna("region") == "region"]
+        final = final[final[self.by].notna()]
+        x = rows_of(w, final)
+        groupings = [self.by] + [c for c in ("task", "family") if c in final and c != self.by]
+        self.metrics_ = pd.DataFrame([{"by": c, **cluster_metrics(x, final[c].to_numpy(), self.seed)}
+                                      for c in groupings])
+        rows = []
+        for method in self.embeddings:
+            xy = embed(x, method, self.seed)
+            rows.append(pd.DataFrame({"method": method, "model_id": final["model_id"].to_numpy(),
+                                      "x": xy[:, 0], "y": xy[:, 1],
+                                      **{c: final[c].to_numpy() for c in groupings}}))
+        self.embedding_ = pd.concat(rows, ignore_index=True)
+        self.interior_ = self._interior(zoo, w, final)
+        self.starts_ = self._starts(table)
+        return self
+
+    def _interior(self, zoo, w, final) -> pd.DataFrame:
+        if "task" not in final or not (Path(zoo.root) / REGIONS_JSON).exists():
+            return pd.DataFrame()
+        rows = []
+        for value, members in final.groupby(self.by):
+            tasks = members["task"].unique()
+            if len(tasks) != 1 or len(members) < 2:
+                continue
+            task = regions_task(zoo, tasks[0])
+            mw = rows_of(w, members)
+            member_acc = task.accuracy(mw).numpy()
+            inside = task.accuracy(convex_combinations(mw, self.interior_samples, self.seed)).numpy()
+            rows.append({"region": value, "task": tasks[0], "members": len(members),
+                         "member_acc_mean": member_acc.mean(), "member_acc_min": member_acc.min(),
+                         "interior_acc_mean": inside.mean(), "interior_acc_min": inside.min(),
+                         "interior_at_least_member_min": float((inside >= member_acc.min()).mean()),
+                         "samples": self.interior_samples, "seed": self.seed})
+        return pd.DataFrame(rows)
+
+    @staticmethod
+    def _starts(table) -> pd.DataFrame:
+        if "role" not in table or not (table["role"] == "held-out").any():
+            return pd.DataFrame()
+        held = final_checkpoints(table[table["role"] == "held-out"])
+        acc = held.pivot_table(index=["family", "task"], columns="start", values="test_acc", aggfunc="mean")
+        acc["centroid_minus_base"] = acc["centroid"] - acc["base"]
+        acc["seeds"] = held.groupby(["family", "task"])["run_id"].nunique() // 2
+        return acc.reset_index().rename(columns={"base": "base_start_acc", "centroid": "centroid_start_acc"})
+

@@ -1,0 +1,405 @@
+"""Spectral diagnostics of weight matrices (Martin & Mahoney's heavy-tailed self-regularisation).
+
+For every weight matrix W of a model — or of every model of a zoo at once — the eigenvalues λ of WᵀW
+(squared singular values, no 1/N), a power-law fit of their tail, norm metrics, optionally a
+Marchenko–Pastur fit and a comparison with the spectrum of W with its entries shuffled. Column names
+are WeightWatcher's where they mean the same thing.
+
+    analyzer = SpectralAnalyzer(fit="robust").fit("model.safetensors")   # or a state dict, HF folder, Zoo
+    analyzer.details_    # one row per model and layer
+    analyzer.summary_    # one row per model: means over layers, alpha_hat (mean of α·log10 λmax)
+    analyzer.spectra_    # per layer: its models and their eigenvalues [models, n] (for figures)
+
+Batching: matrices of one shape — the slices of a conv layer, q/k/v, the same layer of every model of
+a zoo, different layers of equal shape — are decomposed in one call, and the power-law fits of one
+layer across all models run as one array program (:mod:`weightspace.analysis.powerlaw`).
+
+``fit="ww"`` reproduces WeightWatcher 0.7.7's ``analyze()`` defaults: Conv2d slices scaled by √(1/2)
+(its ``conv2d_norm``), layers with fewer than 8 or more than 15,000 eigenvalues or a side over 50,000
+skipped, its power-law fit. ``fit="robust"`` (default): no conv rescaling, the robust fit, FARMS's
+fixed-aspect-ratio correction (α of a very rectangular W, N/M ≥ 8, fitted on the pooled spectra of
+square submatrices, so that α does not drift with N/M), and a ``status`` for layers whose α means nothing.
+
+Statuses: ``ok``; ``random-like`` (λmax within the MP bulk edge of an i.i.d. matrix of the same
+variance: α describes noise); ``too-few-evals``; ``too-many-evals``/``too-large`` (ww limits);
+``non-finite``; ``all-zero``; ``fit-failed``; ``skipped: <reason>`` (vectors, norm layers, buffers).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, WeightspaceError
+from ..space import WeightSpace
+from .layers import LayerMatrices, layer_matrices
+from .mp import mp_fit, rand_distance, random_like
+from .powerlaw import fit_robust, fit_ww
+
+FITS = ("robust", "ww")
+METHODS = ("gram", "svd")
+PRECISIONS = ("float64", "float32")
+_LOOP_FROM = 64  # matrices with at least this many columns are decomposed one by one
+FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
+WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
+OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
+SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank",
+                   "mp_softrank")
+
+
+class SpectralAnalyzer:
+    """Per-layer spectral metrics of a model, a checkpoint, an HF folder or a whole zoo.
+
+    fit: ``"robust"`` or ``"ww"`` (WeightWatcher 0.7.7's default fit and conventions).
+    mp_fit: also fit the Marchenko–Pastur density (sigma_mp, bulk_max, num_spikes, mp_softrank).
+    randomize: also analyse W with its entries shuffled (seeded): rand_distance, ww_softrank, ...
+    conv: ``"pool"`` (one matrix per kernel position, spectra pooled), ``"slices"`` (each kernel position
+        its own row, WeightWatcher's ``pool=False``) or ``"flatten"`` (out × in·k·k).
+    conv_norm: scale Conv2d eigenvalues by 1/2 as WeightWatcher does (default: only with fit="ww").
+    farms: fit α on square submatrices of very rectangular W, N/M ≥ ``farms_min_q`` (default: only with
+        fit="robust").
+    method: ``"gram"`` (eigenvalues of the smaller Gram matrix) or ``"svd"`` (squared singular values).
+    precision: ``"float64"`` or ``"float32"`` arithmetic for the eigenvalues (default: float64 with
+        fit="ww", as WeightWatcher's SciPy SVD; float32 with fit="robust", about 3× faster — its fit
+        ignores eigenvalues below 1e-6·λmax, under which float32 Gram eigenvalues are rounding noise).
+    """
+
+    def __init__(
+        self,
+        fit: str = "robust",
+        *,
+        mp_fit: bool = False,
+        randomize: bool = False,
+        conv: str = "pool",
+        conv_norm: bool | None = None,
+        farms: bool | None = None,
+        farms_min_q: float = 8.0,
+        method: str = "gram",
+        precision: str | None = None,
+        min_tail: int = 10,
+        n_boot: int = 200,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        if fit not in FITS:
+            raise ConfigError(f"fit={fit!r}: expected one of {', '.join(FITS)}")
+        if method not in METHODS:
+            raise ConfigError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+        self.fit_kind = fit
+        self.mp_fit = mp_fit
+        self.randomize = randomize
+        self.conv = conv
+        self.conv_norm = (fit == "ww") if conv_norm is None else conv_norm
+        self.farms = (fit == "robust") if farms is None else farms
+        self.farms_min_q = farms_min_q
+        self.method = method
+        self.precision = precision or ("float64" if fit == "ww" else "float32")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.min_tail = min_tail
+        self.n_boot = n_boot
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------ public
+    def fit(self, source, *, where: str | None = None) -> SpectralAnalyzer:
+        """Analyse ``source``: a state dict, a checkpoint path, an HF folder, a zoo directory, a Zoo, or
+        ``(weights [N, P], WeightSpace)`` (models named 0..N-1)."""
+        batched, models, table = as_batched(source, where=where)
+        layers = layer_matrices(batched, conv=self.conv)
+        details, spectra = self._analyse(layers, models)
+        if len(details):
+            lead = ["model", "layer_id", "name", "kind", "status"]
+            details = details[lead + [c for c in details.columns if c not in lead]]
+        self.details_ = details
+        self.summary_ = summarize(details, models, table, robust=self.fit_kind == "robust")
+        self.spectra_ = spectra
+        self.params_ = self.get_params()
+        return self
+
+    def get_params(self) -> dict:
+        return dict(fit=self.fit_kind, mp_fit=self.mp_fit, randomize=self.randomize, conv=self.conv,
+                    conv_norm=self.conv_norm, farms=self.farms, farms_min_q=self.farms_min_q, method=self.method,
+                    precision=self.precision, min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed)
+
+    # ------------------------------------------------------------------ work
+    def _analyse(self, layers: list[LayerMatrices], models: list[str]):
+        frames: list[dict] = []  # columns of rows, one dict per layer (or per status of a layer)
+        spectra: dict[str, dict] = {}
+        todo = []  # (layer_id, layer, indices of the models whose matrices can be decomposed)
+        for lid, layer in enumerate(layers):
+            if layer.kind == "skipped":
+                frames.append(_frame(models, lid, layer, f"skipped: {layer.reason}"))
+                continue
+            status = self._static_status(layer)
+            if status:
+                frames.append(_frame(models, lid, layer, status))
+                continue
+            top = layer.mats.abs().flatten(1).amax(1).numpy()  # NaN and Inf survive the max; all-zero gives 0
+            bad = np.where(~np.isfinite(top), "non-finite", np.where(top == 0, "all-zero", ""))
+            if (bad != "").any():
+                frames.append(_frame([models[i] for i in np.nonzero(bad != "")[0]], lid, layer, bad[bad != ""]))
+            good = torch.from_numpy(np.nonzero(bad == "")[0])
+            if len(good):
+                todo.append((lid, layer, good))
+
+        # One bar for the whole job, in matrix entries: decompositions first, then the fits per layer.
+        size = sum(len(good) * layer.mats[0].numel() for _, layer, good in todo)
+        with tqdm(total=2 * size, desc="spectral", unit="entry", unit_scale=True,
+                  disable=not self.progress or size == 0) as bar:
+            evals = self._eigenvalues(todo, bar)
+            for (lid, layer, good), ev in zip(todo, evals):
+                names = [models[i] for i in good.tolist()]
+                frame, spectra[layer.name] = self._layer_frame(lid, layer, names, ev)
+                frames.append(frame)
+                bar.update(len(good) * layer.mats[0].numel())
+        return _combine(frames, models), spectra
+
+    def _static_status(self, layer: LayerMatrices) -> str:
+        n = layer.M * layer.rf
+        if n < WW_MIN_EVALS:
+            return "too-few-evals"
+        if self.fit_kind == "ww" and n > WW_MAX_EVALS:
+            return "too-many-evals"
+        if self.fit_kind == "ww" and layer.N > WW_MAX_N:
+            return "too-large"
+        return ""
+
+    def _eigenvalues(self, todo, bar) -> list[dict[str, np.ndarray]]:
+        """Per entry of ``todo``: ``full`` [b, n] (all slices pooled), and ``farms``/``rand`` when asked.
+
+        Every matrix of every kind and layer is put in one list; matrices of one shape go through one
+        batched decomposition.
+        """
+        rng = np.random.default_rng(self.seed)
+        jobs: list[tuple[int, str, Tensor | np.ndarray]] = []  # (todo index, what, [b, S', r, c])
+        for k, (_, layer, good) in enumerate(todo):
+            m = layer.mats if len(good) == layer.mats.shape[0] else layer.mats[good]  # no copy when all are good
+            jobs.append((k, "full", m))
+            if self.farms and layer.N >= self.farms_min_q * layer.M:
+                jobs.append((k, "farms", farms_blocks(m)))
+            if self.randomize:
+                reps = 5 if layer.M * layer.rf < 100 else 1  # WeightWatcher's replicas for small layers
+                jobs.append((k, "rand", shuffle_entries(m, reps, rng)))
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for j, (_, _, m) in enumerate(jobs):
+            by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
+        results: list[np.ndarray | None] = [None] * len(jobs)
+        for idx in by_shape.values():
+            parts = [np.asarray(jobs[j][2]).reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
+            flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            ev = matrix_eigenvalues(flat, self.method, np.dtype(self.precision))
+            bar.update(sum(int(np.prod(jobs[j][2].shape)) for j in idx if jobs[j][1] == "full"))
+            start = 0
+            for j in idx:
+                b, s = jobs[j][2].shape[:2]
+                results[j] = ev[start:start + b * s].reshape(b, -1)
+                start += b * s
+        out: list[dict[str, np.ndarray]] = [{} for _ in todo]
+        for (k, what, _), ev in zip(jobs, results):
+            layer = todo[k][1]
+            if self.conv_norm and layer.kind == "conv2d":
+                ev = ev * 0.5  # WeightWatcher multiplies W by sqrt(1/2): conv2d_norm with conv2d_count = 1
+            out[k][what] = np.sort(ev, axis=1)
+        return out
+
+    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev) -> tuple[dict, dict]:
+        """The rows of one layer for all its models (one array per column), and its spectra for figures."""
+        full = ev["full"]  # [b, n], sorted
+        n = full.shape[1]
+        N, M = layer.N, layer.M
+        fit_on = ev.get("farms", full)
+        if self.fit_kind == "ww":
+            pl = fit_ww(list(fit_on))
+        else:
+            floor = FLOAT32_FLOOR if self.precision == "float32" else 0.0
+            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed + lid,
+                            rel_floor=floor)
+        norm = full.sum(1)
+        lam_max = full[:, -1]
+        alpha = pl["alpha"]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            log_alpha_norm = np.log10(np.sum(full ** alpha[:, None], axis=1))
+            if self.precision == "float64":  # WeightWatcher's rule (numpy.linalg.matrix_rank's)
+                sv = np.sqrt(full)
+                rank = (sv > sv[:, -1:] * N * np.finfo(np.float64).eps).sum(1)
+            else:  # the Gram's own rounding: eigenvalues below λmax·M·eps32 are not resolved
+                rank = (full > full[:, -1:] * M * np.finfo(np.float32).eps).sum(1)
+            p = full / norm[:, None] + 1e-10
+            entropy = -np.sum(p * np.log(p), axis=1) / np.log(rank + 1e-10)
+        status = np.where(~pl["fit_ok"], "fit-failed", np.where(random_like(full, N / M, M), "random-like", "ok"))
+        cols = dict(
+            N=N, M=M, Q=N / M, rf=layer.rf, num_evals=n, lambda_max=lam_max,
+            alpha=alpha, xmin=pl["xmin"], xmax=pl["xmax"], D=pl["D"], sigma=pl["sigma"],
+            num_pl_spikes=pl["num_pl_spikes"],
+            norm=norm, log_norm=np.log10(norm), spectral_norm=lam_max, log_spectral_norm=np.log10(lam_max),
+            alpha_weighted=alpha * np.log10(lam_max), log_alpha_norm=log_alpha_norm,
+            stable_rank=norm / lam_max, matrix_rank=rank, entropy=entropy,
+            warning=np.where(alpha < OVER_TRAINED, "over-trained", np.where(alpha > UNDER_TRAINED, "under-trained", "")),
+        )
+        cols.update({k: pl[k] for k in ("alpha_lo", "alpha_hi", "alpha_xmax") if k in pl})
+        if "farms" in ev:
+            cols["farms_blocks"] = ev["farms"].shape[1] // (M * layer.rf)
+        rec = {"models": models, "evals": full, "fit_evals": fit_on, "xmin": pl["xmin"], "alpha": alpha, "N": N, "M": M}
+        if self.mp_fit:
+            cols.update(mp_fit(full, N / M, M))
+            rec["sigma_mp"] = cols["sigma_mp"]
+        if self.randomize:
+            rand = ev["rand"]  # [b, reps·n]: all replicas pooled, one density
+            rand_max = rand[:, -1]
+            rmp = mp_fit(rand, N / M, M)
+            cols.update(max_rand_eval=rand_max, rand_distance=rand_distance(full, rand),
+                        ww_softrank=rand_max / lam_max, ww_maxdist=lam_max - rand_max,
+                        rand_sigma_mp=rmp["sigma_mp"], rand_num_spikes=rmp["num_spikes"],
+                        rand_bulk_max=rmp["bulk_max"])
+            rec["rand_evals"] = rand
+        frame = {"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind, "status": status, **cols}
+        return frame, rec
+
+
+# ---------------------------------------------------------------------- helpers
+_TEXT = ("model", "name", "kind", "status", "warning")
+
+
+def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> dict:
+    """Rows of a layer that was not decomposed: who, which layer, and why."""
+    frame = {"model": models, "layer_id": lid, "name": layer.name, "kind": layer.kind, "status": status}
+    if layer.mats is not None:
+        frame.update(N=layer.N, M=layer.M, Q=layer.N / layer.M, rf=layer.rf)
+    return frame
+
+
+def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:
+    """One DataFrame from per-layer column dicts (scalars broadcast, missing columns empty), rows
+    ordered by model then layer — built once, since pandas' per-frame overhead dominates small models."""
+    if not frames:
+        return pd.DataFrame()
+    sizes = [len(f["model"]) for f in frames]
+    columns = {}
+    for key in dict.fromkeys(k for f in frames for k in f):
+        fill = "" if key in _TEXT else np.nan
+        parts = [np.broadcast_to(np.asarray(f.get(key, fill), dtype=object if key in _TEXT else None), (n,))
+                 for f, n in zip(frames, sizes)]
+        columns[key] = np.concatenate(parts)
+    rank = {m: i for i, m in enumerate(models)}
+    order = np.lexsort((columns["layer_id"], np.array([rank[m] for m in columns["model"]])))
+    return pd.DataFrame({k: v[order] for k, v in columns.items()})
+
+
+def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np.float64) -> np.ndarray:
+    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c): ``[K, c]`` float64, unsorted.
+
+    ``gram`` forms WᵀW in ``dtype`` (a single tall matrix goes through BLAS's symmetric rank-k update)
+    and takes LAPACK's symmetric eigenvalues; ``svd`` squares singular values (slower, and more
+    accurate for eigenvalues below ~eps·λmax, which only ``matrix_rank`` looks at).
+    """
+    x = mats.numpy() if isinstance(mats, Tensor) else mats
+    x = x.astype(dtype, copy=False)
+    if method == "svd":
+        return (np.linalg.svd(x, compute_uv=False) ** 2).astype(np.float64)
+    K, _, c = x.shape
+    if c < _LOOP_FROM:  # many small matrices: one batched product and one batched eigensolver call
+        return np.clip(np.linalg.eigvalsh(np.matmul(x.transpose(0, 2, 1), x)), 0.0, None).astype(np.float64)
+    # Large ones one at a time: WᵀW of a 2-D array is BLAS's symmetric rank-k update (half a product),
+    # and SciPy's divide-and-conquer solver is ~1.5x faster than numpy's eigvalsh here.
+    out = np.empty((K, c))
+    for k in range(K):
+        gram = x[k].T @ x[k]
+        out[k] = scipy.linalg.eigh(gram, eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False)
+    return np.clip(out, 0.0, None)
+
+
+def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:
+    """Square c × c row blocks of ``[b, S, r, c]`` matrices (r > c), evenly spaced over the rows.
+
+    FARMS (arXiv 2506.06280): the ESD of a rectangular matrix depends on its aspect ratio; pooling
+    the ESDs of fixed-aspect-ratio submatrices removes that bias. k = min(ceil(r/c), max_blocks)
+    blocks, overlapping when c does not divide r; with k < ceil(r/c) (very tall matrices such as
+    embeddings) the blocks are a spread-out sample of the rows: ``[b, S·k, c, c]``.
+    """
+    b, S, r, c = mats.shape
+    k = min(math.ceil(r / c), max_blocks)
+    starts = torch.linspace(0, r - c, k).round().long()
+    idx = starts[:, None] + torch.arange(c)[None, :]  # [k, c]
+    blocks = mats[:, :, idx, :]  # [b, S, k, c, c]
+    return blocks.reshape(b, S * k, c, c)
+
+
+def shuffle_entries(mats: Tensor, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """Each matrix with its entries randomly permuted, ``reps`` times: ``[b, S·reps, r, c]``."""
+    b, S, r, c = mats.shape
+    flat = np.broadcast_to(mats.numpy().reshape(b, S, 1, r * c), (b, S, reps, r * c))
+    return rng.permuted(flat.reshape(b * S * reps, r * c), axis=1).reshape(b, S * reps, r, c)
+
+
+def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:
+    """``{name: Tensor[B, *shape]}``, model names and (for a zoo) its index rows, from any source."""
+    from ..io import load_weights
+    from ..zoo import Zoo
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir() and (path / "zoo.json").is_file():
+            source = Zoo.open(path)
+        else:
+            sd, _ = load_weights(path)
+            return {k: v.unsqueeze(0) for k, v in sd.items()}, [path.name], None
+    if isinstance(source, Zoo):
+        weights, table = source.load(where)
+        if len(table) == 0:
+            raise WeightspaceError(f"zoo {source.root}: no models" + (f" match {where!r}" if where else ""))
+        batched, _, _ = as_batched((weights, source.space))
+        return batched, [str(m) for m in table["model_id"]], table
+    if isinstance(source, Mapping):
+        return {k: v.unsqueeze(0) for k, v in source.items()}, ["model"], None
+    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], WeightSpace):
+        weights, space = source
+        if weights.dim() != 2 or weights.shape[1] != space.num_params:
+            raise WeightspaceError(
+                f"expected weights [N, {space.num_params}] for layout {space.name!r}, got {tuple(weights.shape)}")
+        n = weights.shape[0]
+        batched = {k: weights[:, space.slice(k)].reshape(n, *space.spec(k).shape) for k in space.names}
+        return batched, [str(i) for i in range(n)], None
+    raise WeightspaceError(
+        f"cannot analyse a {type(source).__name__}: expected a state dict, a checkpoint path, an HF folder, "
+        "a zoo or (weights [N, P], WeightSpace)")
+
+
+def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | None, *, robust: bool) -> pd.DataFrame:
+    """One row per model: means of WeightWatcher's summary metrics and ``alpha_hat`` (mean α·log10 λmax).
+
+    Norm metrics average every analysed layer; α-based metrics average layers with status ``ok`` in
+    robust mode (a random-like layer's α is not a measurement) and every fitted layer in ww mode, as
+    WeightWatcher's ``get_summary`` does.
+    """
+    if "status" not in details.columns:  # nothing analysable at all (an empty state dict)
+        details = pd.DataFrame(columns=["model", "status", *SUMMARY_METRICS])
+    fitted = details[details["status"].isin(["ok", "random-like"])]
+    ok = details[details["status"] == "ok"]
+    shape = ok if robust else fitted
+    shape_metrics = ["alpha", "alpha_weighted", "log_alpha_norm"]
+    out = pd.DataFrame({"model": models})
+    out["layers"] = out["model"].map(fitted.groupby("model").size()).fillna(0).astype(int)
+    out["layers_ok"] = out["model"].map(ok.groupby("model").size()).fillna(0).astype(int)
+    for src, cols in ((shape, shape_metrics), (fitted, [m for m in SUMMARY_METRICS if m not in shape_metrics])):
+        cols = [c for c in cols if c in src.columns]
+        means = src.groupby("model")[cols].mean() if cols else pd.DataFrame()
+        for m in cols:
+            out[m] = out["model"].map(means[m]).astype(float)
+    for m in SUMMARY_METRICS:
+        if m not in out:
+            out[m] = np.nan
+    out = out[["model", "layers", "layers_ok", *SUMMARY_METRICS]].assign(alpha_hat=out["alpha_weighted"])
+    if table is not None:
+        keep = [c for c in table.columns if c not in ("hparams", "file", "sha256", "created", "extra")]
+        out = out.merge(table[keep].rename(columns={"model_id": "model"}).astype({"model": str}), on="model", how="left")
+    return out

@@ -1,0 +1,119 @@
+"""``weightspace predict-accuracy`` and ``weightspace regions``: analyses of populations of weights."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import ConfigError
+from .common import add_output
+
+
+def _predict_accuracy(args) -> None:
+    if args.model:
+        _score_checkpoints(args)
+        return
+    if len(args.paths) != 1:
+        raise ConfigError("predict-accuracy: give one zoo directory (or --model P and checkpoint files)")
+    import torch
+
+    from ..analysis.predictors import PREDICTOR_NAMES, evaluate_predictors
+    from ..zoo import Zoo
+
+    torch.set_num_threads(args.threads)
+    names = args.predictors.split(",") if args.predictors else list(PREDICTOR_NAMES)
+    zoo = Zoo.open(args.paths[0])
+    weights, table = zoo.load(args.where)
+    result, fitted = evaluate_predictors(weights, table, zoo.space, names=names, target=args.target,
+                                         test_fraction=args.test_fraction, seed=args.seed,
+                                         progress=not args.quiet)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(result.round(4).to_string(index=False))
+    if "gbt" in fitted:
+        print("\nfeatures that matter most (gbt, share of split gain):")
+        print(fitted["gbt"].importance().head(10).round(4).to_string(index=False))
+    if args.save:
+        best = result.sort_values("kendall_tau", ascending=False).iloc[0]["predictor"]
+        out = fitted[best].save(args.save)
+        (Path(out) / "evaluation.json").write_text(json.dumps(
+            {"zoo": str(Path(args.paths[0]).resolve()), "where": args.where,
+             "results": result.to_dict("records")}, indent=2))
+        print(f"\nsaved {best} (best held-out Kendall τ) → {out}")
+
+
+def _score_checkpoints(args) -> None:
+    import torch
+
+    from ..analysis.predictors import load_predictor
+    from ..io import load_weights
+    from ..zoo import Zoo
+
+    if not args.paths:
+        raise ConfigError("predict-accuracy --model: give the checkpoint files (or zoo directories) to score")
+    pred = load_predictor(args.model)
+    names, rows = [], []
+    for path in args.paths:
+        p = Path(path)
+        if p.is_dir() and (p / "zoo.json").exists():
+            w, df = Zoo.open(p).load()
+            names += [f"{p}:{m}" for m in df["model_id"]]
+            rows.append(w)
+        else:
+            sd, _ = load_weights(p)
+            names.append(str(p))
+            rows.append(pred.space.flatten(sd)[None])
+    predicted = pred.predict(torch.cat(rows))
+    print(pd.DataFrame({"checkpoint": names, "predicted": predicted.round(4)}).to_string(index=False))
+
+
+def _regions(args) -> None:
+    from ..analysis.region_figures import save_region_figures
+    from ..analysis.regions import EMBEDDINGS, KnowledgeRegions, build_regions
+    from ..zoo import Zoo
+
+    start = time.perf_counter()
+    zoo = build_regions(args.build, args.zoo, progress=not args.quiet) if args.build else Zoo.open(args.zoo)
+    methods = tuple(args.embeddings.split(",")) if args.embeddings else EMBEDDINGS
+    res = KnowledgeRegions(by=args.by, embeddings=methods, interior_samples=args.samples, seed=args.seed).fit(zoo)
+    out = Path(args.out)  # claimed for this command by weightspace.cli.main
+    tables = {"metrics": res.metrics_, "embedding": res.embedding_, "interior": res.interior_,
+              "starts": res.starts_}
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+    save_region_figures(res, out)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        for name in ("metrics", "interior", "starts"):
+            if len(tables[name]):
+                print(f"\n{name}:\n{tables[name].round(4).to_string(index=False)}")
+    print(f"\ntables and figures → {out}  ({time.perf_counter() - start:.1f} s)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict-accuracy", help="predict test accuracy from weights alone",
+                       description="ZOO: fit and evaluate predictors on held-out runs. "
+                       "--model P CHECKPOINTS...: score checkpoints with a saved predictor.")
+    p.add_argument("paths", nargs="*", metavar="ZOO | CHECKPOINT")
+    p.add_argument("--model", help="a saved predictor directory: score the given checkpoints")
+    p.add_argument("--save", help="save the predictor with the best held-out Kendall τ here")
+    p.add_argument("--predictors", help="comma list of gbt-statistics, gbt, neuron-set (default: all)")
+    p.add_argument("--target", default="test_acc", help="index column to predict (default test_acc)")
+    p.add_argument("--where", help="SQL filter over the zoo index, e.g. \"epoch >= 2\"")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of runs held out (default 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict_accuracy)
+    r = sub.add_parser("regions", help="knowledge regions: clustering, embeddings, in-region and centroid accuracy")
+    r.add_argument("zoo", help="a zoo of fine-tunes (built by --build, or any zoo with the --by column)")
+    r.add_argument("--by", required=True, help="index column whose values are the regions (task, family, ...)")
+    r.add_argument("--build", metavar="CONFIG", help="first build (or resume) the zoo from a regions config, "
+                   "e.g. the shipped regions-fashion")
+    r.add_argument("--embeddings", help="comma list of pca, tsne, umap (default: all)")
+    r.add_argument("--samples", type=int, default=32, help="convex combinations per region (default 32)")
+    r.add_argument("--seed", type=int, default=0)
+    add_output(r, "regions", default="runs/regions", help="output directory (default runs/regions)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_regions)

@@ -1,0 +1,65 @@
+"""``weightspace predict-accuracy`` and ``weightspace regions`` from the command line."""
+
+import numpy as np
+import pytest
+
+from weightspace.analysis.predictors import load_predictor
+from weightspace.cli import main
+from weightspace.zoo import Zoo
+from weightspace.zoo.build import build_zoo
+
+from .test_regions import TINY
+
+ZOO = {
+    "dataset": {"name": "digits", "seed": 0},
+    "architecture": {"kind": "mlp", "widths": [12]},
+    "population": {"runs": 30, "seed": 0, "hparams": {"lr": {"log_uniform": [0.0003, 0.3]}, "epochs": 3,
+                                                      "init_scale": {"uniform": [0.5, 1.5]}}},
+    "training": {"checkpoint_epochs": [1]},
+}
+
+
+def test_predict_accuracy_trains_saves_and_scores(tmp_path, capsys):
+    zoo = build_zoo(ZOO, out=tmp_path / "zoo", progress=False)
+    assert main(["predict-accuracy", str(zoo.root), "--predictors", "gbt-statistics,gbt", "--save",
+                 str(tmp_path / "p"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "kendall_tau" in out and "gbt-statistics" in out and "features that matter most" in out
+    pred = load_predictor(tmp_path / "p")
+    weights, table = zoo.load()
+    assert main(["predict-accuracy", "--model", str(tmp_path / "p"), str(zoo.root),
+                 str(zoo.root / table["file"].iloc[0])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(lines) == len(table) + 1
+    scored = np.array([float(line.split()[-1]) for line in lines])
+    expected = pred.predict(weights)
+    np.testing.assert_allclose(scored[:-1], expected, atol=1e-4)
+    assert scored[-1] == pytest.approx(expected[0], abs=1e-4)
+
+
+def test_predict_accuracy_errors_are_one_line(tmp_path, capsys):
+    assert main(["predict-accuracy"]) == 2
+    assert "give one zoo directory" in capsys.readouterr().err
+    assert main(["predict-accuracy", "--model", str(tmp_path), "x.safetensors"]) == 2
+    assert "not a saved accuracy predictor" in capsys.readouterr().err
+
+
+def test_regions_command_builds_and_writes_tables_and_figures(tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "regions.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "finetune": {**TINY["finetune"], "seeds": 2}}))
+    assert main(["regions", str(tmp_path / "r"), "--by", "family", "--build", str(cfg), "--embeddings", "pca",
+                 "--samples", "4", "--quiet", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "metrics:" in out and "starts:" in out
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"metrics.csv", "embedding.csv", "starts.csv", "embeddings.png", "starts.png"} <= files
+    assert len(Zoo.open(tmp_path / "r")) > 0
+    assert main(["regions", str(tmp_path / "r"), "--by", "colour", "--out", str(tmp_path / "out2")]) == 2
+    assert "--by 'colour'" in capsys.readouterr().err
+
+
+def test_zoo_train_points_a_regions_config_to_the_regions_command(capsys):
+    assert main(["zoo", "train", "regions-fashion", "--out", "unused"]) == 2
+    assert "weightspace regions DIR --build" in capsys.readouterr().err

@@ -48,8 +48,7 @@ def main():
         methods[name] = {"data_s": round(t["data"], 1),
                          "per_seed_s": [{k: round(v, 1) for k, v in s.items()} for s in t["seeds"]],
                          "total_s": round(t["data"] + sum(sum(s.values()) for s in t["seeds"]), 1),
-                         "pooled": {g: v["verdict"] + (" (unstable)" if v["unstable"] else "")
-                                    for g, v in res[name]["pooled"].items()}}
+                         "pooled": {g: v["label"] for g, v in res[name]["pooled"].items()}}
         print(name, json.dumps(methods[name]), flush=True)
     print(json.dumps({"wall_s": round(wall, 1), "budget_s": BUDGET_S, "ratio_to_budget": round(wall / BUDGET_S, 3),
                       "cpu_s": round(cpu, 1), "cpu_s_over_2_cores": round(cpu / 2, 1),

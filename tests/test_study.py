@@ -10,6 +10,7 @@ import torch
 from weightspace.cli import main
 from weightspace.generative.methods import METHODS, method_module
 from weightspace.study import run_study
+from weightspace.study.presets import PAPER_NAMES
 from weightspace.zoo import Zoo
 
 from .browser import inspect_page
@@ -128,7 +129,7 @@ def test_tiny_study_of_all_four_methods(tmp_path, pdiff_study):
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert seen["summary_rows"] == len(summary) and seen["decoded"] == seen["images"]
     rows = {r["method"]: r for r in summary if r["group"] == "generated"}
-    assert set(rows) == {"P-diff", "Hyper-Representations", "G.pt", "HyperDiffusion"}
+    assert set(rows) == {PAPER_NAMES[m] for m in METHODS}  # the paper's four and ours
     # Two worker processes reach what one process does (the fixture ran P-diff in this process).
     both = [json.loads((d / "results.json").read_text())["results"]["pdiff"]["seeds"][0]["verdicts"]["P-diff"]
             for d in (tmp_path, pdiff_study)]  # the fixture's first seed is this run's only one

@@ -11,7 +11,7 @@ from weightspace.zoo.train import HParams, Run, TrainConfig, train_population
 
 
 class MemorySink:
-    """Collects checkpoints in memory instead of a zoo on disk."""
+    """Collects checkpoints in memory instead of a zoo on disk, so a timing is training, not the disk."""
 
     def __init__(self):
         self.items = []

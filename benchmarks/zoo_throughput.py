@@ -21,6 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _training import MemorySink
 
 from weightspace.data import load_digits
 from weightspace.nets import MLP
@@ -29,20 +30,6 @@ from weightspace.zoo import Zoo
 from weightspace.zoo.train import HParams, Run, TrainConfig, batch_orders, train_population
 
 N_MODELS, EPOCHS, BATCH = 64, 20, 64
-
-
-class MemorySink:
-    """Collects checkpoints in memory, so the timing is training and evaluation, not the disk."""
-
-    def __init__(self):
-        self.items = []
-
-    def ids(self):
-        return set()
-
-    def add_many(self, items):
-        self.items.extend(items)
-        return len(items)
 
 
 def matmul_gflops() -> float:

@@ -25,6 +25,8 @@ from torch import Tensor
 from ..align import match_permutations
 from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
+from ..safe_input import check_int, check_list, check_str
+from ..zoo.method_record import Fields, Record
 from ..nets import build_architecture
 from ..symmetry import permute, random_permutation, scale_neurons
 from ..zoo.build import task_for_zoo
@@ -45,6 +47,8 @@ PRESETS = {
 HELDOUT_PREFIX = "heldout"
 RESIDUALS = ("diagonal", "isotropic", "none")
 ALIGNED_INTERPOLATION = True  # the study adds interpolation between aligned runs to the baselines
+# What build_data records (checked when a zoo is opened as this method's).
+ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int}))
 
 
 # ----------------------------------------------------------------------------- data

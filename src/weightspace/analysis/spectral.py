@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -117,11 +118,10 @@ class SpectralAnalyzer:
 
         ``backend`` (``"ray"`` or a :class:`~weightspace.parallel.RayBackend`; zoos only): the zoo is
         analysed in blocks of ``block_size`` models, one Ray task each (:func:`~weightspace.zoo.blocks.map_zoo`),
-        and the tables and spectra are joined in the zoo's order. With ``fit="ww"`` (and no
-        ``randomize``) the result equals the local one exactly. Seeded draws are made per block, so
-        the robust fit's bootstrap interval (``alpha_lo``/``alpha_hi``) and the ``randomize`` columns
-        differ from a local run by their sampling noise (each is still seeded and reproducible for a
-        given ``block_size``); every other column is equal.
+        and the tables and spectra are joined in the zoo's order: equal to the local result (the
+        robust fit's bootstrap is seeded per model and layer). Only with ``randomize`` do the shuffle
+        columns (``rand_distance``, ``ww_softrank``, ...) differ, by their sampling noise: the shuffles
+        are drawn per block (seeded, reproducible for a given ``block_size``).
         """
         from ..parallel import resolve_backend
 
@@ -260,8 +260,9 @@ class SpectralAnalyzer:
             pl = fit_ww(list(fit_on))
         else:
             floor = FLOAT32_FLOOR if self.precision == "float32" else 0.0
-            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed + lid,
-                            rel_floor=floor)
+            seeds = [[self.seed, lid, zlib.crc32(m.encode())] for m in models]  # per model: blocks do not matter
+            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, rel_floor=floor,
+                            row_seeds=seeds)
         norm = full.sum(1)
         lam_max = full[:, -1]
         alpha = pl["alpha"]

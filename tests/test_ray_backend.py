@@ -119,7 +119,8 @@ def _fails_on_two(block):
     return block
 
 
-@pytest.mark.parametrize("command", [["zoo", "train", "digits-mlp", "--out"], ["audit", "--train", "nowhere", "--out"]])
+@pytest.mark.parametrize("command", [["zoo", "train", "digits-mlp", "--out"], ["audit", "--train", "nowhere", "--out"],
+                                     ["analyze"]])
 def test_an_unreachable_address_is_one_line(tmp_path, capsys, command):
     rc = main([*command, str(tmp_path / "z"), "--backend", "ray", "--address", "127.0.0.1:9"]
               + (["--generated", "nothing"] if command[0] == "audit" else []))
@@ -191,3 +192,27 @@ def test_audit_evaluation_and_zoo_blocks_on_ray_equal_local(tmp_path, local_ray)
                      ignore_index=True)
     assert len(here) == 12
     pd.testing.assert_frame_equal(on_ray, here)
+
+
+@pytest.mark.slow
+def test_spectral_analysis_of_a_zoo_on_ray_equals_local(tmp_path, local_ray):
+    """The details, summary and spectra of a zoo analysed in blocks of 5 on Ray are the local ones:
+    exactly in ww mode, and in robust mode too (its bootstrap is seeded per model)."""
+    import numpy as np
+    import pandas as pd
+
+    from weightspace.analysis import SpectralAnalyzer
+
+    zoo = build_zoo(_config(), out=tmp_path / "zoo", progress=False)
+    here = SpectralAnalyzer(fit="ww", progress=False).fit(zoo, where="epoch = 2")
+    on_ray = SpectralAnalyzer(fit="ww", progress=False).fit(zoo, where="epoch = 2", backend=local_ray, block_size=5)
+    assert len(here.details_) == 12 * 4 and (here.details_["status"] == "ok").any()
+    pd.testing.assert_frame_equal(on_ray.details_, here.details_)
+    pd.testing.assert_frame_equal(on_ray.summary_, here.summary_)
+    for name, rec in here.spectra_.items():
+        assert on_ray.spectra_[name]["models"] == rec["models"]
+        np.testing.assert_array_equal(on_ray.spectra_[name]["evals"], rec["evals"])
+    robust = SpectralAnalyzer(progress=False).fit(zoo, backend=local_ray, block_size=5).details_
+    local = SpectralAnalyzer(progress=False).fit(zoo).details_
+    assert local["alpha_lo"].notna().any()
+    pd.testing.assert_frame_equal(robust, local)

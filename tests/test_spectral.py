@@ -91,6 +91,25 @@ def test_robust_fit_keeps_a_tail_and_brackets_alpha():
     assert again["alpha_lo"][0] == r["alpha_lo"][0]
 
 
+def test_bootstrap_seeded_per_row_does_not_depend_on_the_other_rows():
+    """What makes a zoo analysed in blocks (on Ray) equal to one analysed at once."""
+    rng = np.random.default_rng(0)
+    x, y = rng.pareto(1.5, 400) + 1.0, rng.pareto(2.5, 900) + 1.0  # y has the longer tail
+    alone = fit_robust([x], n_boot=100, row_seeds=[[0, 7]])
+    together = fit_robust([y, x], n_boot=100, row_seeds=[[0, 8], [0, 7]])
+    assert together["alpha_lo"][1] == alone["alpha_lo"][0] and together["alpha_hi"][1] == alone["alpha_hi"][0]
+    other = fit_robust([x], n_boot=100, row_seeds=[[0, 9]])
+    assert other["alpha_lo"][0] != alone["alpha_lo"][0]
+
+
+def test_a_backend_is_only_for_a_zoo():
+    pytest.importorskip("ray")  # imported, not started
+    from weightspace.parallel import RayBackend
+
+    with pytest.raises(ConfigError, match="only a zoo is analysed on Ray"):
+        SpectralAnalyzer(progress=False).fit({"w": torch.ones(10, 10)}, backend=RayBackend())
+
+
 def test_layer_conventions():
     sd = {
         "emb.weight": torch.randn(50, 16),

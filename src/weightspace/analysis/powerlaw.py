@@ -223,16 +223,20 @@ def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 40) 
     return out
 
 
-def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float, seed: int):
+def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float, seed, row_seeds=None):
     """Percentile interval of the bias-corrected α over resamples of each row's tail ``X[b, c[b]:]``.
 
-    All rows and resamples in one array: tails are padded to the longest and masked.
+    All rows and resamples in one array: tails are padded to the longest and masked. With
+    ``row_seeds``, row b's draws come from its own generator and do not depend on the other rows.
     """
     B, n = X.shape
     t = n - c
     T = int(t.max())
-    rng = np.random.default_rng(seed)
-    idx = c[:, None, None] + (rng.random((B, n_boot, T)) * t[:, None, None]).astype(np.int64)
+    if row_seeds is None:
+        u = np.random.default_rng(seed).random((B, n_boot, T))
+    else:  # draws filled tail position by position, so a row's first t draws do not depend on T
+        u = np.stack([np.random.default_rng(s).random((T, n_boot)).T for s in row_seeds])
+    idx = c[:, None, None] + (u * t[:, None, None]).astype(np.int64)
     mask = np.arange(T)[None, None, :] < t[:, None, None]
     L = np.log(np.take_along_axis(X, np.minimum(idx, n - 1).reshape(B, -1), 1).reshape(B, n_boot, T))
     lmin = np.where(mask, L, np.inf).min(-1, keepdims=True)
@@ -247,14 +251,16 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
 
 def fit_robust(
     spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0,
-    rel_floor: float = 0.0,
+    rel_floor: float = 0.0, row_seeds: list | None = None,
 ) -> dict[str, np.ndarray]:
     """Bias-corrected power-law fit with a tail floor, an xmax-aware α and a bootstrap interval.
 
     xmin minimises the KS distance over candidates whose tail holds at least ``min_tail`` eigenvalues
     (all of them if fewer); α = 1 + (n − 1)/Σ ln(x/xmin). ``alpha_lo``/``alpha_hi``: percentile interval
     of α over ``n_boot`` bootstrap resamples of the tail at the chosen xmin (conditional on xmin; seeded).
-    ``alpha_xmax``: the MLE of a power law truncated at the largest eigenvalue.
+    ``alpha_xmax``: the MLE of a power law truncated at the largest eigenvalue. ``row_seeds`` (one
+    seed, or a list of ints, per spectrum): each spectrum's bootstrap from its own generator, so its
+    interval does not depend on which other spectra are fitted with it.
     """
     B = len(spectra)
     res = {k: np.full(B, np.nan) for k in ("alpha", "xmin", "xmax", "D", "sigma", "num_pl_spikes",
@@ -279,7 +285,8 @@ def fit_robust(
     res["num_pl_spikes"][fitted] = n - c
     res["fit_ok"][fitted] = True
     if n_boot and len(fitted):
-        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = _bootstrap_interval(X[fitted], c, n_boot, level, seed)
+        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = _bootstrap_interval(
+            X[fitted], c, n_boot, level, seed, None if row_seeds is None else [row_seeds[b] for b in fitted])
     tails = [X[b, choice[b]:] if choice[b] >= 0 else np.array([]) for b in range(B)]
     res["alpha_xmax"] = truncated_alpha(tails, res["xmax"])
     return res

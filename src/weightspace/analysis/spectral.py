@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -111,12 +112,49 @@ class SpectralAnalyzer:
         self.progress = progress
 
     # ------------------------------------------------------------------ public
-    def fit(self, source, *, where: str | None = None) -> SpectralAnalyzer:
+    def fit(self, source, *, where: str | None = None, backend=None, block_size: int = 256) -> SpectralAnalyzer:
         """Analyse ``source``: a state dict, a checkpoint path, an HF folder, a zoo directory, a Zoo, or
-        ``(weights [N, P], WeightSpace)`` (models named 0..N-1)."""
+        ``(weights [N, P], WeightSpace)`` (models named 0..N-1).
+
+        ``backend`` (``"ray"`` or a :class:`~weightspace.parallel.RayBackend`; zoos only): the zoo is
+        analysed in blocks of ``block_size`` models, one Ray task each (:func:`~weightspace.zoo.blocks.map_zoo`),
+        and the tables and spectra are joined in the zoo's order: equal to the local result (the
+        robust fit's bootstrap is seeded per model and layer). Only with ``randomize`` do the shuffle
+        columns (``rand_distance``, ``ww_softrank``, ...) differ, by their sampling noise: the shuffles
+        are drawn per block (seeded, reproducible for a given ``block_size``).
+        """
+        from ..parallel import resolve_backend
+
+        backend = resolve_backend(backend)
+        if backend is not None:
+            return self._fit_blocks(source, where, backend, block_size)
         batched, models, table = as_batched(source, where=where)
         layers = layer_matrices(batched, conv=self.conv)
         details, spectra = self._analyse(layers, models)
+        return self._finish(details, spectra, models, table)
+
+    def _fit_blocks(self, source, where, backend, block_size: int) -> SpectralAnalyzer:
+        from ..zoo import Zoo
+        from ..zoo.blocks import map_zoo
+
+        if isinstance(source, (str, os.PathLike)) and (Path(source) / "zoo.json").is_file():
+            source = Zoo.open(source)
+        if not isinstance(source, Zoo):
+            raise ConfigError(f"backend: only a zoo is analysed on Ray, got {_describe(source)}; leave the "
+                              "backend out (or --backend local) for a single model")
+        table = source.index(where)
+        if len(table) == 0:
+            raise WeightspaceError(f"zoo {source.root}: no models" + (f" match {where!r}" if where else ""))
+        params = {**self.get_params(), "progress": False}
+        parts = map_zoo(_analyse_block, source, where=where, block_size=block_size, backend=backend,
+                        progress=self.progress, space=source.space, settings=params)
+        details = pd.concat([d for d, _ in parts], ignore_index=True)
+        for col in _TEXT:  # a column absent from one block is empty text there, as in a local run
+            if col in details:
+                details[col] = details[col].fillna("")
+        return self._finish(details, _merge_spectra([s for _, s in parts]), [str(m) for m in table["model_id"]], table)
+
+    def _finish(self, details, spectra, models, table) -> SpectralAnalyzer:
         if len(details):
             lead = ["model", "layer_id", "name", "kind", "status"]
             details = details[lead + [c for c in details.columns if c not in lead]]
@@ -222,8 +260,9 @@ class SpectralAnalyzer:
             pl = fit_ww(list(fit_on))
         else:
             floor = FLOAT32_FLOOR if self.precision == "float32" else 0.0
-            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed + lid,
-                            rel_floor=floor)
+            seeds = [[self.seed, lid, zlib.crc32(m.encode())] for m in models]  # per model: blocks do not matter
+            pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, rel_floor=floor,
+                            row_seeds=seeds)
         norm = full.sum(1)
         lam_max = full[:, -1]
         alpha = pl["alpha"]
@@ -268,6 +307,34 @@ class SpectralAnalyzer:
 
 # ---------------------------------------------------------------------- helpers
 _TEXT = ("model", "name", "kind", "status", "warning")
+
+
+def _analyse_block(weights: Tensor, rows: pd.DataFrame, *, space: WeightSpace, settings: dict):
+    """One block of a zoo (a Ray task): its details table and spectra, models named by ``model_id``."""
+    analyzer = SpectralAnalyzer(**settings)
+    batched, _, _ = as_batched((weights, space))
+    return analyzer._analyse(layer_matrices(batched, conv=analyzer.conv), [str(m) for m in rows["model_id"]])
+
+
+def _merge_spectra(parts: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per layer, the blocks' spectra records joined: model lists and per-model arrays concatenated."""
+    out: dict[str, dict] = {}
+    for part in parts:
+        for name, rec in part.items():
+            if name not in out:
+                out[name] = dict(rec)
+                continue
+            merged = out[name]
+            for key, value in rec.items():
+                if key == "models":
+                    merged[key] = merged[key] + value
+                elif isinstance(value, np.ndarray) and value.ndim:
+                    merged[key] = np.concatenate([merged[key], value])
+    return out
+
+
+def _describe(source) -> str:
+    return repr(str(source)) if isinstance(source, (str, os.PathLike)) else f"a {type(source).__name__}"
 
 
 def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import add_output
+from .common import add_backend_options, add_output, backend_from
 
 TABLE_COLUMNS = ["name", "status", "N", "M", "num_evals", "alpha", "alpha_lo", "alpha_hi", "xmin", "D",
                  "log_norm", "log_spectral_norm", "stable_rank", "num_spikes", "mp_softrank", "rand_distance"]
@@ -20,10 +20,11 @@ def _analyze(args) -> None:
     from ..analysis import SpectralAnalyzer
     from ..analysis.spectral_figures import save_spectral_figures
 
+    backend = backend_from(args)  # an unreachable --address fails here, before any work
     start = time.perf_counter()
     analyzer = SpectralAnalyzer(fit=args.fit, mp_fit=args.mp_fit, randomize=args.randomize, conv=args.conv,
                                 seed=args.seed, progress=not args.quiet)
-    analyzer.fit(args.path, where=args.where)
+    analyzer.fit(args.path, where=args.where, backend=backend)
     seconds = time.perf_counter() - start
     details, summary = analyzer.details_, analyzer.summary_
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 400,
@@ -71,6 +72,7 @@ def register(sub) -> None:
                         "its own row (slices), or one out x in*k*k matrix (flatten)")
     p.add_argument("--where", help="zoo only: SQL filter over index columns, e.g. \"epoch = 20\"")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the shuffles")
+    add_backend_options(p)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_analyze)

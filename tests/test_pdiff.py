@@ -113,7 +113,7 @@ def test_built_zoo_matches_what_the_method_records(zoo):
     """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
     import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
     from weightspace.audit import zoo_methods
-    from weightspace.generative import pdiff as module
     from weightspace.generative import methods
+    from weightspace.generative import pdiff as module
 
     assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module

@@ -25,9 +25,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, LayoutError, ZooError
-from ..safe_input import check_float, check_int, check_list, check_str
-from ..zoo.method_record import Fields, Record
 from ..nets import OccupancyMLP, build_architecture
+from ..safe_input import check_float, check_int, check_list, check_str
 from ..shapes import (
     Silhouettes,
     boundary_points,
@@ -40,6 +39,7 @@ from ..shapes import (
 )
 from ..space import WeightSpace
 from ..zoo import Zoo
+from ..zoo.method_record import Fields, Record
 from .base import Generator, seeded
 from .diffusion import Diffusion, NoiseSchedule, fit_denoiser, timestep_embedding
 

@@ -45,12 +45,12 @@ from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
-from ..safe_input import check_int, check_list, check_str
-from ..zoo.method_record import Fields, Record
 from ..nets import build_architecture
+from ..safe_input import check_int, check_str
 from ..space import WeightSpace
 from ..symmetry import permutation_pool
 from ..zoo.build import task_for_zoo
+from ..zoo.method_record import Fields, Record
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded

@@ -179,3 +179,13 @@ def test_finetune_weights(zoo, train):
     assert bool((after < before).all())
     with pytest.raises(ConfigError, match="steps"):
         finetune_weights(task.arch, task.dataset, start, steps=-1)
+
+
+def test_built_zoo_matches_what_the_method_records(zoo):
+    """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
+    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
+    from weightspace.audit import zoo_methods
+    from weightspace.generative import aligned as module
+    from weightspace.generative import methods
+
+    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module

@@ -181,3 +181,13 @@ def test_errors(zoo):
         build_data("unused", preset="huge")
     with pytest.raises(LayoutError, match="checkpoints"):
         Gpt(**SMALL).fit(finals, progress=False, **{**ctx, "checkpoints": ctx["checkpoints"][:, :-1]})
+
+
+def test_built_zoo_matches_what_the_method_records(zoo):
+    """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
+    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
+    from weightspace.audit import zoo_methods
+    from weightspace.generative import gpt as module
+    from weightspace.generative import methods
+
+    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module

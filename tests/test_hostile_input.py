@@ -560,3 +560,36 @@ def test_zoo_json_task_and_architecture_are_named(zoo_copy, trained, tmp_path, c
     refused(capsys, ["audit", "--train", zoo_copy, "--generated", trained, "--out", tmp_path / "a"],
             str(zoo_copy / "zoo.json"), message)
     assert not (tmp_path / "a").exists()
+
+
+# ------------------------------------------------------------- a method zoo's own zoo.json and index
+HD_CONFIG = {"method": "hyperdiffusion", "preset": "tiny",
+             "shapes": {"source": "auto", "n_train": 4, "n_test": 4, "classes": None, "seed": 0},
+             "decode": {"resolution": 48, "n_points": 96}, "samples": {"factor": 1.1, "cap": 256}}
+
+
+@pytest.mark.parametrize("config,file,key", [
+    ({"method": "pdiff", "preset": "tiny", "seed": 0}, "zoo.json", "config.trainable"),
+    ({"method": "pdiff", "preset": "tiny", "seed": 0, "trainable": "norms.*"}, "zoo.json", "config.trainable"),
+    ({"method": "hyperrep", "seed": 0}, "zoo.json", "config.preset"),
+    ({"method": "gpt", "preset": "tiny", "seed": 0, "generator": {"evil": 1}}, "zoo.json", "config.generator.evil"),
+    ({"method": "gpt", "preset": "tiny", "seed": 0, "generator": {"chunk_size": "big"}}, "zoo.json",
+     "config.generator.chunk_size"),
+    ({"method": "hyperdiffusion", "preset": "tiny"}, "zoo.json", "config.shapes"),
+    ({**HD_CONFIG, "shapes": {**HD_CONFIG["shapes"], "path": "/etc"}}, "zoo.json", "config.shapes.path"),
+    ({**HD_CONFIG, "decode": {"resolution": 10**9, "n_points": 96}}, "zoo.json", "config.decode.resolution"),
+    (HD_CONFIG, "index.sqlite", "shape_index"),  # the checkpoints lack their training shape
+    ({"method": "aligned", "preset": "tiny", "seed": "0"}, "zoo.json", "config.seed"),
+    ({"method": "aligned", "preset": "huge", "seed": 0}, "zoo.json", "config.preset"),
+])
+def test_method_zoo_with_a_damaged_record_is_one_line(zoo_copy, tmp_path, capsys, config, file, key):
+    """A zoo.json that claims a built-in method is checked against what that method records before
+    any of its code reads the zoo: ``generate fit`` and ``audit`` refuse it naming the file and key."""
+    info = json.loads((zoo_copy / "zoo.json").read_text())
+    (zoo_copy / "zoo.json").write_text(json.dumps({**info, "config": config}))
+    refused(capsys, ["generate", "fit", config["method"], "--zoo", zoo_copy, "--out", tmp_path / "g"], file, key)
+    assert not (tmp_path / "g").exists()
+    weights = tmp_path / "gen.safetensors"
+    save_file({"weights": torch.zeros(2, Zoo.open(zoo_copy).space.num_params)}, weights)
+    refused(capsys, ["audit", "--train", zoo_copy, "--generated", weights, "--out", tmp_path / "a"], file, key)
+    assert not (tmp_path / "a").exists()

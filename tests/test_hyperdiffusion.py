@@ -143,3 +143,13 @@ def test_zoo_from_another_method_is_refused(tmp_path, zoo):
     other = Zoo.create(tmp_path / "other", zoo.space, architecture=zoo.info["architecture"], task={})
     with pytest.raises(ZooError, match="hyperdiffusion"):
         quality(other, torch.zeros(1, zoo.space.num_params))
+
+
+def test_built_zoo_matches_what_the_method_records(zoo):
+    """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
+    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
+    from weightspace.audit import zoo_methods
+    from weightspace.generative import hyperdiffusion as module
+    from weightspace.generative import methods
+
+    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module

@@ -192,3 +192,13 @@ def test_reference_is_the_autoencoders_reconstruction_of_every_training_checkpoi
     to_ref = torch.cdist(samples.double(), ref.double()).min(1).values
     to_raw = torch.cdist(samples.double(), train.double()).min(1).values
     assert (to_ref < 0.1 * to_raw).all()
+
+
+def test_built_zoo_matches_what_the_method_records(zoo):
+    """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
+    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
+    from weightspace.audit import zoo_methods
+    from weightspace.generative import hyperrep as module
+    from weightspace.generative import methods
+
+    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module

@@ -107,3 +107,13 @@ def test_bad_config():
         PDiff(kernel_size=4)
     with pytest.raises(ConfigError, match="not fitted"):
         PDiff().sample(1)
+
+
+def test_built_zoo_matches_what_the_method_records(zoo):
+    """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
+    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
+    from weightspace.audit import zoo_methods
+    from weightspace.generative import methods
+    from weightspace.generative import pdiff as module
+
+    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module

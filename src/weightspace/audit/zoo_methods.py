@@ -4,7 +4,9 @@ selection of checkpoints): the method's quality, decoded shapes and training che
 The audit measures any generator's models, so it never imports the generative methods; whoever
 knows them registers a loader here by the name a zoo records in ``config["method"]`` (importing
 :mod:`weightspace.study` registers the four built-in methods). A registered method provides
-``training_weights(zoo)``, ``quality(zoo, weights)`` and, for shapes, ``shapes(zoo, weights)``.
+``training_weights(zoo)``, ``quality(zoo, weights)`` and, for shapes, ``shapes(zoo, weights)``; one
+that declares a ``ZOO_RECORD`` (:class:`weightspace.zoo.method_record.Record`) gets each zoo checked
+against it before its functions read the zoo.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..zoo.method_record import check_record
 
 _LOADERS: dict[str, Callable[[], Any]] = {}
 
@@ -29,11 +32,14 @@ def zoo_method(zoo) -> Any | None:
     name = zoo.info.get("config", {}).get("method")
     if name is None:
         return None
-    if name not in _LOADERS:
+    if not isinstance(name, str) or name not in _LOADERS:
         raise ConfigError(f"{zoo.root}: built by method {name!r}, which is not registered with "
                           "weightspace.audit.register_zoo_method; import weightspace.study to register the "
                           f"built-in methods (registered: {sorted(_LOADERS)})")
-    return _LOADERS[name]()
+    module = _LOADERS[name]()
+    if hasattr(module, "ZOO_RECORD"):
+        check_record(zoo, module.ZOO_RECORD)
+    return module
 
 
 def training_weights(zoo) -> Tensor:

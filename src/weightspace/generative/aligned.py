@@ -26,8 +26,10 @@ from ..align import match_permutations
 from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
+from ..safe_input import check_int, check_str
 from ..symmetry import permute, random_permutation, scale_neurons
 from ..zoo.build import task_for_zoo
+from ..zoo.method_record import Fields, Record
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded
@@ -45,6 +47,8 @@ PRESETS = {
 HELDOUT_PREFIX = "heldout"
 RESIDUALS = ("diagonal", "isotropic", "none")
 ALIGNED_INTERPOLATION = True  # the study adds interpolation between aligned runs to the baselines
+# What build_data records (checked when a zoo is opened as this method's).
+ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int}))
 
 
 # ----------------------------------------------------------------------------- data

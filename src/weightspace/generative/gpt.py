@@ -36,9 +36,11 @@ from tqdm.auto import tqdm
 from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
+from ..safe_input import check_int, check_str
 from ..space import WeightSpace
 from ..symmetry import permutation_pool, random_permutation
 from ..zoo.build import task_for_zoo
+from ..zoo.method_record import Fields, Record
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded
@@ -62,6 +64,12 @@ PRESETS = {
 }
 HELDOUT_PREFIX = "heldout"  # run ids of the held-out runs
 LOSS_METRICS = ("train_loss", "val_loss", "test_loss")
+# What build_data records and the code below reads (checked when a zoo is opened as G.pt's): the
+# preset's generator settings become constructor arguments, so no other key is accepted there.
+ZOO_RECORD = Record(Fields(
+    {"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int},
+    {"generator": Fields(optional={"chunk_size": lambda v, k: check_int(v, k, 1),
+                                   "train_steps": lambda v, k: check_int(v, k, 1)}, closed=True)}))
 SAMPLERS = ("ddpm", "ddim")
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, LayoutError, ZooError
 from ..nets import OccupancyMLP, build_architecture
+from ..safe_input import check_float, check_int, check_list, check_str
 from ..shapes import (
     Silhouettes,
     boundary_points,
@@ -38,6 +39,7 @@ from ..shapes import (
 )
 from ..space import WeightSpace
 from ..zoo import Zoo
+from ..zoo.method_record import Fields, Record
 from .base import Generator, seeded
 from .diffusion import Diffusion, NoiseSchedule, fit_denoiser, timestep_embedding
 
@@ -111,6 +113,24 @@ def fit_occupancy(
         w.addcdiv_(mom / (1 - b1**t), (var / (1 - b2**t)).sqrt_().add_(1e-8), value=-rate)
     return w
 
+
+# What build_data records and the code below reads (checked when a zoo is opened as HyperDiffusion's):
+# ``shapes`` become load_silhouettes' arguments, ``decode`` and ``samples`` size the decoding and the
+# sample count, and every checkpoint carries its training shape's ``shape_index``.
+ZOO_RECORD = Record(
+    Fields({
+        "preset": lambda v, k: check_str(v, k, PRESETS),
+        "shapes": Fields({"source": check_str, "n_train": lambda v, k: check_int(v, k, 1),
+                          "n_test": lambda v, k: check_int(v, k, 1), "seed": check_int},
+                         {"classes": lambda v, k: None if v is None else check_list(v, k, check_int),
+                          "root": check_str}, closed=True),
+        "decode": Fields({"resolution": lambda v, k: check_int(v, k, 2, 1024),
+                          "n_points": lambda v, k: check_int(v, k, 1, 100_000)}),
+        "samples": Fields({"factor": lambda v, k: check_float(v, k, 0.0, open_lo=True),
+                           "cap": lambda v, k: check_int(v, k, 1)}),
+    }),
+    extra=Fields({"shape_index": lambda v, k: check_int(v, k, 0)}),
+)
 
 def _check_preset(preset: str) -> dict:
     if preset not in PRESETS:

@@ -46,9 +46,11 @@ from tqdm.auto import tqdm
 from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
+from ..safe_input import check_int, check_str
 from ..space import WeightSpace
 from ..symmetry import permutation_pool
 from ..zoo.build import task_for_zoo
+from ..zoo.method_record import Fields, Record
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded
@@ -64,6 +66,8 @@ PRESETS = {
 }
 HELDOUT_PREFIX = "heldout"  # run ids of the held-out runs
 ACCURACY_METRICS = ("test_acc", "val_acc", "train_acc")
+# What build_data records (checked when a zoo is opened as Hyper-Representations').
+ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int}))
 
 
 # ----------------------------------------------------------------------------- data

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..zoo import Zoo
+from ..zoo.method_record import check_record
 
 METHODS = ("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned")
 BASELINES = ("noise", "average", "gaussian")
@@ -27,9 +28,14 @@ def method_module(name: str) -> ModuleType:
 
 
 def zoo_method(zoo: Zoo) -> ModuleType | None:
-    """The method whose data setting built this zoo, if one did."""
+    """The method whose data setting built this zoo, if one did; its zoo.json and index are checked
+    against what that method records (its ``ZOO_RECORD``) before the method reads them."""
     name = zoo.info.get("config", {}).get("method")
-    return method_module(name) if name in METHODS else None
+    if name not in METHODS:
+        return None
+    module = method_module(name)
+    check_record(zoo, module.ZOO_RECORD)
+    return module
 
 
 def training_weights(zoo: Zoo) -> Tensor:

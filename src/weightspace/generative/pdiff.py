@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
 from ..nets import CNN
+from ..safe_input import check_int, check_list, check_str
 from ..zoo.build import task_for_zoo
+from ..zoo.method_record import Fields, Record
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
 from .base import Generator, seeded
@@ -44,6 +46,9 @@ PRESETS = {
 ARCHITECTURE = {"channels": (16, 32, 32), "fc_widths": ()}
 BASE_HPARAMS = {"lr": 0.01, "optimizer": "adam"}
 FINETUNE_HPARAMS = {"lr": 0.2, "optimizer": "sgd", "momentum": 0.9}
+# What build_data records and the code below reads (checked when a zoo is opened as P-diff's).
+ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int,
+                            "trainable": lambda v, k: check_list(v, k, check_str, min_len=1)}))
 
 
 # --------------------------------------------------------------------------- data

@@ -71,6 +71,19 @@ def test_load_follows_index_order(tmp_path):
         assert torch.equal(loaded[i], w[int(model_id[1:])])
 
 
+def test_a_zoo_mixing_epoch_and_step_checkpoints_loads_whole(tmp_path):
+    """Epoch checkpoints have no step filter and step checkpoints no epoch (NULL): the index check sees
+    SQLite's own values, not pandas' floats, so the whole zoo loads and the columns stay integers."""
+    zoo = make_zoo(tmp_path)
+    w = ARCH.init(range(2))
+    zoo.add_many([("by-epoch", w[0], {"run_id": "a", "seed": 0, "epoch": 2, "step": None}),
+                  ("by-step", w[1], {"run_id": "b", "seed": 1, "epoch": None, "step": 7})])
+    loaded, df = zoo.load()
+    assert torch.equal(loaded, w)
+    assert df["epoch"].tolist()[0] == 2 and df["epoch"].isna().tolist() == [False, True]
+    assert str(df["epoch"].dtype) == "Int64" and df["step"].tolist()[1] == 7
+
+
 def test_file_metadata_describes_the_model(tmp_path):
     zoo = make_zoo(tmp_path)
     w = ARCH.init([7])[0]

@@ -378,8 +378,8 @@ class Zoo:
                 f"bad where clause {where!r} with params {tuple(params)!r}: {e}. Columns: {', '.join(COLUMNS)}; "
                 "hyperparameters are filtered with json_extract(hparams, '$.name')"
             ) from e
+        self._check_rows(rows)  # before pandas turns a column of ints and NULLs into floats and NaN
         df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-        self._check_rows(df)
         for c in ("seed", "epoch", "step"):
             df[c] = df[c].astype("Int64")
         for c in (*METRICS, "created"):
@@ -388,10 +388,13 @@ class Zoo:
         hp.index = df.index
         return pd.concat([df, hp], axis=1)
 
-    def _check_rows(self, df: pd.DataFrame) -> None:
-        """Every value of the index has the type the store writes; a row that does not is named."""
+    def _check_rows(self, rows: Sequence[tuple]) -> None:
+        """Every value of the index, as SQLite returns it (one tuple per row, in ``COLUMNS`` order), has
+        the type the store writes; a row that does not is named."""
+        at = {c: i for i, c in enumerate(COLUMNS)}
+
         def bad(column: str, ok) -> None:
-            wrong = [(m, v) for m, v in zip(df["model_id"], df[column]) if not ok(v)]
+            wrong = [(r[at["model_id"]], r[at[column]]) for r in rows if not ok(r[at[column]])]
             if wrong:
                 raise ZooError(f"{self.root / INDEX}: model {wrong[0][0]!r} has {column} = {wrong[0][1]!r:.80}; "
                                "the index is damaged; fix that row or rebuild the zoo")

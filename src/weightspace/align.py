@@ -41,12 +41,6 @@ from .space import PermutationGroup, WeightSpace
 from .symmetry import permute
 
 
-def _chunks(n: int, size: int):
-    if size < 1:
-        raise ConfigError(f"chunk_size: expected a positive integer, got {size}")
-    return ((s, min(s + size, n)) for s in range(0, n, size))
-
-
 def l2_distances(
     weights_a: Tensor, weights_b: Tensor, *, chunk_size: int = 2048, dtype: torch.dtype = torch.float64
 ) -> Tensor:
@@ -66,7 +60,7 @@ def l2_distances(
     a = weights_a.to(dtype) - center
     sq_a = (a * a).sum(1)
     out = torch.empty(len(a), len(weights_b), dtype=out_dtype, device=weights_a.device)
-    for s, e in _chunks(len(weights_b), chunk_size):
+    for s, e in row_blocks(len(weights_b), chunk_size, "chunk_size"):
         b = weights_b[s:e].to(dtype) - center
         d2 = sq_a[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
         out[:, s:e] = d2.clamp_min_(0).sqrt_().to(out_dtype)

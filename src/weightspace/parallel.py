@@ -206,10 +206,10 @@ def _get(ray, ref, i: int, backend: RayBackend):
 
 
 # ---------------------------------------------------------------- blocks of rows and of pairs
-def row_blocks(n: int, block_size: int) -> list[tuple[int, int]]:
-    """``[(start, end), ...]`` covering ``range(n)`` in blocks of ``block_size``."""
+def row_blocks(n: int, block_size: int, what: str = "block_size") -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``range(n)`` in blocks of ``block_size`` (named ``what`` in errors)."""
     if not isinstance(block_size, int) or block_size < 1:
-        raise ConfigError(f"block_size: expected a positive integer, got {block_size!r}")
+        raise ConfigError(f"{what}: expected a positive integer, got {block_size!r}")
     return [(s, min(s + block_size, n)) for s in range(0, n, block_size)]
 
 

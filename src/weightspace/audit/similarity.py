@@ -49,12 +49,6 @@ def _check_predictions(pred: Tensor, name: str, n_examples: int | None = None) -
         raise LayoutError(f"{name}: expected {n_examples} examples (columns), got {pred.shape[1]}")
 
 
-def _chunks(n: int, size: int):
-    if size < 1:
-        raise ConfigError(f"chunk_size: expected a positive integer, got {size}")
-    return ((s, min(s + size, n)) for s in range(0, n, size))
-
-
 # ---------------------------------------------------------------- classifier similarities
 def error_iou(
     pred_a: Tensor,
@@ -94,7 +88,7 @@ def error_iou(
     n_a = _row_counts(err_a)
     cols_a = err_a.view(torch.uint8).amax(0).bool() if len(err_a) else err_a.any(0)
     out = torch.empty(pred_a.shape[0], pred_b.shape[0], dtype=torch.float32, device=pred_a.device)
-    for s, e in _chunks(pred_b.shape[0], chunk_size):
+    for s, e in row_blocks(pred_b.shape[0], chunk_size, "chunk_size"):
         err_b = pred_b[s:e] != labels
         n_b = _row_counts(err_b)
         keep = cols_a & err_b.view(torch.uint8).amax(0).bool()
@@ -131,7 +125,7 @@ def prediction_agreement(pred_a: Tensor, pred_b: Tensor, *, chunk_size: int = 20
     keys_a = pred_a.to(torch.int64) * n_ex + offset  # one key per (class, example)
     uniq_a = torch.unique(keys_a)
     out = torch.empty(pred_a.shape[0], pred_b.shape[0], dtype=torch.float32, device=pred_a.device)
-    for s, e in _chunks(pred_b.shape[0], chunk_size):
+    for s, e in row_blocks(pred_b.shape[0], chunk_size, "chunk_size"):
         keys_b = pred_b[s:e].to(torch.int64) * n_ex + offset
         common = uniq_a[torch.isin(uniq_a, keys_b)]
         onehot_a = _one_hot_columns(keys_a, common)

@@ -9,6 +9,10 @@ AS_PUBLISHED = {"hyperrep": {"shared_seed": True}}
 PAPER_NAMES = {"pdiff": "P-diff", "hyperrep": "Hyper-Representations", "gpt": "G.pt", "hyperdiffusion": "HyperDiffusion",
                "aligned": "Aligned Gaussian (weightspace)"}
 
+# Methods by measured CPU cost of a default 3-seed run, largest first: submitted in this order, the
+# worker pool starts the long ones first and fills in with the short ones (longest-first scheduling).
+COST_ORDER = ("hyperrep", "gpt", "hyperdiffusion", "pdiff", "aligned")
+
 # The paper's calls (Zeng et al. 2025, at original scale): what each method's samples are.
 PAPER_CALLS = {
     "hyperrep": {"verdict": "replicates", "replicates": True, "beats_noise": False, "interpolates": False},

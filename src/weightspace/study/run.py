@@ -36,7 +36,7 @@ from ..generative.base import load_generator, make_generator
 from .ablation import ablation_figure, run_ablation
 from .frontiers import aligned_interpolation_sets, beyond_every_table
 from .paper_calls import paper_comparison
-from .presets import COPIES, HELDOUT, PAPER_NAMES, PRESETS
+from .presets import COPIES, COST_ORDER, HELDOUT, PAPER_NAMES, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
 
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
@@ -275,7 +275,8 @@ def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, work
         return [method_part(m, out, preset, seed, progress, False, seeds) for m in names]
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
     with ProcessPoolExecutor(min(workers, len(names)), mp_context=ctx, initializer=_one_thread) as pool:
-        futures = {pool.submit(method_part, m, out, preset, seed, False, progress, seeds): m for m in names}
+        first = sorted(names, key=lambda m: COST_ORDER.index(m) if m in COST_ORDER else -1)  # unknown: assume long
+        futures = {pool.submit(method_part, m, out, preset, seed, False, progress, seeds): m for m in first}
         done = {}
         bar = tqdm(total=len(names), desc=f"study ({min(workers, len(names))} workers)", disable=not progress)
         for f in as_completed(futures):

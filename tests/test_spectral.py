@@ -199,6 +199,37 @@ def test_randomize_is_seeded_and_detects_structure():
     assert one["rand_distance"].iloc[0] > 0
 
 
+def test_shuffle_is_a_uniform_permutation_of_each_matrix():
+    from scipy.stats import chisquare
+
+    from weightspace.analysis.spectral import shuffle_entries
+
+    gen = torch.Generator().manual_seed(0)
+    mats = torch.arange(4.0).reshape(1, 1, 2, 2)
+    out = shuffle_entries(mats, 2400, gen).reshape(2400, 4)  # 2400 replicas of one 2x2 matrix
+    assert (out.sort(1).values == torch.arange(4.0)).all()  # each a permutation of the entries
+    codes = (out.long() * torch.tensor([64, 16, 4, 1])).sum(1)
+    counts = np.bincount(np.unique(codes.numpy(), return_inverse=True)[1])
+    assert len(counts) == 24 and chisquare(counts).pvalue > 1e-3  # all 4! orders, equally often
+    # a zoo's models and a same-size layer reuse the draws; slices of one spectrum never share one
+    zoo = torch.randn(3, 2, 5, 4, generator=gen)
+    pool = {}
+    first = shuffle_entries(zoo, 1, gen, pool)
+    again = shuffle_entries(zoo[:1], 1, gen, pool)
+    assert torch.equal(first[:1], again)
+    assert torch.equal(first.flatten(2).sort(2).values, zoo.flatten(2).sort(2).values)
+    perms = [(first[0, s].flatten()[:, None] == zoo[0, s].flatten()[None, :]).nonzero()[:, 1] for s in range(2)]
+    assert not torch.equal(perms[0], perms[1])
+
+
+def test_rand_distance_floor_drops_float32_rounding_noise():
+    rng = np.random.default_rng(1)
+    a = rng.exponential(1.0, 400)
+    noisy = np.concatenate([a, [1e-9, 3e-10]])  # eigenvalues a float32 Gram cannot resolve
+    assert rand_distance(noisy, a) > 0.01  # they count, and stretch the log bins
+    assert rand_distance(noisy, a, rel_floor=1e-6) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_a_zoo_in_one_batch_equals_models_one_by_one(tmp_path):
     from weightspace.space import WeightSpace
     from weightspace.zoo import Zoo

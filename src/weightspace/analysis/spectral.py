@@ -218,7 +218,7 @@ class SpectralAnalyzer:
         Every matrix of every kind and layer is put in one list; matrices of one shape go through one
         batched decomposition.
         """
-        rng = np.random.default_rng(self.seed)
+        gen, pool = torch.Generator().manual_seed(self.seed), {}
         jobs: list[tuple[int, str, Tensor | np.ndarray]] = []  # (todo index, what, [b, S', r, c])
         for k, (_, layer, good) in enumerate(todo):
             m = layer.mats if len(good) == layer.mats.shape[0] else layer.mats[good]  # no copy when all are good
@@ -227,7 +227,7 @@ class SpectralAnalyzer:
                 jobs.append((k, "farms", farms_blocks(m)))
             if self.randomize:
                 reps = 5 if layer.M * layer.rf < 100 else 1  # WeightWatcher's replicas for small layers
-                jobs.append((k, "rand", shuffle_entries(m, reps, rng)))
+                jobs.append((k, "rand", shuffle_entries(m, reps, gen, pool)))
         by_shape: dict[tuple[int, int], list[int]] = {}
         for j, (_, _, m) in enumerate(jobs):
             by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
@@ -296,7 +296,8 @@ class SpectralAnalyzer:
             rand = ev["rand"]  # [b, reps·n]: all replicas pooled, one density
             rand_max = rand[:, -1]
             rmp = mp_fit(rand, N / M, M)
-            cols.update(max_rand_eval=rand_max, rand_distance=rand_distance(full, rand),
+            floor = FLOAT32_FLOOR if self.precision == "float32" else 1e-12
+            cols.update(max_rand_eval=rand_max, rand_distance=rand_distance(full, rand, rel_floor=floor),
                         ww_softrank=rand_max / lam_max, ww_maxdist=lam_max - rand_max,
                         rand_sigma_mp=rmp["sigma_mp"], rand_num_spikes=rmp["num_spikes"],
                         rand_bulk_max=rmp["bulk_max"])
@@ -401,11 +402,23 @@ def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:
     return blocks.reshape(b, S * k, c, c)
 
 
-def shuffle_entries(mats: Tensor, reps: int, rng: np.random.Generator) -> np.ndarray:
-    """Each matrix with its entries randomly permuted, ``reps`` times: ``[b, S·reps, r, c]``."""
+def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator, pool: dict[int, list[Tensor]] | None = None) -> Tensor:
+    """Each matrix with its entries uniformly permuted, ``reps`` times: ``[b, S·reps, r, c]``.
+
+    Every matrix of one spectrum (a layer's S slices × ``reps`` replicas) gets its own
+    ``torch.randperm``; the b models of a zoo, and other layers with as many entries when the same
+    ``pool`` is passed, reuse those permutations. Each shuffled matrix is still a uniform
+    permutation of its own entries, which is all a layer's randomised spectrum depends on; drawing
+    the permutation is the costly part (cache misses of Fisher–Yates), applying it one ``gather``.
+    """
     b, S, r, c = mats.shape
-    flat = np.broadcast_to(mats.numpy().reshape(b, S, 1, r * c), (b, S, reps, r * c))
-    return rng.permuted(flat.reshape(b * S * reps, r * c), axis=1).reshape(b, S * reps, r, c)
+    n, k = r * c, S * reps
+    perms = [] if pool is None else pool.setdefault(n, [])
+    while len(perms) < k:
+        perms.append(torch.randperm(n, generator=gen))
+    idx = perms[0][None] if k == 1 else torch.stack(perms[:k])  # no copy of one long permutation
+    flat = mats.reshape(b, S, 1, n).expand(b, S, reps, n).reshape(b, k, n)
+    return torch.gather(flat, 2, idx.expand(b, k, n)).reshape(b, k, r, c)
 
 
 def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:

@@ -177,6 +177,18 @@ def test_random_matrix_is_random_like_and_a_heavy_one_is_not():
     assert fitted["sigma_mp"] == pytest.approx(1.0, abs=0.1)  # mean eigenvalue rescaled to 1
 
 
+def test_summary_alpha_hat_keeps_random_like_layers_and_alpha_hat_ok_does_not():
+    g = torch.Generator().manual_seed(0)
+    sd = {"noise.weight": torch.randn(400, 200, generator=g), "trained.weight": _heavy(400, 200, 1)}
+    a = SpectralAnalyzer(progress=False).fit(sd)
+    d, s = a.details_.set_index("name"), a.summary_.iloc[0]
+    assert (s["layers"], s["layers_ok"]) == (2, 1)
+    assert s["alpha_hat"] == pytest.approx(d["alpha_weighted"].mean())
+    assert s["alpha_hat_ok"] == pytest.approx(d.loc["trained.weight", "alpha_weighted"])
+    only_noise = SpectralAnalyzer(progress=False).fit({"noise.weight": sd["noise.weight"]}).summary_.iloc[0]
+    assert np.isfinite(only_noise["alpha_hat"]) and np.isnan(only_noise["alpha_hat_ok"])
+
+
 def test_rand_distance_is_a_distance_between_densities():
     rng = np.random.default_rng(0)
     a = rng.exponential(1.0, 500)

@@ -4,7 +4,7 @@ A zoo per depth (digits MLPs with 1, 2 and 3 hidden layers of 64, built with the
 cached under runs/), with varied hyper-parameters; some runs are trained badly on purpose (2 epochs,
 10% of the training set, learning rates down to 1e-3, init scales up to 2). For each mode
 (``fit="ww"``: WeightWatcher's fit and conventions; ``fit="robust"``: the default) and each per-model
-metric (α̂ = mean of α·log10 λmax over layers, log-norm = mean log10 ‖W‖²_F), Kendall τ with test
+metric (α̂ = mean of α·log10 λmax over layers, mean α, log-norm = mean log10 ‖W‖²_F), Kendall τ with test
 accuracy over the models that have the metric, pooled over depths and within each depth (Martin &
 Mahoney's Simpson's-paradox check: shape metrics like α̂ can reverse when depths are mixed). α̂ is
 the mean over all fitted layers (status ok or random-like); α̂_ok the mean over ok layers only (none
@@ -48,7 +48,7 @@ from weightspace.zoo.build import build_zoo
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
 DEPTHS = (1, 2, 3)
-METRICS = ("alpha_hat", "alpha_hat_ok", "log_norm")
+METRICS = ("alpha_hat", "alpha_hat_ok", "alpha", "log_norm")
 
 
 def zoo_config(depth: int, runs: int) -> dict:

@@ -189,6 +189,16 @@ def test_summary_alpha_hat_keeps_random_like_layers_and_alpha_hat_ok_does_not():
     assert np.isfinite(only_noise["alpha_hat"]) and np.isnan(only_noise["alpha_hat_ok"])
 
 
+def test_linear_kde_equals_the_kernel_sum():
+    from weightspace.analysis.mp import _BW, _linear_kde
+
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([rng.exponential(1.0, (2, 300)), np.full((1, 300), 0.5)])  # ties included
+    x = np.linspace(0, 1, 500)[None] * (samples.max(1) + 0.5)[:, None]
+    direct = np.clip(1 - np.abs(x[:, :, None] - samples[:, None, :]) / _BW, 0, None).sum(-1) / (300 * _BW)
+    np.testing.assert_allclose(_linear_kde(samples, x), direct, atol=1e-12)
+
+
 def test_rand_distance_is_a_distance_between_densities():
     rng = np.random.default_rng(0)
     a = rng.exponential(1.0, 500)

@@ -22,14 +22,19 @@ _BAD = 1000.0
 def _linear_kde(samples: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Density of a linear (triangular) kernel of bandwidth 0.1, as scikit-learn's KernelDensity.
 
-    ``samples`` [B, n], ``x`` [B, G] (each row its own grid): ``[B, G]``.
+    ``samples`` [B, n], ``x`` [B, G] (each row its own grid): ``[B, G]``. The kernel sum at x over
+    the samples within one bandwidth is a count minus a sum of distances, read from prefix sums of
+    the sorted samples on each side of x: O((n + G) log n) per row instead of O(n·G).
     """
     B, n = samples.shape
-    out = np.zeros(x.shape)
-    step = max(1, (1 << 22) // max(x.size, 1))
-    for a in range(0, n, step):
-        d = np.abs(x[:, :, None] - samples[:, None, a:a + step]) / _BW
-        out += np.clip(1.0 - d, 0.0, None).sum(-1)
+    out = np.empty(x.shape)
+    for b in range(B):
+        s = np.sort(samples[b])
+        P = np.concatenate([[0.0], np.cumsum(s)])
+        xb = x[b]
+        lo, mid, hi = (np.searchsorted(s, v, side) for v, side in ((xb - _BW, "right"), (xb, "right"), (xb + _BW, "left")))
+        left, right = mid - lo, hi - mid  # samples in (x - bw, x] and (x, x + bw)
+        out[b] = left - (left * xb - (P[mid] - P[lo])) / _BW + right - ((P[hi] - P[mid]) - right * xb) / _BW
     return out / (n * _BW)
 
 

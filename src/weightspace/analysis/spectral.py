@@ -182,7 +182,8 @@ class SpectralAnalyzer:
             if status:
                 frames.append(_frame(models, lid, layer, status))
                 continue
-            top = layer.mats.abs().flatten(1).amax(1).numpy()  # NaN and Inf survive the max; all-zero gives 0
+            lo, hi = torch.aminmax(layer.mats.flatten(1), dim=1)  # one pass, no |W| copy
+            top = torch.maximum(hi, -lo).numpy()  # NaN and Inf survive; all-zero gives 0
             bad = np.where(~np.isfinite(top), "non-finite", np.where(top == 0, "all-zero", ""))
             if (bad != "").any():
                 frames.append(_frame([models[i] for i in np.nonzero(bad != "")[0]], lid, layer, bad[bad != ""]))

@@ -236,10 +236,11 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
         u = np.random.default_rng(seed).random((B, n_boot, T))
     else:  # draws filled tail position by position, so a row's first t draws do not depend on T
         u = np.stack([np.random.default_rng(s).random((T, n_boot)).T for s in row_seeds])
-    idx = c[:, None, None] + (u * t[:, None, None]).astype(np.int64)
     mask = np.arange(T)[None, None, :] < t[:, None, None]
-    L = np.log(np.take_along_axis(X, np.minimum(idx, n - 1).reshape(B, -1), 1).reshape(B, n_boot, T))
-    lmin = np.where(mask, L, np.inf).min(-1, keepdims=True)
+    idx = np.where(mask, c[:, None, None] + (u * t[:, None, None]).astype(np.int64), n - 1)
+    LX = np.log(X)  # logs of the n values, not of the B·n_boot·T draws
+    L = np.take_along_axis(LX, idx.reshape(B, -1), 1).reshape(B, n_boot, T)
+    lmin = np.take_along_axis(LX, idx.min(-1), 1)[:, :, None]  # X is sorted: the smallest draw, smallest index
     s = np.where(mask, L - lmin, 0.0).sum(-1)
     with np.errstate(divide="ignore"):
         ab = 1.0 + (t[:, None] - 1.0) / s

@@ -240,16 +240,18 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
     B, n = X.shape
     t = n - c
     T = int(t.max())
+    # [B, T, n_boot]: tail position first, so that sums over the tail run position by position and
+    # the zeros that pad a short tail add nothing (a row's interval does not depend on the others' T)
     if row_seeds is None:
-        u = np.random.default_rng(seed).random((B, n_boot, T))
+        u = np.random.default_rng(seed).random((B, T, n_boot))
     else:  # draws filled tail position by position, so a row's first t draws do not depend on T
-        u = np.stack([np.random.default_rng(s).random((T, n_boot)).T for s in row_seeds])
-    mask = np.arange(T)[None, None, :] < t[:, None, None]
+        u = np.stack([np.random.default_rng(s).random((T, n_boot)) for s in row_seeds])
+    mask = np.arange(T)[None, :, None] < t[:, None, None]
     idx = np.where(mask, c[:, None, None] + (u * t[:, None, None]).astype(np.int64), n - 1)
-    LX = np.log(X)  # logs of the n values, not of the B·n_boot·T draws
-    L = np.take_along_axis(LX, idx.reshape(B, -1), 1).reshape(B, n_boot, T)
-    lmin = np.take_along_axis(LX, idx.min(-1), 1)[:, :, None]  # X is sorted: the smallest draw, smallest index
-    s = np.where(mask, L - lmin, 0.0).sum(-1)
+    LX = np.log(X)  # logs of the n values, not of the B·T·n_boot draws
+    L = np.take_along_axis(LX, idx.reshape(B, -1), 1).reshape(B, T, n_boot)
+    lmin = np.take_along_axis(LX, idx.min(1), 1)[:, None, :]  # X is sorted: the smallest draw, smallest index
+    s = np.where(mask, L - lmin, 0.0).sum(1)
     with np.errstate(divide="ignore"):
         ab = 1.0 + (t[:, None] - 1.0) / s
     ab[~np.isfinite(ab)] = np.nan

@@ -248,8 +248,8 @@ def test_rand_distance_floor_drops_float32_rounding_noise():
     rng = np.random.default_rng(1)
     a = rng.exponential(1.0, 400)
     noisy = np.concatenate([a, [1e-9, 3e-10]])  # eigenvalues a float32 Gram cannot resolve
-    assert rand_distance(noisy, a) > 0.01  # they count, and stretch the log bins
-    assert rand_distance(noisy, a, rel_floor=1e-6) == pytest.approx(0.0, abs=1e-12)
+    assert rand_distance(noisy, a) == pytest.approx(0.0, abs=1e-12)  # below 1e-6·λmax: not compared
+    assert rand_distance(noisy, a, rel_floor=1e-12) > 0.01  # with them, they count and stretch the log bins
 
 
 def test_a_zoo_in_one_batch_equals_models_one_by_one(tmp_path):

@@ -297,8 +297,7 @@ class SpectralAnalyzer:
             rand = ev["rand"]  # [b, reps·n]: all replicas pooled, one density
             rand_max = rand[:, -1]
             rmp = mp_fit(rand, N / M, M)
-            floor = FLOAT32_FLOOR if self.precision == "float32" else 1e-12
-            cols.update(max_rand_eval=rand_max, rand_distance=rand_distance(full, rand, rel_floor=floor),
+            cols.update(max_rand_eval=rand_max, rand_distance=rand_distance(full, rand),
                         ww_softrank=rand_max / lam_max, ww_maxdist=lam_max - rand_max,
                         rand_sigma_mp=rmp["sigma_mp"], rand_num_spikes=rmp["num_spikes"],
                         rand_bulk_max=rmp["bulk_max"])

@@ -14,6 +14,7 @@ from weightspace.align import (
     fast_path_agreement,
     l2_distances,
     match_permutations,
+    symmetry_margin,
 )
 from weightspace.nets import CNN, MLP
 from weightspace.symmetry import permute, random_permutation
@@ -24,6 +25,39 @@ def _gen(seed=0):
 
 
 # ---------------------------------------------------------------- permutation-aligned L2
+def _late_bn_variants(scale, n=6):
+    """P-diff's models: one CNN whose last two BatchNorm layers alone differ between models."""
+    arch = CNN(1, 8, channels=(6, 5, 4), fc_widths=())
+    w = arch.init([0]).expand(n, -1).clone()
+    for name in ("norms.1.weight", "norms.1.bias", "norms.2.weight", "norms.2.bias"):
+        sl = arch.space.slice(name)
+        w[:, sl] += scale * torch.randn(n, sl.stop - sl.start, generator=_gen(3))
+    return arch, w
+
+
+def test_models_sharing_their_layers_have_a_margin_within_which_aligned_l2_is_plain():
+    arch, w = _late_bn_variants(0.05)
+    margin = symmetry_margin(arch.space, w)
+    plain, aligned = l2_distances(w, w), aligned_l2(arch.space, w, w)
+    assert 0 < margin < float("inf")
+    assert bool((plain.square() <= margin).all())  # every pair within it ...
+    assert torch.allclose(aligned, plain, atol=1e-5)  # ... is already aligned
+    # spread wider than the margin, a permutation may pay off: the margin promises nothing there
+    arch, w = _late_bn_variants(50.0)
+    assert bool((l2_distances(w, w).square() > symmetry_margin(arch.space, w)).any())
+    assert bool((aligned_l2(arch.space, w, w) < l2_distances(w, w) - 1e-3).any())
+
+
+def test_models_sharing_nothing_or_interchangeable_neurons_have_no_margin():
+    arch = ARCHS["cnn-bn"]
+    assert symmetry_margin(arch.space, _weights(arch, 4)) == 0.0  # nothing shared
+    w = arch.init([0]).expand(4, -1).clone()
+    for name in ("convs.2.weight", "fcs.0.weight"):  # group convs.2: shared, but its neurons interchangeable
+        w[:, arch.space.slice(name)] = 0.0
+    w[:, arch.space.slice("norms.0.bias")] += torch.randn(4, 6, generator=_gen(1))
+    assert symmetry_margin(arch.space, w) == 0.0
+
+
 ARCHS = {
     "mlp-1": MLP(10, (5,), 4),
     "mlp-2": MLP(12, (9, 7), 5),

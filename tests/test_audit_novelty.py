@@ -18,7 +18,7 @@ from weightspace.audit import (
     verdict,
 )
 from weightspace.errors import ConfigError
-from weightspace.nets import MLP
+from weightspace.nets import CNN, MLP
 from weightspace.symmetry import permute, random_permutation
 
 E, D, C, N, M = 600, 12, 4, 60, 40
@@ -129,6 +129,38 @@ def test_nearest_alignment_is_exact_on_the_fast_paths_candidates():
     only = novelty_table([*sets, ModelSet("h", torch.ones(2), weights=arch.init(range(30, 32)))], space=arch.space,
                          aligned="nearest", aligned_groups=["g"])
     assert only[only.group == "h"].aligned_min_l2.isna().all() and only[only.group == "g"].aligned_min_l2.notna().all()
+
+
+def test_models_sharing_their_layers_skip_matching_and_keep_exact_aligned_distances(monkeypatch):
+    """P-diff's setting: all models share every layer but the last BatchNorm ones. Rows whose nearest
+    plain distance is within the shared layers' margin take it as their aligned one, unmatched; the
+    others are matched; every row equals the exact aligned distance."""
+    import weightspace.audit.novelty as novelty
+
+    arch = CNN(1, 8, channels=(6, 5, 4), fc_widths=())
+    varying = torch.cat([torch.arange(*arch.space.slice(n).indices(arch.space.num_params))
+                         for n in ("norms.1.weight", "norms.1.bias", "norms.2.weight", "norms.2.bias")])
+    g = torch.Generator().manual_seed(5)
+
+    def variants(n, scale):
+        w = arch.init([0]).expand(n, -1).clone()
+        w[:, varying] += scale * torch.randn(n, len(varying), generator=g)
+        return w
+
+    train, near = variants(8, 0.05), variants(5, 0.05)
+    far = torch.cat([near[:2], variants(3, 60.0)])  # two rows within the margin, three far beyond it
+    sets = [ModelSet("training", torch.ones(8), weights=train, is_training=True),
+            ModelSet("near", torch.ones(5), weights=near), ModelSet("far", torch.ones(5), weights=far)]
+    matched = []
+    real = novelty.refine_nearest
+    monkeypatch.setattr(novelty, "refine_nearest", lambda space, a, *args, **kw: matched.append(len(a)) or real(
+        space, a, *args, **kw))
+    table = novelty_table(sets, space=arch.space, aligned="nearest", candidates=8)
+    exact = novelty_table(sets, space=arch.space, aligned="exact")
+    assert matched == [3]  # the far rows alone
+    assert np.allclose(table.aligned_min_l2, exact.aligned_min_l2, atol=1e-5)
+    far_rows = table[table.group == "far"]
+    assert (far_rows.aligned_min_l2.iloc[2:] < far_rows.min_l2.iloc[2:] - 1e-3).all()  # matching mattered there
 
 
 # ---------------------------------------------------------------- frontier

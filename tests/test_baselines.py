@@ -79,6 +79,18 @@ def test_average_uses_k_distinct(weights):
     assert (s > 0).float().mean(0).min() > 0.3  # all checkpoints get used
 
 
+@pytest.mark.parametrize("k", [3, 8, 16])
+def test_coordinates_shared_by_every_checkpoint_stay_bit_identical(k):
+    """P-diff's frozen layers: a float mean of equal values need not equal them; the baselines copy them."""
+    g = torch.Generator().manual_seed(4)
+    frozen = torch.randn(1, 500, generator=g) * 0.37
+    w = torch.cat([frozen.expand(16, -1), torch.randn(16, 8, generator=g)], dim=1)
+    for gen in (AverageOfK(k=k), PerParameterGaussian()):
+        s = gen.fit(w).sample(50, seed=1)
+        assert torch.equal(s[:, :500], frozen.expand(50, -1))
+        assert not torch.equal(s[:, 500:], w[:1, 500:].expand(50, -1))
+
+
 def test_gaussian_moments(weights):
     gen = PerParameterGaussian().fit(weights)
     s = gen.sample(20000, seed=1)

@@ -30,6 +30,27 @@ def test_batched_forward_matches_module(arch, shape):
         assert torch.allclose(functional_call(module, sd, (per_model[i],)), out_each[i], atol=1e-5)
 
 
+@pytest.mark.parametrize("varying", [("norms.2.weight", "norms.2.bias"), ("convs.1.weight",), ("fcs.0.bias",), ()])
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_models_equal_up_to_a_layer_give_each_models_own_outputs(varying, batchnorm):
+    """P-diff's models share every weight but a few late ones: the shared prefix is computed once,
+    and every model still gets exactly its own function."""
+    if not batchnorm and varying and varying[0].startswith("norms"):
+        varying = ("convs.2.bias",)
+    arch = CNN(2, 8, channels=(4, 3, 5), fc_widths=(6,), batchnorm=batchnorm)
+    base = arch.init([0])[0]
+    W = base.expand(3, -1).clone()
+    for name in varying:
+        sl = arch.space.slice(name)
+        W[:, sl] += 0.3 * torch.randn(3, sl.stop - sl.start, generator=torch.Generator().manual_seed(1))
+    module = arch.module().eval()
+    x = torch.randn(7, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    out = arch.logits(W, x)
+    for i in range(3):
+        assert torch.allclose(functional_call(module, arch.space.unflatten(W[i]), (x,)), out[i], atol=1e-5)
+    assert torch.allclose(out[0], out[1], atol=1e-6) == (not varying)
+
+
 def test_training_mode_batchnorm_matches_module_and_updates_statistics():
     arch = CNN(1, 8, channels=(4, 4), fc_widths=(5,))
     W = arch.init([0, 1])

@@ -241,6 +241,54 @@ def aligned_l2_fast(
     return torch.minimum(l2_distances(a, b), l2_distances(weights_a, weights_b))
 
 
+def _slice_gaps(space: WeightSpace, name: str, axis: int, tensor: Tensor) -> Tensor:
+    """``[n, n]`` lower bounds on the squared distance between neuron slice j of ``tensor`` (along
+    ``axis``) and slice k, whatever permutation other groups apply to its other axes: exact when no
+    other axis is permuted; with one, each block of slice j meets its nearest block of slice k; with
+    more, the distance between sorted entries."""
+    others = [a for g in space.groups for t, a in g.axes if t == name and a != axis]
+    x = tensor.movedim(axis, 0)
+    n = x.shape[0]
+    if not others:
+        rows = x.reshape(n, -1)
+        return torch.cdist(rows, rows).square()
+    if len(others) == 1:
+        other = others[0] - (others[0] > axis)  # its index once ``axis`` moved to the front
+        blocks = x.movedim(other + 1, 1).reshape(n, x.shape[other + 1], -1)  # [n, blocks, block size]
+        flat = blocks.reshape(-1, blocks.shape[-1])
+        d = torch.cdist(flat, flat).square().reshape(n, blocks.shape[1], n, blocks.shape[1])
+        return d.amin(3).sum(1)
+    rows = x.reshape(n, -1).sort(dim=1).values
+    return torch.cdist(rows, rows).square()
+
+
+def symmetry_margin(space: WeightSpace, weights: Tensor) -> float:
+    """The least squared L2 that any neuron permutation other than the identity adds between two of
+    these models ``[N, P]`` through the tensors they all share (0 when a group has none). A pair whose
+    plain squared distance is at most this margin is already aligned, and a model whose nearest
+    neighbour is that close has its aligned nearest distance equal to its plain one (aligned² ≥
+    min(plain², margin) for every pair). P-diff's models share every layer but two BatchNorm layers:
+    matching them would be work for nothing.
+
+    Permuting a group moves at least two neuron slices of every shared tensor of the group, each at
+    a cost of at least the gap to the slice it replaces (:func:`_slice_gaps`); the margin is the
+    smallest group's total."""
+    if not space.groups:
+        return float("inf")
+    w = weights.double()
+    shared = (w == w[:1]).all(0)
+    first = space.unflatten(w[0])
+    margin = float("inf")
+    for g in space.groups:
+        cost = 0.0
+        for name, axis in g.axes:
+            if bool(shared[space.slice(name)].all()):
+                gaps = _slice_gaps(space, name, axis, first[name])
+                cost += 2 * float((gaps + torch.diag(torch.full((g.size,), float("inf"), dtype=gaps.dtype))).min())
+        margin = min(margin, cost)
+    return margin
+
+
 def _align_block(weights: Tensor, *, space: WeightSpace, reference: Tensor, max_sweeps: int) -> Tensor:
     return align_to(space, weights, reference, max_sweeps=max_sweeps)
 

@@ -12,7 +12,8 @@ checkpoints without learning anything (Zeng et al. 2025, Sec. 4).
 All take the optional fit context ``mask`` (``bool[P]`` or indices): the coordinates a method models
 (P-diff: the last BatchNorm layers). Noise is added, and Gaussian coordinates are drawn, only there;
 elsewhere the noise baseline keeps its chosen checkpoint's values and the Gaussian baseline the
-mean. Averaging needs no mask: coordinates shared by every checkpoint average to themselves.
+mean. Coordinates equal in every checkpoint keep that exact value in averages and Gaussian draws
+(a float mean of equal numbers need not be that number), so frozen layers stay bit-identical.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def _as_weights(weights: Tensor) -> Tensor:
         shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
         raise LayoutError(f"weights: expected a Tensor[N, P] with N >= 1, got {shape}")
     return weights.detach()
+
+
+def _shared(w: Tensor) -> Tensor:
+    """``bool[P]``: the coordinates equal in every checkpoint."""
+    return (w == w[:1]).all(0)
 
 
 def _as_mask(mask, num_params: int, device: torch.device) -> Tensor:
@@ -127,7 +133,7 @@ class AverageOfK(Generator):
         chosen = torch.rand(int(n), n_train, generator=seeded(seed)).argsort(dim=1)[:, : self.k]
         select = torch.zeros(int(n), n_train, dtype=self.weights.dtype)
         select.scatter_(1, chosen, 1.0 / self.k)
-        return select.to(self.weights.device) @ self.weights
+        return torch.where(_shared(self.weights), self.weights[0], select.to(self.weights.device) @ self.weights)
 
     def config(self) -> dict:
         return {"k": self.k}
@@ -150,9 +156,10 @@ class PerParameterGaussian(Generator):
 
     def fit(self, weights: Tensor, *, progress: bool = True, mask=None, **context) -> PerParameterGaussian:
         w = _as_weights(weights)
-        self.mean = w.mean(dim=0)
+        shared = _shared(w)
+        self.mean = torch.where(shared, w[0], w.mean(dim=0))
         std = w.std(dim=0, correction=0)
-        self.std = torch.where(_as_mask(mask, w.shape[1], w.device), std, torch.zeros_like(std))
+        self.std = torch.where(_as_mask(mask, w.shape[1], w.device) & ~shared, std, torch.zeros_like(std))
         return self
 
     def sample(self, n: int, seed: int = 0) -> Tensor:

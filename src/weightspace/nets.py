@@ -29,6 +29,8 @@ ACTIVATIONS = {
     "gelu": F.gelu,
     "sigmoid": torch.sigmoid,
 }
+# Non-decreasing activations commute with max-pooling: in evaluation, pooling first saves 3/4 of their work.
+MONOTONE = {"relu", "leaky_relu", "tanh", "sigmoid"}
 
 
 def _activation(name: str):
@@ -70,6 +72,39 @@ def inverted_dropout(h: Tensor, p: Tensor | None, generator: torch.Generator | N
     keep = (1.0 - p).reshape(-1, *([1] * (h.dim() - 1)))
     mask = torch.rand(h.shape, generator=generator, device=h.device) < keep
     return h * mask / keep
+
+
+def _max_pool_2x2(h: Tensor) -> Tensor:
+    """``F.max_pool2d(h, 2)``, equal to it, as the maximum of four strided views: 2-10x faster on
+    the many-channel maps of N models at once."""
+    rows, cols = h.shape[-2] // 2 * 2, h.shape[-1] // 2 * 2
+    return torch.maximum(torch.maximum(h[..., 0:rows:2, 0:cols:2], h[..., 1:rows:2, 0:cols:2]),
+                         torch.maximum(h[..., 0:rows:2, 1:cols:2], h[..., 1:rows:2, 1:cols:2]))
+
+
+def _conv(h: Tensor, w: Tensor, b: Tensor | None, groups: int) -> Tensor:
+    """``F.conv2d(h, w, b, padding=k // 2, groups=groups)`` for odd square kernels ``k``, by the
+    fastest route measured on CPU for N models' maps: a 1x1 map meets only the kernels' centres (a
+    batched matmul); one group is one matmul over unfolded patches (2x faster than the convolution
+    for few input channels); several groups go channels-last (3-10x faster)."""
+    k = w.shape[-1]
+    n, c_in, height, width = h.shape
+    if height == 1 and width == 1:
+        x = h.reshape(n, groups, c_in // groups).transpose(0, 1)  # [G, B, Cin/G]
+        centre = w[..., k // 2, k // 2].reshape(groups, -1, c_in // groups)  # [G, Cout/G, Cin/G]
+        out = torch.bmm(x, centre.transpose(1, 2)).transpose(0, 1).reshape(n, -1, 1, 1)
+        return out if b is None else out + b.reshape(1, -1, 1, 1)
+    if groups == 1:
+        patches = F.unfold(h, k, padding=k // 2).transpose(1, 2).reshape(-1, c_in * k * k)
+        flat = w.reshape(w.shape[0], -1).T
+        out = patches @ flat if b is None else torch.addmm(b, patches, flat)
+        return out.reshape(n, height, width, -1).permute(0, 3, 1, 2)  # a channels-last view
+    return F.conv2d(h.contiguous(memory_format=torch.channels_last), w, b, padding=k // 2, groups=groups)
+
+
+def _same_for_all(t: Tensor) -> bool:
+    """Whether the models' slices ``t[0], t[1], …`` of a stacked parameter are all equal."""
+    return t.shape[0] == 1 or bool((t == t[:1]).all())
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -438,27 +473,42 @@ class CNN(Architecture):
         return groups + _mlp_groups("fcs", self.fc_widths)
 
     def apply(self, params, x, *, train=False, dropout=None, generator=None):
+        """While every model has the same input and, in evaluation, the same weights up to a layer
+        (P-diff's models differ only in late BatchNorm layers), ``h`` holds one copy for all of them:
+        that prefix is computed once, then copied to one channel group per model."""
         act = _activation(self.activation)
         n_models = params["convs.0.weight"].shape[0]
-        shared = x.dim() == 4
+        shared = x.dim() == 4  # h is one [B, C, H, W] for every model
         if shared:
             h = x
         else:  # [N, B, C, H, W] → [B, N*C, H, W]: each model's channels are one group
             h = x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+        pool_first = not train and self.activation in MONOTONE
         buffers = {}
         for i in range(len(self.channels)):
             w = params[f"convs.{i}.weight"]
-            w = w.reshape(-1, *w.shape[2:])
-            b = None if self.batchnorm else params[f"convs.{i}.bias"].reshape(-1)
-            groups = 1 if (i == 0 and shared) else n_models
-            h = F.conv2d(h, w, b, padding=self.kernel_size // 2, groups=groups)
+            b = None if self.batchnorm else params[f"convs.{i}.bias"]
+            if shared and not train and _same_for_all(w) and (b is None or _same_for_all(b)):
+                h = _conv(h, w[0], None if b is None else b[0], 1)
+            else:  # a shared h meets every model's kernels at once (groups=1)
+                h = _conv(h, w.reshape(-1, *w.shape[2:]), None if b is None else b.reshape(-1),
+                          1 if shared else n_models)
+                shared = False
             if self.batchnorm:
-                h, new = self._batchnorm(params, i, h, train)
+                norm = {k: v for k, v in params.items() if k.startswith(f"norms.{i}.")}
+                if shared and not (not train and all(_same_for_all(v) for v in norm.values())):
+                    h, shared = h.repeat(1, n_models, 1, 1), False
+                h, new = self._batchnorm({k: v[:1] for k, v in norm.items()} if shared else norm, i, h, train)
                 buffers.update(new)
-            h = act(h)
-            if i < len(self.channels) - 1:
-                h = F.max_pool2d(h, 2)
-        h = h.mean(dim=(2, 3)).reshape(h.shape[0], n_models, -1).transpose(0, 1)  # [N, B, C]
+            pool = i < len(self.channels) - 1
+            if pool and pool_first:
+                h = act(_max_pool_2x2(h))
+            else:
+                h = act(h)
+                h = F.max_pool2d(h, 2) if pool else h
+        h = h.mean(dim=(2, 3))
+        if not shared:
+            h = h.reshape(h.shape[0], n_models, -1).transpose(0, 1)  # [N, B, C]
         n_fc = len(self.fc_widths) + 1
         for j in range(n_fc):
             h = _linear(h, params[f"fcs.{j}.weight"], params[f"fcs.{j}.bias"])

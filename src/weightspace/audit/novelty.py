@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..align import align_to, aligned_l2, refine_nearest
+from ..align import align_to, aligned_l2, refine_nearest, symmetry_margin
 from ..errors import ConfigError, LayoutError
 from ..parallel import RayBackend
 from ..space import WeightSpace
@@ -127,10 +127,15 @@ def novelty_table(
         raise ConfigError("aligned: needs space= and weights in the training set")
     if train.predictions is not None and labels is None:
         raise ConfigError("labels: the training set has predictions; pass the test labels to compare them")
-    train_aligned = None
-    if aligned in ("fast", "nearest"):
-        ref = train.weights[0] if reference is None else reference
-        train_aligned = align_to(space, train.weights, ref)
+
+    def wanted(s: ModelSet) -> bool:
+        return aligned_groups is None or s is train or s.name in aligned_groups
+
+    # a model whose nearest plain distance is within the margin of the layers all models share
+    # (P-diff's) has that distance as its aligned one: no matching needed
+    margin = symmetry_margin(space, torch.cat([s.weights for s in sets if wanted(s) and s.weights is not None])) \
+        if aligned else 0.0
+    train_aligned = ref = None
 
     frames = []
     for s in sets:
@@ -150,17 +155,26 @@ def novelty_table(
             plain = l2_distances(s.weights, train.weights)
             value, index = min_distance_to_training(plain, own)
             cols["min_l2"], cols["nearest_training_l2"] = _np(value), _np(index)
-            wanted = aligned_groups is None or s is train or s.name in aligned_groups
-            if aligned in ("fast", "nearest") and wanted:  # as aligned_l2_fast, reusing the training set's alignment
-                a = train_aligned if s is train else align_to(space, s.weights, ref)
-                dist = torch.minimum(l2_distances(a, train_aligned), plain)
-                if aligned == "nearest":
-                    dist = refine_nearest(space, s.weights, train.weights, mask_self(dist, own, float("inf")),
-                                          candidates=candidates)
-                cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
-            elif aligned == "exact" and wanted:
-                dist = aligned_l2(space, s.weights, train.weights, progress=progress, backend=backend)
-                cols["aligned_min_l2"] = _np(min_distance_to_training(dist, own)[0])
+            if aligned and wanted(s):
+                # rows whose nearest plain distance lies within the margin need no matching
+                rows = value.double().square() > margin
+                if own is not False:  # rows that exclude their own training model: all or none
+                    rows = rows.any().expand_as(rows)
+                best = value.clone()
+                if bool(rows.any()):
+                    if aligned == "exact":
+                        dist = aligned_l2(space, s.weights[rows], train.weights, progress=progress, backend=backend)
+                    else:  # as aligned_l2_fast, reusing the training set's alignment
+                        if train_aligned is None:
+                            ref = train.weights[0] if reference is None else reference
+                            train_aligned = align_to(space, train.weights, ref)
+                        a = train_aligned if s is train else align_to(space, s.weights[rows], ref)
+                        dist = torch.minimum(l2_distances(a, train_aligned), plain[rows])
+                        if aligned == "nearest":
+                            dist = refine_nearest(space, s.weights[rows], train.weights,
+                                                  mask_self(dist, own, float("inf")), candidates=candidates)
+                    best[rows] = min_distance_to_training(dist, own)[0].to(best.dtype)
+                cols["aligned_min_l2"] = _np(best)
         if s.points is not None and train.points is not None:
             value, index = min_distance_to_training(chamfer_distance(s.points, train.points, backend=backend), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)

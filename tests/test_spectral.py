@@ -273,6 +273,20 @@ def test_a_zoo_in_one_batch_equals_models_one_by_one(tmp_path):
         assert np.isfinite(s["alpha_hat"]).all()
 
 
+def test_randomize_does_not_depend_on_which_models_are_analysed_together(tmp_path):
+    """What keeps a zoo analysed in blocks (on Ray) equal to one analysed at once with --randomize."""
+    from weightspace.space import WeightSpace
+    from weightspace.zoo import Zoo
+
+    sds = [{"l1.weight": _heavy(48, 24, s), "l2.weight": _heavy(40, 40, s + 50)} for s in range(4)]
+    zoo = Zoo.create(tmp_path / "zoo", WeightSpace.from_state_dict(sds[0], name="tiny"), architecture={}, task={})
+    zoo.add_many((f"m{i}", sd, {"run_id": f"r{i}", "seed": i}) for i, sd in enumerate(sds))
+    cols = ["rand_distance", "max_rand_eval", "rand_sigma_mp"]
+    whole = SpectralAnalyzer(progress=False, randomize=True, mp_fit=True).fit(zoo).details_
+    part = SpectralAnalyzer(progress=False, randomize=True, mp_fit=True).fit(zoo, where="model_id = 'm2'").details_
+    np.testing.assert_array_equal(whole[whole["model"] == "m2"][cols].to_numpy(float), part[cols].to_numpy(float))
+
+
 def test_stacked_weights_with_their_layout():
     from weightspace.space import WeightSpace
 

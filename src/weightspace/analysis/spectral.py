@@ -119,9 +119,9 @@ class SpectralAnalyzer:
         ``backend`` (``"ray"`` or a :class:`~weightspace.parallel.RayBackend`; zoos only): the zoo is
         analysed in blocks of ``block_size`` models, one Ray task each (:func:`~weightspace.zoo.blocks.map_zoo`),
         and the tables and spectra are joined in the zoo's order: equal to the local result (the
-        robust fit's bootstrap is seeded per model and layer). Only with ``randomize`` do the shuffle
-        columns (``rand_distance``, ``ww_softrank``, ...) differ, by their sampling noise: the shuffles
-        are drawn per block (seeded, reproducible for a given ``block_size``).
+        robust fit's bootstrap is seeded per model and layer, and ``randomize``'s permutations are
+        drawn per layer, shared by the models: see :func:`shuffle_entries`). The shuffles differ only
+        if some block has a layer with no analysable matrix (all its models non-finite or all-zero).
         """
         from ..parallel import resolve_backend
 

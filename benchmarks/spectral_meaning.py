@@ -9,7 +9,8 @@ accuracy over the models that have the metric, pooled over depths and within eac
 Mahoney's Simpson's-paradox check: shape metrics like α̂ can reverse when depths are mixed). α̂ is
 the mean over all fitted layers (status ok or random-like); α̂_ok the mean over ok layers only (none
 for a model whose layers are all random-like). Every τ is reported on all models and on the common
-subset where α̂_ok exists.
+subset where α̂_ok exists; per depth and layer, τ of the layer's α and α·log10 λmax (where the
+modes' model-level τ differ from).
 
 Stability of the model-level α̂ (robust mode), the property that decides between α̂ and α̂_ok
 independently of τ: for ``--sub-models`` models per depth, ``--subsamples`` copies of the model with
@@ -112,6 +113,27 @@ def subsample_stability(zoo, models: np.ndarray, copies: int, seed: int) -> pd.D
                                     ok_defined=("alpha_hat_ok", "count"))
 
 
+def per_layer_tau(summaries: dict, layers: dict, common: np.ndarray) -> dict:
+    """τ of each layer's α (all models, common subset) and α·log10 λmax (common subset) with test
+    accuracy, per depth and layer position, both modes: where the modes' model-level τ differ from."""
+    out = {}
+    for fit in layers:
+        s = pd.concat(summaries[fit], ignore_index=True)
+        key = s["depth"].astype(str) + "/" + s["model"].astype(str)
+        acc, in_common = dict(zip(key, s["test_acc"])), dict(zip(key, common))
+        d = pd.concat(layers[fit], ignore_index=True)
+        d = d.assign(key=d["depth"].astype(str) + "/" + d["model"].astype(str))
+        d = d.assign(acc=d["key"].map(acc), common=d["key"].map(in_common).astype(bool))
+        for (depth, name), g in d.groupby(["depth", "name"], sort=True):
+            c = g[g["common"]]
+            row = out.setdefault(f"d{depth}.{name}", {})
+            row[f"{fit}_alpha_all_models"] = round(tau(g["alpha"].to_numpy(float), g["acc"].to_numpy(float)), 3)
+            row[f"{fit}_alpha_common"] = round(tau(c["alpha"].to_numpy(float), c["acc"].to_numpy(float)), 3)
+            row[f"{fit}_alpha_weighted_common"] = round(
+                tau(c["alpha_weighted"].to_numpy(float), c["acc"].to_numpy(float)), 3)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=128, help="runs per depth")
@@ -123,6 +145,7 @@ def main():
     args = p.parse_args()
     start = time.perf_counter()
     summaries = {"ww": [], "robust": []}
+    layers = {"ww": [], "robust": []}  # fitted layers' rows, for the per-layer τ
     first_layers, stability = [], []
     for depth in DEPTHS:
         zoo = build_zoo(zoo_config(depth, args.runs), out=Path(args.root) / f"bench-spectral-meaning-d{depth}",
@@ -133,6 +156,7 @@ def main():
             s["random_like_layers"] = a.details_.groupby("model")["status"].apply(
                 lambda st: int((st == "random-like").sum())).reindex(s["model"]).to_numpy()
             summaries[fit].append(s)
+            layers[fit].append(a.details_[a.details_["status"].isin(["ok", "random-like"])].assign(depth=depth))
         pick = np.random.default_rng(depth).choice(args.runs, min(args.sub_models, args.runs), replace=False)
         stability.append(subsample_stability(zoo, pick, args.subsamples, seed=depth))
         if depth == 1:
@@ -157,6 +181,7 @@ def main():
         res[f"{fit}_models_without_alpha_hat_ok"] = int(s["alpha_hat_ok"].isna().sum())
         res[f"{fit}_random_like_layers"] = int(s["random_like_layers"].sum())
     res["common_subset_models"] = int(common.sum())
+    res["per_layer_tau"] = per_layer_tau(summaries, layers, common)
     st = pd.concat(stability, ignore_index=True)
     both = st[st["ok_defined"] >= 2]
     res["subsample_stability_robust"] = dict(
@@ -176,6 +201,8 @@ def main():
     for k, v in res["tau"].items():
         print(f"{k:34s} {v}")
     print("subsample stability", res["subsample_stability_robust"])
+    for k, v in res["per_layer_tau"].items():
+        print(f"{k:22s} {v}")
     print(json.dumps(res))
 
 

@@ -49,7 +49,7 @@ from .powerlaw import fit_robust, fit_ww
 FITS = ("robust", "ww")
 METHODS = ("gram", "svd")
 PRECISIONS = ("float64", "float32")
-_LOOP_FROM = 64  # matrices with at least this many columns are decomposed one by one
+_LOOP_FROM = 256  # matrices with at least this many columns are decomposed one by one
 FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
 WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
@@ -376,7 +376,8 @@ def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np
         return (np.linalg.svd(x, compute_uv=False) ** 2).astype(np.float64)
     K, _, c = x.shape
     if c < _LOOP_FROM:  # many small matrices: one batched product and one batched eigensolver call
-        return np.clip(np.linalg.eigvalsh(np.matmul(x.transpose(0, 2, 1), x)), 0.0, None).astype(np.float64)
+        t = torch.from_numpy(np.ascontiguousarray(x))  # torch's batched LAPACK: 1.2-1.5x numpy's or a loop here
+        return np.clip(torch.linalg.eigvalsh(t.mT @ t).numpy(), 0.0, None).astype(np.float64)
     # Large ones one at a time: WᵀW of a 2-D array is BLAS's symmetric rank-k update (half a product),
     # and SciPy's divide-and-conquer solver is ~1.5x faster than numpy's eigvalsh here.
     out = np.empty((K, c))

@@ -14,6 +14,7 @@ from weightspace.cli import main
 from weightspace.generative.methods import METHODS, method_module
 from weightspace.study import run_study
 from weightspace.study.presets import PAPER_NAMES
+from weightspace.study.run import COPIES
 from weightspace.zoo import Zoo
 
 from .browser import inspect_page
@@ -145,6 +146,14 @@ def test_tiny_study_of_all_four_methods(tmp_path):
             for d in (out, alone)]
     assert json.dumps(both[0], sort_keys=True) == json.dumps(both[1], sort_keys=True)  # NaN-safe
     assert json.loads((out / "study.json").read_text())["workers"] == 2
+    # Where the paper's reference is not the training models, copies of them are audited: the floor of
+    # the replica axis (a copy of a HyperDiffusion MLP is its decoded shape, not the ground truth).
+    results = json.loads((out / "results.json").read_text())["results"]
+    for method in METHODS:
+        verdicts = results[method]["seeds"][0]["verdicts"]
+        assert (COPIES in verdicts) == (method in ("hyperrep", "hyperdiffusion")), method
+        if COPIES in verdicts:
+            assert verdicts[COPIES]["distance_ratio"] > 0
 
 
 @pytest.mark.slow
@@ -154,3 +163,37 @@ def test_ablation_table(tmp_path):
     variants = [r["variant"] for r in results["summary"]]
     assert variants[0] == "default" and "no permutation augmentation" in variants
     assert inspect_page(tmp_path / "report.html")["summary_rows"] == len(variants)
+
+
+def _pooled(verdict, *, replicates=False, beats=False, interp=False, ratio=1.0, fraction=0.2):
+    return {"verdict": verdict, "label": verdict, "replicates": [replicates] * 3, "beats_noise": [beats] * 3,
+            "matches_interpolation": [interp] * 3, "distance_ratio": ratio, "fraction_beyond_frontier": fraction}
+
+
+def test_paper_comparison_reads_each_difference_off_the_studys_own_numbers():
+    from weightspace.study.paper_calls import paper_comparison
+    from weightspace.study.presets import HELDOUT
+
+    first = {"replica_threshold_ratio": 0.45, "interpolation_region": {"max_similarity": (0.86, 0.93)},
+             "median_similarity": 0.94, "median_quality": 0.8}
+    results = {
+        # HyperDiffusion: a copy of a training MLP is already beyond the replica threshold
+        "hyperdiffusion": {"pooled": {"HyperDiffusion": _pooled("interpolates", interp=True, ratio=0.93),
+                                      COPIES: _pooled("interpolates", ratio=0.52)},
+                           "first": {"HyperDiffusion": {**first, "median_similarity": 0.9}}},
+        # G.pt: replicates as the paper says, but beats noise, as held-out runs do too
+        "gpt": {"pooled": {"G.pt": _pooled("replicates", replicates=True, beats=True, ratio=0.3, fraction=0.94),
+                           HELDOUT: _pooled("novel and good", beats=True, fraction=1.0)},
+                "first": {"G.pt": first}},
+        "hyperrep": {"pooled": {"Hyper-Representations": _pooled("replicates", replicates=True, ratio=0.01)},
+                     "first": {"Hyper-Representations": first}},
+        "aligned": {"pooled": {}, "first": {}},  # not one of the paper's: no row
+    }
+    table = paper_comparison(results).set_index("method")
+    assert list(table.index) == ["HyperDiffusion", "G.pt", "Hyper-Representations"]
+    assert list(table["agrees"]) == [False, True, True]
+    hd, gpt = table.loc["HyperDiffusion", "where they differ, measured"], table.loc["G.pt", "where they differ, measured"]
+    assert "exact copy of a training model sits at 0.52" in hd and "cannot show replicas" in hd
+    assert "0.9 inside [0.86, 0.93]" in hd
+    assert "held-out runs" in gpt and "1.00" in gpt and "replica" not in gpt
+    assert table.loc["Hyper-Representations", "where they differ, measured"] == "—"

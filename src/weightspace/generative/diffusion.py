@@ -194,8 +194,10 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
-        for avg, p in zip(self.shadow.parameters(), model.parameters(), strict=True):
-            avg.lerp_(p.detach(), 1.0 - d)
+        shadow, params = list(self.shadow.parameters()), [p.detach() for p in model.parameters()]
+        if len(shadow) != len(params):
+            raise ConfigError(f"model: expected {len(shadow)} parameters as the averaged copy, got {len(params)}")
+        torch._foreach_lerp_(shadow, params, 1.0 - d)  # one call for all parameters, as torch.optim does
         for avg, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
             avg.copy_(b)
         self.updates += 1
@@ -216,7 +218,7 @@ def fit_denoiser(model: nn.Module, diffusion: Diffusion, data: Tensor, *, steps:
     if int(steps) < 1 or int(batch_size) < 1:
         raise ConfigError(f"steps, batch_size: expected positive integers, got {steps!r}, {batch_size!r}")
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     ema = EMA(model, ema_decay)
     model.train()
     bar = tqdm(range(int(steps)), desc=desc, disable=not progress, leave=False)

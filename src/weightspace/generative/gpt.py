@@ -469,7 +469,7 @@ class Gpt(Generator):
         """AdamW on random pairs (start, later target) with the diffusion loss; returns the EMA copy."""
         device, space = wn.device, self.space
         net = self._new_net().to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
         # Cosine decay to 0: the last steps at a small rate sharpen what the denoiser memorised.
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / self.train_steps)))
         ema = EMA(net, self.ema_decay)

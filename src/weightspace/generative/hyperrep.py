@@ -434,7 +434,7 @@ class HyperRep(Generator):
         valid = self.tokenizer.valid.to(device)
 
         net = self._new_net().to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps, eta_min=self.lr * 0.05)
         net.train()
         bar = tqdm(range(self.steps), desc="hyper-representations", disable=not progress, leave=False)

@@ -301,7 +301,7 @@ class PDiff(Generator):
 
     def _fit_autoencoder(self, x: Tensor, g: torch.Generator, progress: bool) -> None:
         """Reconstruction MSE with P-diff's input and latent noise; the latent is clamped to [-1, 1]."""
-        opt = torch.optim.AdamW(self.ae.parameters(), lr=self.ae_lr, weight_decay=2e-6)
+        opt = torch.optim.AdamW(self.ae.parameters(), lr=self.ae_lr, weight_decay=2e-6, fused=True)
         self.ae.train()
         bar = tqdm(range(self.ae_steps), desc="pdiff: autoencoder", disable=not progress, leave=False)
         for step in bar:

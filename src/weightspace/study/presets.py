@@ -9,6 +9,19 @@ AS_PUBLISHED = {"hyperrep": {"shared_seed": True}}
 PAPER_NAMES = {"pdiff": "P-diff", "hyperrep": "Hyper-Representations", "gpt": "G.pt", "hyperdiffusion": "HyperDiffusion",
                "aligned": "Aligned Gaussian (weightspace)"}
 
+# The paper's calls (Zeng et al. 2025, at original scale): what each method's samples are.
+PAPER_CALLS = {
+    "hyperrep": {"verdict": "replicates", "replicates": True, "beats_noise": False, "interpolates": False},
+    "gpt": {"verdict": "replicates", "replicates": True, "beats_noise": False, "interpolates": False},
+    "hyperdiffusion": {"verdict": "replicates", "replicates": True, "beats_noise": False, "interpolates": False},
+    "pdiff": {"verdict": "interpolates", "replicates": False, "beats_noise": False, "interpolates": True},
+}
+
+HELDOUT = "held-out runs"  # trained like the training runs, never shown to a generator: the novelty ceiling
+# Where the paper's reference is not the training models themselves (reconstructions, ground-truth
+# shapes), the training models are audited as a group too: what an exact copy of one would score.
+COPIES = "copies of training models"
+
 # The paper's two noise σ per method (memorization-protocol.md), on raw weights; G.pt's are its 0.05/0.1
 # in the generator's normalised space converted to raw. Marked on each scatter beside the σ sweep.
 PAPER_SIGMAS = {"hyperrep": (0.02, 0.04), "gpt": (0.012, 0.024), "hyperdiffusion": (0.02, 0.04),

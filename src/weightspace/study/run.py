@@ -3,6 +3,7 @@ generator, sample, draw the baselines, audit everything, and write one report.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -34,13 +35,13 @@ from ..generative import methods
 from ..generative.base import load_generator, make_generator
 from .ablation import ablation_figure, run_ablation
 from .frontiers import aligned_interpolation_sets, beyond_every_table
-from .presets import PAPER_NAMES, PRESETS
+from .paper_calls import paper_comparison
+from .presets import COPIES, HELDOUT, PAPER_NAMES, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
 
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
 
 
-HELDOUT = "held-out runs"  # trained like the training runs, never shown to a generator: the novelty ceiling
 RAW = " (raw checkpoints)"  # suffix of the audit against the raw checkpoints where the paper's reference differs
 
 
@@ -146,7 +147,9 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
         sets = {TRAINING: reference, label: evaluator.model_set(label, generated)}
         if heldout is not None:
             sets[HELDOUT] = heldout
-        groups = [sets[g] for g in (label, HELDOUT) if g in sets]
+        if reference is not raw:
+            sets[COPIES] = dataclasses.replace(raw, name=COPIES, is_training=False)
+        groups = [sets[g] for g in (label, HELDOUT, COPIES) if g in sets]
         interpolation, noise = baseline_sets(evaluator, reference.weights, n, seed=s, generated=generated,
                                              paper_sigmas=paper_sigmas, noise_source=source)
         sets.update({m.name: m for m in [*interpolation, *noise.values()]})
@@ -163,8 +166,8 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
         if reference.weights is not train and s == seed:  # the other view, shown beside the paper's
             raw_interp, raw_noise = baseline_sets(evaluator, train, n, seed=s, generated=generated,
                                                   paper_sigmas=paper_sigmas)
-            raw_audit = audit_groups(label + RAW, raw, groups, raw_noise, raw_interp, labels=evaluator.labels,
-                                     space=zoo.space, seed=s)
+            raw_audit = audit_groups(label + RAW, raw, [g for g in groups if g.name != COPIES], raw_noise, raw_interp,
+                                     labels=evaluator.labels, space=zoo.space, seed=s)
         stages.done(f"audit (seed {s})")
         runs.append({"seed": s, "audit": audit, "raw_audit": raw_audit, "sets": sets, "view": view, "beyond_every": beyond,
                      "generator": {"name": name, "config": gen.config()}, "gen": gen,
@@ -317,7 +320,9 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
                "checkpoints; for Hyper-Representations, the autoencoder's reconstructions of them; for "
                "HyperDiffusion, the ground-truth training shapes) and against baselines that learn nothing: noise "
                "added to a reference model over a σ sweep, the average of k reference models for k = 2 to 16, a "
-               "per-parameter Gaussian. Similarity is the intersection over union of test errors with the most "
+               "per-parameter Gaussian. Where the reference is not the training models themselves, the training "
+               f"models are audited as a group too ('{COPIES}'): what an exact copy of one scores on the replica "
+               "axis, the floor of what that axis can call a replica in this setting. Similarity is the intersection over union of test errors with the most "
                "similar reference model; for HyperDiffusion's shapes it is minus the Chamfer distance to the "
                "nearest reference shape, so that larger means closer there too. "
                f"Each generator is fitted with {len(fit_seeds)} seed(s) ({', '.join(map(str, fit_seeds))}) on data "
@@ -330,6 +335,10 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
                         "samples": r["samples"], "noise_sigmas": r["audit"].sigmas, "paper_sigmas": r["paper_sigmas"]}
             for r in results}},
     )
+    comparison = paper_comparison({r["name"]: {"pooled": r["pooled"], "first": r["runs"][0]["verdicts"]}
+                                   for r in results})
+    if len(comparison):
+        report.tables["Verdicts against the paper's"] = comparison
     report.tables["Verdicts per seed"] = pd.DataFrame([row for r in results for row in r["seed_rows"]])
     for r in results:
         report.figures += r["figures"]
@@ -342,6 +351,7 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
                                   "reference": r["views"],
                                   "raw_checkpoint_verdicts": r["raw_audit"].verdicts if r["raw_audit"] else None}
                       for r in results}
+    report.results["paper_comparison"] = comparison.to_dict("records")
     report.results["total_seconds"] = time.perf_counter() - start
     path = write_report(report, out)
     study = {"preset": preset, "seed": int(seed), "seeds": int(seeds), "methods": list(methods_),

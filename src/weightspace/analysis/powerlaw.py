@@ -192,19 +192,27 @@ def fit_ww(spectra: list[np.ndarray]) -> dict[str, np.ndarray]:
     return res
 
 
-def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 40) -> np.ndarray:
-    """MLE of α for a power law on [xmin, xmax] (xmin = each tail's smallest value), by bisection.
+def truncated_alpha(X: np.ndarray, start: np.ndarray, xmax: np.ndarray, iters: int = 40) -> np.ndarray:
+    """MLE of α for a power law on [xmin, xmax], by bisection; row b's tail is ``X[b, start[b]:]``
+    (rows sorted ascending, so xmin = ``X[b, start[b]]``; ``start`` −1: no tail, NaN).
 
     The log-likelihood derivative in α is monotone, so bisection on α ∈ (1, 50] converges; all tails
     are solved together.
     """
-    B = len(tails)
+    B, n = X.shape
     out = np.full(B, np.nan)
-    if B == 0:
+    rows = np.nonzero(start >= 0)[0]
+    if len(rows) == 0:
         return out
-    xmin = np.array([t.min() if len(t) else np.nan for t in tails])
-    mean_log = np.array([np.mean(np.log(t / t.min())) if len(t) > 1 else np.nan for t in tails])
-    r = np.log(xmax / xmin)  # ln(xmax/xmin)
+    c = start[rows]
+    xmin = X[rows, c]
+    tail = np.arange(n)[None, :] >= c[:, None]
+    t = n - c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_log = np.where(tail, np.log(X[rows] / xmin[:, None]), 0.0).sum(1) / t
+    mean_log[t < 2] = np.nan
+    r = np.log(xmax[rows] / xmin)  # ln(xmax/xmin)
+    B = len(rows)
 
     def score(a):  # d/dα of the mean log-likelihood: 1/(α−1) − r·u/(1−u) − mean ln(x/xmin), u=(xmax/xmin)^(1−α)
         u = np.exp(-(a - 1.0) * r)
@@ -219,7 +227,7 @@ def truncated_alpha(tails: list[np.ndarray], xmax: np.ndarray, iters: int = 40) 
             lo = np.where(up, mid, lo)
             hi = np.where(up, hi, mid)
     ok = np.isfinite(mean_log) & (r > 0)
-    out[ok] = 0.5 * (lo + hi)[ok]
+    out[rows[ok]] = 0.5 * (lo + hi)[ok]
     return out
 
 
@@ -232,15 +240,18 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
     B, n = X.shape
     t = n - c
     T = int(t.max())
+    # [B, T, n_boot]: tail position first, so that sums over the tail run position by position and
+    # the zeros that pad a short tail add nothing (a row's interval does not depend on the others' T)
     if row_seeds is None:
-        u = np.random.default_rng(seed).random((B, n_boot, T))
+        u = np.random.default_rng(seed).random((B, T, n_boot))
     else:  # draws filled tail position by position, so a row's first t draws do not depend on T
-        u = np.stack([np.random.default_rng(s).random((T, n_boot)).T for s in row_seeds])
-    idx = c[:, None, None] + (u * t[:, None, None]).astype(np.int64)
-    mask = np.arange(T)[None, None, :] < t[:, None, None]
-    L = np.log(np.take_along_axis(X, np.minimum(idx, n - 1).reshape(B, -1), 1).reshape(B, n_boot, T))
-    lmin = np.where(mask, L, np.inf).min(-1, keepdims=True)
-    s = np.where(mask, L - lmin, 0.0).sum(-1)
+        u = np.stack([np.random.default_rng(s).random((T, n_boot)) for s in row_seeds])
+    mask = np.arange(T)[None, :, None] < t[:, None, None]
+    idx = np.where(mask, c[:, None, None] + (u * t[:, None, None]).astype(np.int64), n - 1)
+    LX = np.log(X)  # logs of the n values, not of the B·T·n_boot draws
+    L = np.take_along_axis(LX, idx.reshape(B, -1), 1).reshape(B, T, n_boot)
+    lmin = np.take_along_axis(LX, idx.min(1), 1)[:, None, :]  # X is sorted: the smallest draw, smallest index
+    s = np.where(mask, L - lmin, 0.0).sum(1)
     with np.errstate(divide="ignore"):
         ab = 1.0 + (t[:, None] - 1.0) / s
     ab[~np.isfinite(ab)] = np.nan
@@ -287,6 +298,5 @@ def fit_robust(
     if n_boot and len(fitted):
         res["alpha_lo"][fitted], res["alpha_hi"][fitted] = _bootstrap_interval(
             X[fitted], c, n_boot, level, seed, None if row_seeds is None else [row_seeds[b] for b in fitted])
-    tails = [X[b, choice[b]:] if choice[b] >= 0 else np.array([]) for b in range(B)]
-    res["alpha_xmax"] = truncated_alpha(tails, res["xmax"])
+    res["alpha_xmax"] = truncated_alpha(X, choice, res["xmax"])
     return res

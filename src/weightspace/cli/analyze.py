@@ -12,7 +12,7 @@ from .common import add_backend_options, add_output, backend_from
 
 TABLE_COLUMNS = ["name", "status", "N", "M", "num_evals", "alpha", "alpha_lo", "alpha_hi", "xmin", "D",
                  "log_norm", "log_spectral_norm", "stable_rank", "num_spikes", "mp_softrank", "rand_distance"]
-SUMMARY_COLUMNS = ["model", "layers", "layers_ok", "alpha", "alpha_hat", "log_norm", "log_alpha_norm",
+SUMMARY_COLUMNS = ["model", "layers", "layers_ok", "alpha", "alpha_hat", "alpha_hat_ok", "log_norm", "log_alpha_norm",
                    "log_spectral_norm", "stable_rank", "mp_softrank", "epoch", "test_acc"]
 
 

@@ -135,7 +135,7 @@ def test_models_sharing_their_layers_skip_matching_and_keep_exact_aligned_distan
     """P-diff's setting: all models share every layer but the last BatchNorm ones. Rows whose nearest
     plain distance is within the shared layers' margin take it as their aligned one, unmatched; the
     others are matched; every row equals the exact aligned distance."""
-    import weightspace.audit.novelty as novelty
+    from weightspace.audit import novelty
 
     arch = CNN(1, 8, channels=(6, 5, 4), fc_widths=())
     varying = torch.cat([torch.arange(*arch.space.slice(n).indices(arch.space.num_params))

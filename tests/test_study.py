@@ -178,8 +178,8 @@ def test_paper_comparison_reads_each_difference_off_the_studys_own_numbers():
              "median_similarity": 0.94, "median_quality": 0.8}
     results = {
         # HyperDiffusion: a copy of a training MLP is already beyond the replica threshold
-        "hyperdiffusion": {"pooled": {"HyperDiffusion": _pooled("interpolates", interp=True, ratio=0.93),
-                                      COPIES: _pooled("interpolates", ratio=0.52)},
+        "hyperdiffusion": {"pooled": {"HyperDiffusion": _pooled("interpolates", interp=True, ratio=0.93, beats=True),
+                                      COPIES: _pooled("no better than noise", ratio=0.52, beats=True, fraction=0.67)},
                            "first": {"HyperDiffusion": {**first, "median_similarity": 0.9}}},
         # G.pt: replicates as the paper says, but beats noise, as held-out runs do too
         "gpt": {"pooled": {"G.pt": _pooled("replicates", replicates=True, beats=True, ratio=0.3, fraction=0.94),
@@ -193,7 +193,8 @@ def test_paper_comparison_reads_each_difference_off_the_studys_own_numbers():
     assert list(table.index) == ["HyperDiffusion", "G.pt", "Hyper-Representations"]
     assert list(table["agrees"]) == [False, True, True]
     hd, gpt = table.loc["HyperDiffusion", "where they differ, measured"], table.loc["G.pt", "where they differ, measured"]
-    assert "exact copy of a training model sits at 0.52" in hd and "cannot show replicas" in hd
+    assert "exact copies of the training models sit at 0.52 and are not called replicas" in hd
+    assert "cannot show replicas" in hd and "0.67 of the copies of training models" in hd
     assert "0.9 inside [0.86, 0.93]" in hd
-    assert "held-out runs" in gpt and "1.00" in gpt and "replica" not in gpt
+    assert "1.00 of the held-out runs" in gpt and "replica" not in gpt
     assert table.loc["Hyper-Representations", "where they differ, measured"] == "—"

@@ -24,22 +24,29 @@ def _replica_reason(label: str, pooled: Mapping, first: Mapping) -> str:
     if copies is None:
         return said + "; no copy check applies (the reference is the training models themselves)."
     ratio = copies.get("distance_ratio", float("nan"))
-    if ratio >= thr:
-        return (said + f"; an exact copy of a training model sits at {ratio:.3g}, above the threshold too: the "
-                "training models' own distance to the paper's reference keeps even a copy from being called a "
-                "replica in this setting, so this axis cannot show replicas here.")
-    return said + f"; an exact copy would sit at {ratio:.3g} and be called a replica: the samples are further out."
+    if not _yes(copies["replicates"]):
+        return (said + f"; exact copies of the training models sit at {ratio:.3g} and are not called replicas "
+                "either: the training models' own distance to the paper's reference keeps even a copy above the "
+                "rule's bar in this setting, so this axis cannot show replicas here.")
+    return said + f"; exact copies sit at {ratio:.3g} and are called replicas: the samples are further out than copies."
 
 
 def _noise_reason(label: str, pooled: Mapping) -> str:
-    gen, held = pooled[label], pooled.get(HELDOUT)
+    gen = pooled[label]
     said = (f"beats-noise axis: {gen.get('fraction_beyond_frontier', float('nan')):.2f} of the generated models lie "
             "beyond the noise frontier")
-    if held is not None and _yes(held["beats_noise"]):
-        return (said + f", and so do {held.get('fraction_beyond_frontier', float('nan')):.2f} of the held-out runs, "
-                "which no generator saw: noise added to this setting's reference models falls below every "
-                "trained model, so this axis does not separate copies from new models here.")
-    return said + "; the held-out runs do not, so the generated models beat noise where fresh runs do not."
+    # models that are no generator's work: held-out runs, or copies of the training models themselves
+    others = [(name, pooled[name]) for name in (HELDOUT, COPIES) if name in pooled]
+    beating = [(name, v) for name, v in others if _yes(v["beats_noise"])]
+    if beating:
+        listed = " and ".join(f"{v.get('fraction_beyond_frontier', float('nan')):.2f} of the {name}" for name, v in beating)
+        return (said + f", and so do {listed}, which no generator made: noise added to this setting's reference "
+                "models falls below models that are not generated at all, so this axis does not separate copies "
+                "from new models here.")
+    if others:
+        names = " and ".join(name for name, _ in others)
+        return said + f"; the {names} do not, so the generated models beat noise where those do not."
+    return said + "; no held-out runs or copies exist in this setting to check the frontier against."
 
 
 def _interpolation_reason(label: str, pooled: Mapping, first: Mapping, ours: bool) -> str:

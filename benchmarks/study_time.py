@@ -1,5 +1,6 @@
-"""Wall time of the default study (``weightspace study``: four methods, three generator seeds on
-data built once, methods in worker processes), against its budget of 15 minutes on 2 cores.
+"""Wall time of the default study (``weightspace study``: the paper's four methods and weightspace's
+own, three generator seeds on data built once, methods in worker processes), against its budget of
+15 minutes on 2 cores.
 
 Prints each method's data time and per-seed fit / sample / audit times (a method's worker runs its
 seeds one after another), the load average before and after (other work on the machine slows

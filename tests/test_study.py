@@ -154,6 +154,7 @@ def test_tiny_study_of_all_four_methods(tmp_path):
         assert (COPIES in verdicts) == (method in ("hyperrep", "hyperdiffusion")), method
         if COPIES in verdicts:
             assert verdicts[COPIES]["distance_ratio"] > 0
+    assert results["pdiff"]["reference_span"] > 1  # a fine-tune trajectory spans several of its spacings
 
 
 @pytest.mark.slow
@@ -187,11 +188,21 @@ def test_paper_comparison_reads_each_difference_off_the_studys_own_numbers():
                 "first": {"G.pt": first}},
         "hyperrep": {"pooled": {"Hyper-Representations": _pooled("replicates", replicates=True, ratio=0.01)},
                      "first": {"Hyper-Representations": first}},
+        # P-diff: its samples sit nearer to single checkpoints of a drifting trajectory than blends of them
+        "pdiff": {"pooled": {"P-diff": _pooled("no better than noise", ratio=6.7)},
+                  "first": {"P-diff": {**first, "replica_measure": "aligned_min_l2", "training_spacing": 0.054,
+                                       "distance_ratio": 6.7, "median_min_distance": 0.362,
+                                       "interpolation_region": {"max_similarity": (0.86, 0.94),
+                                                                "aligned_min_l2": (0.417, 1.22)}}},
+                  "span": 40.0},
         "aligned": {"pooled": {}, "first": {}},  # not one of the paper's: no row
     }
     table = paper_comparison(results).set_index("method")
-    assert list(table.index) == ["HyperDiffusion", "G.pt", "Hyper-Representations"]
-    assert list(table["agrees"]) == [False, True, True]
+    assert list(table.index) == ["HyperDiffusion", "G.pt", "Hyper-Representations", "P-diff"]
+    assert list(table["agrees"]) == [False, True, True, False]
+    pdiff = table.loc["P-diff", "where they differ, measured"]
+    assert "span 40× their own spacing" in pdiff and "7.72–22.6× the spacing" in pdiff and "at 6.7×" in pdiff
+    assert "nearer to single reference models than averages" in pdiff and "aligned_min_l2 0.362 outside" in pdiff
     hd, gpt = table.loc["HyperDiffusion", "where they differ, measured"], table.loc["G.pt", "where they differ, measured"]
     assert "exact copies of the training models sit at 0.52 and are not called replicas" in hd
     assert "cannot show replicas" in hd and "0.67 of the copies of training models" in hd

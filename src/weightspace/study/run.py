@@ -96,6 +96,17 @@ def _final_epoch_histogram(module, zoo, reference: ModelSet, generated: ModelSet
     return pd.DataFrame(rows)
 
 
+def _span(weights: Tensor | None) -> float | None:
+    """The reference's extent in units of its own spacing: the farthest pair's L2 over the median
+    nearest-neighbour L2 (a fine-tune trajectory that drifts spans many spacings; blends of its ends
+    then land far from every checkpoint)."""
+    if weights is None or len(weights) < 2:
+        return None
+    d = l2_distances(weights, weights)
+    nearest, _ = min_distance_to_training(d, exclude_self=True)
+    return float(d.max() / nearest.median().clamp_min(1e-300))
+
+
 def _fitted(name: str, directory: Path, train: Tensor, module, zoo, config: dict, progress: bool):
     """The generator fitted with ``config``: loaded from ``directory`` when a finished fit with the
     same configuration is there (a study run again after an interruption), else fitted and saved."""
@@ -182,7 +193,8 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
     return {"name": name, "label": label, "module": module, "zoo": zoo, "runs": runs, "audit": first["audit"],
             "raw_audit": first["raw_audit"], "sets": first["sets"], "timings": timings, "samples": n,
             "data_config": zoo.info.get("config", {}), "evaluator": evaluator, "symmetry": symmetry,
-            "views": {"reference": first["view"]}, "paper_sigmas": list(paper_sigmas), "pooled": pooled}
+            "views": {"reference": first["view"]}, "paper_sigmas": list(paper_sigmas), "pooled": pooled,
+            "reference_span": _span(first["sets"][TRAINING].weights)}
 
 
 def _figures(report: Report, result: dict, seed: int) -> None:
@@ -249,7 +261,7 @@ def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: boo
     part = Report(name, pd.DataFrame())
     _figures(part, r, seed)
     keep = ("name", "label", "audit", "raw_audit", "timings", "samples", "data_config", "views", "paper_sigmas",
-            "pooled")
+            "pooled", "reference_span")
     runs = [{"seed": x["seed"], "verdicts": x["audit"].verdicts, "generator": x["generator"],
              **({"beyond_every": x["beyond_every"].to_dict("records")} if x["beyond_every"] is not None else {})}
             for x in r["runs"]]
@@ -336,8 +348,8 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
                         "samples": r["samples"], "noise_sigmas": r["audit"].sigmas, "paper_sigmas": r["paper_sigmas"]}
             for r in results}},
     )
-    comparison = paper_comparison({r["name"]: {"pooled": r["pooled"], "first": r["runs"][0]["verdicts"]}
-                                   for r in results})
+    comparison = paper_comparison({r["name"]: {"pooled": r["pooled"], "first": r["runs"][0]["verdicts"],
+                                               "span": r["reference_span"]} for r in results})
     if len(comparison):
         report.tables["Verdicts against the paper's"] = comparison
     report.tables["Verdicts per seed"] = pd.DataFrame([row for r in results for row in r["seed_rows"]])
@@ -349,7 +361,7 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
         if r["raw_audit"] is not None:
             report.data[f"{r['name']} per model, raw checkpoints"] = r["raw_audit"].table
     report.results = {r["name"]: {"pooled": r["pooled"], "seeds": r["runs"], "timings_s": r["timings"],
-                                  "reference": r["views"],
+                                  "reference": r["views"], "reference_span": r["reference_span"],
                                   "raw_checkpoint_verdicts": r["raw_audit"].verdicts if r["raw_audit"] else None}
                       for r in results}
     report.results["paper_comparison"] = comparison.to_dict("records")

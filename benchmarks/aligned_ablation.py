@@ -14,7 +14,8 @@ spacing, fit and sample seconds. The ratio against what users use today: the gen
 accuracy over the aligned midpoint's (interpolation between two aligned runs, Git Re-Basin).
 
 Usage: python benchmarks/aligned_ablation.py [--zoo DIR] [--samples N] [--runs 64,128,256,512]
-[--build-runs 2048] (a zoo of more runs: the variants run at the largest count of --runs).
+[--build-runs 2048] (a zoo of more runs: the variants run at the largest count of --runs)
+[--seeds 3] [--variants flow] (only the variants whose name contains "flow", beside the base row).
 Last line: one JSON object.
 """
 
@@ -32,6 +33,7 @@ import torch
 import weightspace.study  # noqa: F401  (registers the methods' zoos with the audit)
 from weightspace.audit.run import TRAINING, ZooEvaluator, audit_groups, baseline_sets
 from weightspace.generative import aligned
+from weightspace.generative.base import make_generator
 from weightspace.study.frontiers import (
     ALIGNED_PREFIX,
     aligned_interpolation_sets,
@@ -53,6 +55,22 @@ VARIANTS = [
     ("aligned to one run (0 barycenter iterations)", "fit length", {**BASE, "iterations": 0}),
     ("1 barycenter iteration", "fit length", {**BASE, "iterations": 1}),
     ("temperature 0.9", "— (sampling)", {**BASE, "temperature": 0.9}),
+    # a nonlinear generator in the same aligned space (generative/aligned_flow.py): rectified flow
+    # over the top principal directions, trained for a length chosen on held-back runs' novelty
+    ("flow, 64 directions + isotropic residual, early-stopped", "generator size",
+     {"generator": "aligned-flow", "dims": 64}),
+    ("flow, 16 directions + isotropic residual, early-stopped", "generator size",
+     {"generator": "aligned-flow", "dims": 16}),
+    ("flow, 64 directions, 3000 steps (no early stopping)", "training length",
+     {"generator": "aligned-flow", "dims": 64, "early_stopping": False}),
+    ("flow, 16 directions, 3000 steps (no early stopping)", "training length",
+     {"generator": "aligned-flow", "dims": 16, "early_stopping": False}),
+    ("flow, 64 directions, 6000 steps (no early stopping)", "training length",
+     {"generator": "aligned-flow", "dims": 64, "early_stopping": False, "max_steps": 6000}),
+    ("flow, 128 directions, 6000 steps (no early stopping)", "generator size",
+     {"generator": "aligned-flow", "dims": 128, "early_stopping": False, "max_steps": 6000}),
+    ("flow, 64 directions, 6000 steps, 50 Euler steps", "— (sampling)",
+     {"generator": "aligned-flow", "dims": 64, "early_stopping": False, "max_steps": 6000, "sample_steps": 50}),
 ]
 
 
@@ -62,7 +80,9 @@ def audit_rows(zoo, train: torch.Tensor, heldout, variants, n: int, seed: int, r
     groups, timings = [], {}
     for name, _, config in variants:
         t = time.perf_counter()
-        gen = aligned.AlignedGaussian(**aligned.generator_config(zoo), **config).fit(train)
+        config = dict(config)
+        gen = make_generator(config.pop("generator", "aligned"), **aligned.generator_config(zoo),
+                             **{"seed": seed, **config}).fit(train)
         t_fit = time.perf_counter() - t
         t = time.perf_counter()
         w = gen.sample(n, seed)
@@ -78,7 +98,7 @@ def audit_rows(zoo, train: torch.Tensor, heldout, variants, n: int, seed: int, r
     rows = []
     for name, cause, _ in variants:
         v, b = audit.verdicts[name], beyond.loc[name]
-        rows.append({"variant": name, "cause": cause, "runs": runs,
+        rows.append({"variant": name, "cause": cause, "runs": runs, "seed": seed,
                      "beyond every frontier": b["beyond every frontier"], "CI low": b["CI low"], "CI high": b["CI high"],
                      "beyond noise": b["beyond noise"], "beyond aligned interpolation": b["beyond aligned interpolation"],
                      "max IoU": v["median_similarity"], "max IoU held-out": v_h["median_similarity"],
@@ -97,6 +117,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--runs", default="64,128,256,512")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, help="fit/sample/audit seeds --seed, --seed + 1, …")
+    ap.add_argument("--variants", help="only the variants whose name contains this text (the base row always runs)")
     ap.add_argument("--out", default="runs/i15-ablation.csv")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -108,14 +130,17 @@ def main() -> None:
     heldout = evaluator.model_set(HELDOUT, aligned.heldout_weights(zoo))
     counts = [int(c) for c in args.runs.split(",")]
     rows = []
-    for count in counts:
-        variants = VARIANTS if count == max(counts) else VARIANTS[:1]
-        rows += audit_rows(zoo, train_all[:count], heldout, variants, args.samples, args.seed, count)
-        print(pd.DataFrame(rows).tail(len(variants)).to_string(float_format=lambda x: f"{x:.3g}"), flush=True)
+    chosen = [v for v in VARIANTS[1:] if args.variants is None or args.variants in v[0]]
+    for seed in range(args.seed, args.seed + args.seeds):
+        for count in counts:
+            variants = VARIANTS[:1] + chosen if count == max(counts) else VARIANTS[:1]
+            rows += audit_rows(zoo, train_all[:count], heldout, variants, args.samples, seed, count)
+            print(pd.DataFrame(rows).tail(len(variants)).to_string(float_format=lambda x: f"{x:.3g}"), flush=True)
     table = pd.DataFrame(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
-    base = table[(table["variant"] == VARIANTS[0][0]) & (table["runs"] == max(counts))].iloc[0]
+    base = table[(table["variant"] == VARIANTS[0][0]) & (table["runs"] == max(counts))
+                 & (table["seed"] == args.seed)].iloc[0]
     print(json.dumps({
         "build_s (zoo reused if present)": round(t_build, 1), "load": os.getloadavg()[0],
         "base_beyond_every": round(float(base["beyond every frontier"]), 3),

@@ -42,7 +42,8 @@ _MODULES = {"noise": "weightspace.baselines", "average": "weightspace.baselines"
             "pdiff": "weightspace.generative.pdiff",
             "hyperrep": "weightspace.generative.hyperrep", "gpt": "weightspace.generative.gpt",
             "hyperdiffusion": "weightspace.generative.hyperdiffusion",
-            "aligned": "weightspace.generative.aligned"}
+            "aligned": "weightspace.generative.aligned",
+            "aligned-flow": "weightspace.generative.aligned_flow"}
 
 
 def generator_names() -> list[str]:

@@ -86,6 +86,13 @@ def test_shipped_example_config_resolves():
     assert len(runs) == 256 and len({r.seed for r in runs}) == 256
     assert len({r.hparams for r in runs}) > 100  # hyper-parameters are really varied
     assert runs == population(cfg)  # and reproducible
+    # every shipped zoo config resolves; the CNN zoo draws each run's activation
+    zoos = [n for n in example_configs() if "population" in read_config(n)]
+    assert {"digits-mlp", "fashion-cnn-zoo"} <= set(zoos)
+    for name in zoos:
+        assert population(resolve_config(read_config(name)))
+    activations = {r.hparams.activation for r in population(resolve_config(read_config("fashion-cnn-zoo")))}
+    assert activations == {"relu", "leaky_relu", "tanh", "gelu"}
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_zoo(tmp_path):

@@ -91,6 +91,10 @@ def test_shipped_example_config_resolves():
     assert {"digits-mlp", "fashion-cnn-zoo"} <= set(zoos)
     for name in zoos:
         assert population(resolve_config(read_config(name)))
+    from weightspace.analysis.regions import resolve_regions_config
+
+    for name in set(example_configs()) - set(zoos):  # the others are knowledge-region configs
+        assert resolve_regions_config(read_config(name))["tasks"]
     activations = {r.hparams.activation for r in population(resolve_config(read_config("fashion-cnn-zoo")))}
     assert activations == {"relu", "leaky_relu", "tanh", "gelu"}
 

@@ -13,7 +13,15 @@ import numpy as np
 from ..data import DATASETS
 from ..errors import ConfigError
 from ..nets import ACTIVATIONS, ARCHITECTURES
-from ..safe_input import check_bool, check_float, check_int, check_list, check_str, read_yaml, safe_name
+from ..safe_input import (
+    check_bool,
+    check_float,
+    check_int,
+    check_list,
+    check_str,
+    read_yaml,
+    safe_name,
+)
 from .train import OPTIMIZERS, HParams, Run, TrainConfig, _generator
 
 TOP_KEYS = {"name", "out", "dataset", "architecture", "population", "training", "init_from", "threads"}

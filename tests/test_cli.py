@@ -72,6 +72,23 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, patch, message)
     assert not (tmp_path / "z" / "models").exists() or not any((tmp_path / "z" / "models").iterdir())
 
 
+def test_building_a_zoo_gives_the_callers_thread_count_back(tmp_path):
+    """A config's ``threads`` sets torch's count for the build only: later work in the same process
+    (a study after a zoo build) must run, and round, as before."""
+    import torch
+
+    from weightspace.errors import LayoutError
+    from weightspace.zoo.build import build_zoo
+
+    before = torch.get_num_threads()
+    build_zoo({**CONFIG, "threads": before + 1}, out=tmp_path / "z", progress=False)
+    assert torch.get_num_threads() == before
+    with pytest.raises(LayoutError):  # a build that fails after setting the count gives it back too
+        build_zoo({**CONFIG, "threads": before + 1, "training": {**CONFIG["training"], "trainable": ["nothing.*"]}},
+                  out=tmp_path / "y", progress=False)
+    assert torch.get_num_threads() == before
+
+
 def test_shipped_example_config_resolves():
     from weightspace.zoo.config import (
         example_configs,

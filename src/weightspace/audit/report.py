@@ -109,7 +109,7 @@ def _table_html(df: pd.DataFrame, table_id: str) -> str:
     prose = [i + 1 for i, c in enumerate(shown.columns)
              if shown[c].map(lambda v: isinstance(v, str) and len(v) > 80).any()]
     style = "".join(f"#{table_id} td:nth-child({k}){{white-space:normal;min-width:28em;text-align:left}}"
-                    for k in prose)
+                    f"#{table_id} th:nth-child({k}){{text-align:left}}" for k in prose)
     return (f"<style>{style}</style>" if style else "") + f"<div class='scroll'>{body}</div>"
 
 

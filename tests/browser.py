@@ -28,10 +28,13 @@ window.addEventListener('load', () => {
     .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : ''));
   const pageOverflow = document.documentElement.scrollWidth - width;
   const headings = [...document.querySelectorAll('h2')].map(h => h.textContent);
+  // Tables wider than their scroll box: the reader scrolls sideways to read them.
+  const scrolled = [...document.querySelectorAll('.scroll table')]
+    .filter(t => t.parentElement.scrollWidth > t.parentElement.clientWidth + 1).map(t => t.id);
   const pre = document.createElement('pre'); pre.id = 'probe';
   pre.textContent = JSON.stringify({images: imgs.length, decoded: decoded, summary_rows: rows,
                                     title: document.title, width: width, overflowing: overflowing,
-                                    page_overflow: pageOverflow, headings: headings});
+                                    page_overflow: pageOverflow, headings: headings, scrolled: scrolled});
   document.body.appendChild(pre);
 });
 </script>
@@ -48,7 +51,7 @@ def chromium() -> str:
 def inspect_page(html_path: Path, width: int = 1280) -> dict:
     """What Chromium shows of the page in a window ``width`` px wide: image counts, summary rows,
     ``overflowing`` (elements past the right edge outside a scroll box), ``page_overflow`` (px the
-    page scrolls sideways) and the ``headings`` (h2)."""
+    page scrolls sideways), the ``headings`` (h2) and the tables that ``scrolled`` sideways in their box."""
     page = Path(html_path).read_text()
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "page.html"

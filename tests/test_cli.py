@@ -72,6 +72,23 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, patch, message)
     assert not (tmp_path / "z" / "models").exists() or not any((tmp_path / "z" / "models").iterdir())
 
 
+def test_building_a_zoo_gives_the_callers_thread_count_back(tmp_path):
+    """A config's ``threads`` sets torch's count for the build only: later work in the same process
+    (a study after a zoo build) must run, and round, as before."""
+    import torch
+
+    from weightspace.errors import LayoutError
+    from weightspace.zoo.build import build_zoo
+
+    before = torch.get_num_threads()
+    build_zoo({**CONFIG, "threads": before + 1}, out=tmp_path / "z", progress=False)
+    assert torch.get_num_threads() == before
+    with pytest.raises(LayoutError):  # a build that fails after setting the count gives it back too
+        build_zoo({**CONFIG, "threads": before + 1, "training": {**CONFIG["training"], "trainable": ["nothing.*"]}},
+                  out=tmp_path / "y", progress=False)
+    assert torch.get_num_threads() == before
+
+
 def test_shipped_example_config_resolves():
     from weightspace.zoo.config import (
         example_configs,
@@ -86,6 +103,17 @@ def test_shipped_example_config_resolves():
     assert len(runs) == 256 and len({r.seed for r in runs}) == 256
     assert len({r.hparams for r in runs}) > 100  # hyper-parameters are really varied
     assert runs == population(cfg)  # and reproducible
+    # every shipped zoo config resolves; the CNN zoo draws each run's activation
+    zoos = [n for n in example_configs() if "population" in read_config(n)]
+    assert {"digits-mlp", "fashion-cnn-zoo"} <= set(zoos)
+    for name in zoos:
+        assert population(resolve_config(read_config(name)))
+    from weightspace.analysis.regions import resolve_regions_config
+
+    for name in set(example_configs()) - set(zoos):  # the others are knowledge-region configs
+        assert resolve_regions_config(read_config(name))["tasks"]
+    activations = {r.hparams.activation for r in population(resolve_config(read_config("fashion-cnn-zoo")))}
+    assert activations == {"relu", "leaky_relu", "tanh", "gelu"}
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_zoo(tmp_path):

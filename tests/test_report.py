@@ -59,6 +59,16 @@ def test_wide_tables_scroll_inside_their_box(tmp_path, width):
     assert seen["headings"].count("wide") == 1
 
 
+def test_a_column_of_sentences_wraps_instead_of_scrolling(tmp_path):
+    report = _report()
+    reason = "the generated models sit at 0.925 × the reference's spacing; exact copies sit at 0.52 " * 6
+    report.tables["Verdicts against the paper's"] = pd.DataFrame(
+        {"method": ["HyperDiffusion"], "paper": ["replicates"], "where they differ, measured": [reason]})
+    report.tables["wide"] = pd.DataFrame({f"a_rather_long_column_name_{i}": [0.123456789] for i in range(15)})
+    seen = inspect_page(write_report(report, tmp_path), width=900)
+    assert seen["scrolled"] == ["table-wide"], seen  # the numbers table scrolls, the sentences wrap
+
+
 def test_the_overflow_check_catches_a_wide_element(tmp_path):
     """Guards the check itself: a wide element outside a scroll box is reported."""
     path = write_report(_report(), tmp_path)

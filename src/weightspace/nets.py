@@ -496,8 +496,8 @@ class CNN(Architecture):
                 shared = False
             if self.batchnorm:
                 norm = {k: v for k, v in params.items() if k.startswith(f"norms.{i}.")}
-                if shared and not (not train and all(_same_for_all(v) for v in norm.values())):
-                    h, shared = h.repeat(1, n_models, 1, 1), False
+                if shared and (train or not all(_same_for_all(v) for v in norm.values())):
+                    h, shared = h.repeat(1, n_models, 1, 1), False  # one channel group per model from here
                 h, new = self._batchnorm({k: v[:1] for k, v in norm.items()} if shared else norm, i, h, train)
                 buffers.update(new)
             pool = i < len(self.channels) - 1

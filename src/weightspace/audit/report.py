@@ -101,11 +101,16 @@ def _slug(name: str) -> str:
 
 
 def _table_html(df: pd.DataFrame, table_id: str) -> str:
-    """A table in a horizontal scroll box, headers with spaces instead of underscores."""
+    """A table in a horizontal scroll box, headers with spaces instead of underscores; columns of
+    sentences (any cell over 80 characters) wrap instead of stretching the table."""
     shown = df.rename(columns=lambda c: str(c).replace("_", " "))
     body = shown.to_html(index=False, table_id=table_id, border=0, escape=True, na_rep="–",
                          formatters={c: fmt for c in shown.columns})
-    return f"<div class='scroll'>{body}</div>"
+    prose = [i + 1 for i, c in enumerate(shown.columns)
+             if shown[c].map(lambda v: isinstance(v, str) and len(v) > 80).any()]
+    style = "".join(f"#{table_id} td:nth-child({k}){{white-space:normal;min-width:28em;text-align:left}}"
+                    f"#{table_id} th:nth-child({k}){{text-align:left}}" for k in prose)
+    return (f"<style>{style}</style>" if style else "") + f"<div class='scroll'>{body}</div>"
 
 
 def _config_text(configs: dict) -> str:

@@ -401,5 +401,6 @@ def verdict_lines(out: str | Path) -> list[str]:
     """One readable line per method and group from a finished study's results.json (the pooled
     verdict over seeds; "(k/n)": seeds that say yes)."""
     res = json.loads((Path(out) / "results.json").read_text())
-    return [f"{r['method']:<22} {r['group']:<14} {r['verdict']:<21} replicates: {r['replicates']:<3} "
+    width = max([14, *(len(r["group"]) for r in res["summary"])])
+    return [f"{r['method']:<22} {r['group']:<{width}} {r['verdict']:<21} replicates: {r['replicates']:<3} "
             f"beats noise: {r['beats noise']:<3} interpolates: {r['interpolates']}" for r in res["summary"]]

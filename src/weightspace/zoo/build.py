@@ -48,8 +48,16 @@ def build_zoo(source, *, out: str | Path | None = None, progress: bool = True, a
     ray_backend = resolve_backend(backend, address)
     cfg = resolve_config(read_config(source), None if out is None else str(out))
     runs = population(cfg)
+    previous = torch.get_num_threads()
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
+    try:  # the caller's thread count comes back: later work in this process must not change numerics
+        return _build(cfg, runs, progress, append, ray_backend)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _build(cfg: dict, runs, progress: bool, append: bool, ray_backend) -> Zoo:
     dataset = load_dataset(cfg["dataset"]["name"], **{k: v for k, v in cfg["dataset"].items() if k != "name"})
     arch = architecture_for(cfg["architecture"], dataset)
     cfg["architecture"] = arch.config

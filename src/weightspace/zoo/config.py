@@ -12,8 +12,16 @@ import numpy as np
 
 from ..data import DATASETS
 from ..errors import ConfigError
-from ..nets import ARCHITECTURES
-from ..safe_input import check_bool, check_float, check_int, check_list, check_str, read_yaml, safe_name
+from ..nets import ACTIVATIONS, ARCHITECTURES
+from ..safe_input import (
+    check_bool,
+    check_float,
+    check_int,
+    check_list,
+    check_str,
+    read_yaml,
+    safe_name,
+)
 from .train import OPTIMIZERS, HParams, Run, TrainConfig, _generator
 
 TOP_KEYS = {"name", "out", "dataset", "architecture", "population", "training", "init_from", "threads"}
@@ -95,6 +103,7 @@ _HPARAMS = {
     "momentum": lambda v, key: check_float(v, key, 0.0, 0.999),
     "train_fraction": lambda v, key: check_float(v, key, 0.0, 1.0, open_lo=True),
     "epochs": lambda v, key: check_int(v, key, 1, MAX_EPOCHS),
+    "activation": lambda v, key: check_str(v, key, tuple(ACTIVATIONS)),  # per run; the layout stays the same
 }
 
 _TRAINING = {

@@ -11,6 +11,7 @@ reference model of the training set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -70,3 +71,12 @@ class Generator(ABC):
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int):
+    """Run with torch's global RNG seeded (module inits and dropout draw from it), then restore the
+    caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield

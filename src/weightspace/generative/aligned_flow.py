@@ -29,9 +29,8 @@ from ..errors import ConfigError, LayoutError
 from ..nets import build_architecture
 from ..symmetry import permute, random_permutation
 from .aligned import barycenter_alignment
-from .base import Generator, seeded
+from .base import Generator, seeded, seeded_global_rng
 from .diffusion import timestep_embedding
-from .hyperdiffusion import _seeded_global_rng
 
 RESIDUALS = ("isotropic", "none")
 TIME_FEATURES = 32
@@ -105,7 +104,7 @@ class AlignedFlow(Generator):
     def _train(self, data: Tensor, steps: int, g: torch.Generator, on_check=None, progress: bool = False,
                desc: str = "flow") -> _Velocity:
         """Flow matching on ``data`` for ``steps`` Adam steps; ``on_check(step, net)`` every ``check_every``."""
-        with _seeded_global_rng(int(torch.randint(0, 2**31, (1,), generator=g))):
+        with seeded_global_rng(int(torch.randint(0, 2**31, (1,), generator=g))):
             net = _Velocity(data.shape[1], self.hidden, self.layers)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False):

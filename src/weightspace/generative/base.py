@@ -9,11 +9,11 @@ import math
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
-from ..generator import GENERATORS, Generator, seeded
+from ..generator import GENERATORS, Generator, seeded, seeded_global_rng
 from ..io import load_checkpoint
 from ..safe_input import read_json
 
-__all__ = ["GENERATORS", "Generator", "load_generator", "make_generator", "seeded"]
+__all__ = ["GENERATORS", "Generator", "load_generator", "make_generator", "seeded", "seeded_global_rng"]
 
 
 def load_generator(directory: str | Path) -> Generator:

@@ -12,7 +12,6 @@ denoiser is the shared :mod:`~weightspace.generative.diffusion` core with a laye
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import json
@@ -40,7 +39,7 @@ from ..shapes import (
 from ..space import WeightSpace
 from ..zoo import Zoo
 from ..zoo.method_record import Fields, Record
-from .base import Generator, seeded
+from .base import Generator, seeded, seeded_global_rng
 from .diffusion import Diffusion, NoiseSchedule, fit_denoiser, timestep_embedding
 
 __all__ = [
@@ -353,14 +352,6 @@ class _LayerTransformer(nn.Module):
         return out.flatten(1)[:, self.scatter_index]
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int):
-    """Run with the global RNG seeded, then restore the caller's random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 class HyperDiffusion(Generator):
     """Transformer diffusion over flattened MLP weights, tokens = layers, DDIM sampling.
 
@@ -421,7 +412,7 @@ class HyperDiffusion(Generator):
             std = torch.stack([(w - mean)[:, token == k].pow(2).mean().sqrt() for k in range(len(self.segments))])[token]
         self.mean, self.std = mean, std.clamp(min=1e-8)  # a coordinate no fit moved stays at its mean
         data = (w - self.mean) / self.std
-        with _seeded_global_rng(self.seed):  # module init and dropout draw from the global RNG
+        with seeded_global_rng(self.seed):  # module init and dropout draw from the global RNG
             model = _LayerTransformer(self.segments, self.d_model, self.n_layers, self.n_heads, self.dropout)
             self.model = fit_denoiser(model.to(w.device), self.diffusion, data, steps=self.train_steps,
                                       batch_size=self.batch_size, lr=self.lr, ema_decay=self.ema_decay,
@@ -445,7 +436,7 @@ class HyperDiffusion(Generator):
     def load_state(self, state: dict[str, Tensor]) -> None:
         self.segments = state["segments"].long().cpu()
         self.mean, self.std = state["mean"], state["std"]
-        with _seeded_global_rng(self.seed):  # its random init is overwritten; keep the caller's RNG as it is
+        with seeded_global_rng(self.seed):  # its random init is overwritten; keep the caller's RNG as it is
             model = _LayerTransformer(self.segments, self.d_model, self.n_layers, self.n_heads, self.dropout)
         model = model.to(self.mean.device)
         model.load_state_dict({k[len("denoiser."):]: v for k, v in state.items() if k.startswith("denoiser.")})

@@ -16,9 +16,8 @@ from weightspace.symmetry import permute, random_permutation
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    torch.set_num_threads(1)
-    return aligned.build_data(tmp_path_factory.mktemp("aligned") / "zoo", preset="tiny", progress=False)
+def zoo(aligned_tiny_zoo):
+    return aligned_tiny_zoo
 
 
 @pytest.fixture(scope="module")

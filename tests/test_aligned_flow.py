@@ -12,9 +12,8 @@ SMALL = {"dims": 8, "hidden": 64, "max_steps": 300, "check_every": 100, "batch_s
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    torch.set_num_threads(1)
-    return aligned.build_data(tmp_path_factory.mktemp("flow") / "zoo", preset="tiny", progress=False)
+def zoo(aligned_tiny_zoo):
+    return aligned_tiny_zoo
 
 
 @pytest.fixture(scope="module")

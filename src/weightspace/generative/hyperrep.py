@@ -49,7 +49,7 @@ from ..nets import build_architecture
 from ..safe_input import check_int, check_str
 from ..space import WeightSpace
 from ..symmetry import permutation_pool
-from ..zoo.build import task_for_zoo
+from ..zoo.build import accuracy_on_test, predictions_on_test
 from ..zoo.method_record import Fields, Record
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
@@ -167,16 +167,9 @@ def n_samples(zoo: Zoo) -> int:
     return 200
 
 
-def quality(zoo: Zoo, weights: Tensor) -> Tensor:
-    """Test accuracy of each weight vector."""
-    task = task_for_zoo(zoo)
-    return task.accuracy(weights.detach().to(task.dataset.x_test.device), "test")
-
-
-def predictions(zoo: Zoo, weights: Tensor) -> Tensor:
-    """Predicted test labels ``LongTensor[n, examples]``."""
-    task = task_for_zoo(zoo)
-    return task.predictions(weights.detach().to(task.dataset.x_test.device), "test")
+# a classifier method: its quality is test accuracy, its predictions are test labels
+quality = accuracy_on_test
+predictions = predictions_on_test
 
 
 # ----------------------------------------------------------------------------- tokens

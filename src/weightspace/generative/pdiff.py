@@ -27,7 +27,7 @@ from ..data import load_dataset
 from ..errors import ConfigError, LayoutError
 from ..nets import CNN
 from ..safe_input import check_int, check_list, check_str
-from ..zoo.build import task_for_zoo
+from ..zoo.build import accuracy_on_test, predictions_on_test
 from ..zoo.method_record import Fields, Record
 from ..zoo.store import Zoo
 from ..zoo.train import HParams, Run, TrainConfig, train_population
@@ -122,14 +122,9 @@ def n_samples(zoo: Zoo) -> int:
     return 200
 
 
-def quality(zoo: Zoo, weights: Tensor) -> Tensor:
-    """Test accuracy ``Tensor[n]``."""
-    return task_for_zoo(zoo).accuracy(weights, "test")
-
-
-def predictions(zoo: Zoo, weights: Tensor) -> Tensor:
-    """Test-split predicted labels ``LongTensor[n, examples]``."""
-    return task_for_zoo(zoo).predictions(weights, "test")
+# a classifier method: its quality is test accuracy, its predictions are test labels
+quality = accuracy_on_test
+predictions = predictions_on_test
 
 
 # --------------------------------------------------------------------------- networks

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch import Tensor
 
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, LayoutError, ZooError
@@ -131,3 +132,15 @@ def task_for_zoo(zoo: Zoo) -> Task:
         return Task(load_dataset(info.get("name"), **options), arch)
     except (ConfigError, LayoutError) as e:  # what zoo.json records, not what the user typed
         raise ZooError(f"{zoo.root / 'zoo.json'}: {e}") from None
+
+
+def accuracy_on_test(zoo: Zoo, weights: Tensor) -> Tensor:
+    """Test accuracy ``Tensor[n]`` of each weight vector on the zoo's task: a classifier method's quality."""
+    task = task_for_zoo(zoo)
+    return task.accuracy(weights.detach().to(task.dataset.x_test.device), "test")
+
+
+def predictions_on_test(zoo: Zoo, weights: Tensor) -> Tensor:
+    """Predicted test labels ``LongTensor[n, examples]`` of each weight vector on the zoo's task."""
+    task = task_for_zoo(zoo)
+    return task.predictions(weights.detach().to(task.dataset.x_test.device), "test")

@@ -275,9 +275,8 @@ def symmetry_margin(space: WeightSpace, weights: Tensor) -> float:
     smallest group's total."""
     if not space.groups:
         return float("inf")
-    w = weights.double()
-    shared = (w == w[:1]).all(0)
-    first = space.unflatten(w[0])
+    shared = (weights == weights[:1]).all(0)  # no double copy of all N models: only the first is read
+    first = space.unflatten(weights[0].double())
     margin = float("inf")
     for g in space.groups:
         cost = 0.0

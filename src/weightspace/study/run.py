@@ -97,8 +97,8 @@ def _final_epoch_histogram(module, zoo, reference: ModelSet, generated: ModelSet
 
 
 def _span(weights: Tensor | None) -> float | None:
-    """The reference's extent in units of its own spacing: the farthest pair's L2 over the median
-    nearest-neighbour L2 (a fine-tune trajectory that drifts spans many spacings; blends of its ends
+    """The reference's extent in units of its own spacing (weight references only: a shape reference's
+    spacing is in Chamfer units): the farthest pair's L2 over the median nearest-neighbour L2 (a fine-tune trajectory that drifts spans many spacings; blends of its ends
     then land far from every checkpoint)."""
     if weights is None or len(weights) < 2:
         return None
@@ -194,7 +194,7 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
             "raw_audit": first["raw_audit"], "sets": first["sets"], "timings": timings, "samples": n,
             "data_config": zoo.info.get("config", {}), "evaluator": evaluator, "symmetry": symmetry,
             "views": {"reference": first["view"]}, "paper_sigmas": list(paper_sigmas), "pooled": pooled,
-            "reference_span": _span(first["sets"][TRAINING].weights)}
+            "reference_span": _span(first["sets"][TRAINING].weights if first["sets"][TRAINING].points is None else None)}
 
 
 def _figures(report: Report, result: dict, seed: int) -> None:

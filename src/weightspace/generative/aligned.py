@@ -55,15 +55,18 @@ ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "se
 
 
 def build_data(out: str | Path, *, preset: str = "default", progress: bool = True, seed: int = 0,
-               runs: int | None = None) -> Zoo:
+               runs: int | None = None, width: int | None = None) -> Zoo:
     """``runs`` (default: the preset's) independent runs of the MLP differing only in their seed,
     then the held-out runs (seeds after theirs). ``seed`` shifts every run's seed by ``seed * 100_000``.
-    Re-running skips runs already in the zoo."""
+    ``width`` (default: the preset's) is the hidden layer's number of neurons. Re-running skips runs
+    already in the zoo."""
     if preset not in PRESETS:
         raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     p = dict(PRESETS[preset])
     if runs is not None:
         p["runs"] = int(runs)
+    if width is not None:
+        p["architecture"] = {**p["architecture"], "widths": [check_int(width, "width", 1)]}
     dataset = load_dataset(**p["dataset"])
     arch = build_architecture(p["architecture"])
     train_cfg = TrainConfig(batch_size=64)
@@ -71,7 +74,7 @@ def build_data(out: str | Path, *, preset: str = "default", progress: bool = Tru
               "training": {"batch_size": train_cfg.batch_size, "optimizer": "sgd", "momentum": 0.9}}
     zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
     if zoo.info["config"] != json.loads(json.dumps(config)):
-        raise ConfigError(f"out: {out} holds a zoo built with another preset, seed or number of runs; "
+        raise ConfigError(f"out: {out} holds a zoo built with another preset, seed, width or number of runs; "
                           "use another directory")
     hp = HParams(lr=p["lr"], momentum=0.9, optimizer="sgd", epochs=p["epochs"])
     first = int(seed) * 100_000

@@ -75,6 +75,7 @@ VARIANTS = [
 
 
 def audit_rows(zoo, train: torch.Tensor, heldout, variants, n: int, seed: int, runs: int) -> list[dict]:
+    width = zoo.info["architecture"]["widths"][0]
     evaluator = ZooEvaluator(zoo)
     reference = evaluator.model_set(TRAINING, train, is_training=True)
     groups, timings = [], {}
@@ -98,7 +99,7 @@ def audit_rows(zoo, train: torch.Tensor, heldout, variants, n: int, seed: int, r
     rows = []
     for name, cause, _ in variants:
         v, b = audit.verdicts[name], beyond.loc[name]
-        rows.append({"variant": name, "cause": cause, "runs": runs, "seed": seed,
+        rows.append({"variant": name, "cause": cause, "width": width, "runs": runs, "seed": seed,
                      "beyond every frontier": b["beyond every frontier"], "CI low": b["CI low"], "CI high": b["CI high"],
                      "beyond noise": b["beyond noise"], "beyond aligned interpolation": b["beyond aligned interpolation"],
                      "max IoU": v["median_similarity"], "max IoU held-out": v_h["median_similarity"],
@@ -114,6 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", default="runs/i15/aligned/zoo")
     ap.add_argument("--build-runs", type=int, help="training runs the zoo was built with (default: the preset's 512)")
+    ap.add_argument("--width", type=int, help="hidden width the zoo was built with (default: the preset's)")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--runs", default="64,128,256,512")
     ap.add_argument("--seed", type=int, default=0)
@@ -123,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    zoo = aligned.build_data(args.zoo, progress=False, runs=args.build_runs)
+    zoo = aligned.build_data(args.zoo, progress=False, runs=args.build_runs, width=args.width)
     t_build = time.perf_counter() - t0
     train_all = aligned.training_weights(zoo)
     evaluator = ZooEvaluator(zoo)
@@ -143,6 +145,7 @@ def main() -> None:
                  & (table["seed"] == args.seed)].iloc[0]
     print(json.dumps({
         "build_s (zoo reused if present)": round(t_build, 1), "load": os.getloadavg()[0],
+        "width": int(base["width"]),
         "base_beyond_every": round(float(base["beyond every frontier"]), 3),
         "base_ci": [round(float(base["CI low"]), 3), round(float(base["CI high"]), 3)],
         "base_accuracy": round(float(base["accuracy"]), 4), "heldout_accuracy": round(float(base["accuracy held-out"]), 4),

@@ -8,7 +8,7 @@ import torch
 from weightspace.align import aligned_l2_pairs, canonical_form
 from weightspace.audit.novelty import noise_frontier
 from weightspace.baselines import AlignedInterpolation
-from weightspace.errors import ConfigError, LayoutError
+from weightspace.errors import ConfigError, LayoutError, ZooError
 from weightspace.generative import aligned
 from weightspace.generative.base import load_generator, make_generator
 from weightspace.study.frontiers import beyond_every_frontier
@@ -188,3 +188,21 @@ def test_built_zoo_matches_what_the_method_records(zoo):
     from weightspace.generative import methods
 
     assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module
+
+
+def test_width_option(tmp_path):
+    """``width`` sets the hidden layer (layout, permutation group, recorded config); a zoo of one width
+    is not reopened as another, and a bad width names the argument."""
+    zoo = aligned.build_data(tmp_path / "w6", preset="tiny", runs=4, width=6, progress=False)
+    assert zoo.space.num_params == 64 * 6 + 6 + 6 * 10 + 10
+    assert [g.size for g in zoo.space.groups] == [6]
+    assert zoo.info["config"]["architecture"]["widths"] == [6]
+    assert aligned.training_weights(zoo).shape == (4, zoo.space.num_params)
+    assert len(aligned.heldout_weights(zoo)) == aligned.PRESETS["tiny"]["heldout_runs"]
+    gen = aligned.AlignedGaussian(**aligned.generator_config(zoo), rank=2).fit(aligned.training_weights(zoo))
+    assert gen.sample(3, seed=0).shape == (3, zoo.space.num_params)
+    with pytest.raises(ZooError, match="mlp-64x6x10-relu"):
+        aligned.build_data(tmp_path / "w6", preset="tiny", runs=4, width=8, progress=False)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="width"):
+            aligned.build_data(tmp_path / "bad", preset="tiny", width=bad, progress=False)

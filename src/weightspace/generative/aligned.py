@@ -74,7 +74,7 @@ def build_data(out: str | Path, *, preset: str = "default", progress: bool = Tru
               "training": {"batch_size": train_cfg.batch_size, "optimizer": "sgd", "momentum": 0.9}}
     zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
     if zoo.info["config"] != json.loads(json.dumps(config)):
-        raise ConfigError(f"out: {out} holds a zoo built with another preset, seed, width or number of runs; "
+        raise ConfigError(f"out: {out} holds a zoo built with another preset, seed or number of runs; "
                           "use another directory")
     hp = HParams(lr=p["lr"], momentum=0.9, optimizer="sgd", epochs=p["epochs"])
     first = int(seed) * 100_000

@@ -8,12 +8,19 @@ training loop that could run on into memorisation). Every row is audited against
 runs with the study's baselines (noise σ sweep, average of k, per-parameter Gaussian, aligned
 interpolation λ sweep) and set beside the held-out fresh runs measured against the same runs.
 
+The hidden width is a property of the data, not of the generator: ``--width`` (with ``--zoo``) audits
+a zoo of that width, and every row records it (``width`` column). It addresses cause 3, the
+symmetries: weight matching removes the permutation symmetry only where the aligned runs share one
+linearly connected basin; at width 10 it leaves a 2.9-point error barrier between aligned runs, at
+width 32 0.2 (``benchmarks/aligned_width.py``). It works against cause 2: the same runs then carry
+3.2 times the parameters (25,450 against 7,960), so the generator has more to fit per run.
+
 Columns: fraction beyond every baseline frontier (bootstrap interval), median max error-IoU and
 median test accuracy (generated and held-out), aligned min-L2 over the training runs' own aligned
 spacing, fit and sample seconds. The ratio against what users use today: the generated median
 accuracy over the aligned midpoint's (interpolation between two aligned runs, Git Re-Basin).
 
-Usage: python benchmarks/aligned_ablation.py [--zoo DIR] [--samples N] [--runs 64,128,256,512]
+Usage: python benchmarks/aligned_ablation.py [--zoo DIR] [--width W] [--samples N] [--runs 64,128,256,512]
 [--build-runs 2048] (a zoo of more runs: the variants run at the largest count of --runs)
 [--seeds 3] [--variants flow] (only the variants whose name contains "flow", beside the base row).
 Last line: one JSON object.

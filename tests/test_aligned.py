@@ -206,3 +206,13 @@ def test_width_option(tmp_path):
     for bad in (0, 2.5, True):
         with pytest.raises(ConfigError, match="width"):
             aligned.build_data(tmp_path / "bad", preset="tiny", width=bad, progress=False)
+
+
+def test_full_rank_by_name(zoo, train, tmp_path):
+    """``rank=None`` (all N - 1 directions) passes make_generator's option check, where the constructor
+    allows None; a None where it does not is refused with the option's name."""
+    gen = make_generator("aligned", **aligned.generator_config(zoo), rank=None).fit(train)
+    assert len(gen.scales) == len(train) - 1
+    assert load_generator(gen.save(tmp_path / "full")).config()["rank"] is None
+    with pytest.raises(ConfigError, match="residual"):
+        make_generator("aligned", **aligned.generator_config(zoo), residual=None)

@@ -65,7 +65,8 @@ def make_generator(name: str, **config) -> Generator:
         if key not in params:
             raise ConfigError(f"generator {name!r}: unknown option {key!r}; options: {sorted(params)}")
         default = params[key].default
-        if not _same_kind(value, default):
+        optional = value is None and "None" in str(params[key].annotation)  # ``rank: int | None = 16``
+        if not optional and not _same_kind(value, default):
             raise ConfigError(f"generator {name!r}: option {key!r} expects a {type(default).__name__} like its "
                               f"default {default!r}, got {value!r}")
     try:

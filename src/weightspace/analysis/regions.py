@@ -377,7 +377,7 @@ class KnowledgeRegions:
         acc["seeds"] = paired.groupby(level=keys).size()
         before = held[held["step"] == 0].pivot_table(index=keys, columns="start", values="test_acc", aggfunc="mean")
         for start in ("base", "centroid"):  # the starting point's own accuracy, when step 0 was saved
-            acc[f"{start}_acc_before"] = before[start] if start in before else np.nan
+            acc[f"{start}_acc_before"] = before.get(start, np.nan)
         starts = acc.reset_index().rename(columns={"base": "base_start_acc", "centroid": "centroid_start_acc"})
         starts.columns.name = None
         return starts, curve.reset_index(drop=True)

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, WeightspaceError
 from ..space import WeightSpace
+from .eigen import group_eigenvalues
 from .layers import LayerMatrices, layer_matrices
 from .mp import mp_fit, rand_distance, random_like
 from .powerlaw import fit_robust, fit_ww
@@ -49,7 +49,6 @@ from .powerlaw import fit_robust, fit_ww
 FITS = ("robust", "ww")
 METHODS = ("gram", "svd")
 PRECISIONS = ("float64", "float32")
-_LOOP_FROM = 256  # matrices with at least this many columns are decomposed one by one
 FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
 WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
@@ -72,6 +71,9 @@ class SpectralAnalyzer:
     precision: ``"float64"`` or ``"float32"`` arithmetic for the eigenvalues (default: float64 with
         fit="ww", as WeightWatcher's SciPy SVD; float32 with fit="robust", about 3× faster — its fit
         ignores eigenvalues below 1e-6·λmax, under which float32 Gram eigenvalues are rounding noise).
+    threads: how many matrices are decomposed at once, each by one thread (default: torch's thread
+        count, the caller's budget). Results do not depend on it, bit for bit (see
+        :mod:`weightspace.analysis.eigen`).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class SpectralAnalyzer:
         min_tail: int = 10,
         n_boot: int = 200,
         seed: int = 0,
+        threads: int | None = None,
         progress: bool = True,
     ):
         if fit not in FITS:
@@ -109,6 +112,9 @@ class SpectralAnalyzer:
         self.min_tail = min_tail
         self.n_boot = n_boot
         self.seed = seed
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads={threads}: expected at least 1 (or None: torch's thread count)")
+        self.threads = threads
         self.progress = progress
 
     # ------------------------------------------------------------------ public
@@ -170,6 +176,9 @@ class SpectralAnalyzer:
                     precision=self.precision, min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed)
 
     # ------------------------------------------------------------------ work
+    def _threads(self) -> int:
+        return torch.get_num_threads() if self.threads is None else self.threads
+
     def _analyse(self, layers: list[LayerMatrices], models: list[str]):
         frames: list[dict] = []  # columns of rows, one dict per layer (or per status of a layer)
         spectra: dict[str, dict] = {}
@@ -232,12 +241,13 @@ class SpectralAnalyzer:
         by_shape: dict[tuple[int, int], list[int]] = {}
         for j, (_, _, m) in enumerate(jobs):
             by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
+        groups = list(by_shape.values())
+        evs = group_eigenvalues(
+            [[jobs[j][2].reshape(-1, *jobs[j][2].shape[-2:]) for j in idx] for idx in groups], self.method,
+            np.dtype(self.precision), self._threads(),
+            done=lambda g: bar.update(sum(int(np.prod(jobs[j][2].shape)) for j in groups[g] if jobs[j][1] == "full")))
         results: list[np.ndarray | None] = [None] * len(jobs)
-        for idx in by_shape.values():
-            parts = [np.asarray(jobs[j][2]).reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
-            flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            ev = matrix_eigenvalues(flat, self.method, np.dtype(self.precision))
-            bar.update(sum(int(np.prod(jobs[j][2].shape)) for j in idx if jobs[j][1] == "full"))
+        for idx, ev in zip(groups, evs):
             start = 0
             for j in idx:
                 b, s = jobs[j][2].shape[:2]
@@ -361,30 +371,6 @@ def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:
     rank = {m: i for i, m in enumerate(models)}
     order = np.lexsort((columns["layer_id"], np.array([rank[m] for m in columns["model"]])))
     return pd.DataFrame({k: v[order] for k, v in columns.items()})
-
-
-def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np.float64) -> np.ndarray:
-    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c): ``[K, c]`` float64, unsorted.
-
-    ``gram`` forms WᵀW in ``dtype`` (a single tall matrix goes through BLAS's symmetric rank-k update)
-    and takes LAPACK's symmetric eigenvalues; ``svd`` squares singular values (slower, and more
-    accurate for eigenvalues below ~eps·λmax, which only ``matrix_rank`` looks at).
-    """
-    x = mats.numpy() if isinstance(mats, Tensor) else mats
-    x = x.astype(dtype, copy=False)
-    if method == "svd":
-        return (np.linalg.svd(x, compute_uv=False) ** 2).astype(np.float64)
-    K, _, c = x.shape
-    if c < _LOOP_FROM:  # many small matrices: one batched product and one batched eigensolver call
-        t = torch.from_numpy(np.ascontiguousarray(x))  # torch's batched LAPACK: 1.2-1.5x numpy's or a loop here
-        return np.clip(torch.linalg.eigvalsh(t.mT @ t).numpy(), 0.0, None).astype(np.float64)
-    # Large ones one at a time: WᵀW of a 2-D array is BLAS's symmetric rank-k update (half a product),
-    # and SciPy's divide-and-conquer solver is ~1.5x faster than numpy's eigvalsh here.
-    out = np.empty((K, c))
-    for k in range(K):
-        gram = x[k].T @ x[k]
-        out[k] = scipy.linalg.eigh(gram, eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False)
-    return np.clip(out, 0.0, None)
 
 
 def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:

@@ -1,0 +1,75 @@
+"""Spectral analysis on several threads: the same numbers as on one, and the caller's settings kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from weightspace.analysis import SpectralAnalyzer
+from weightspace.analysis.eigen import LOOP_FROM, group_eigenvalues, matrix_eigenvalues
+from weightspace.errors import ConfigError
+
+
+def _heavy(*shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(*shape, generator=g) / shape[1] ** 0.5
+    return w + torch.randn(*shape, generator=g) ** 3 / (4 * shape[1] ** 0.5)
+
+
+def _models(n):
+    """Every path of the decomposition: large matrices one by one (two of one shape), a batch of small
+    ones big enough to be split over the workers (conv slices), FARMS blocks and a tall matrix."""
+    return [{"big1.weight": _heavy(LOOP_FROM + 40, LOOP_FROM, seed=s), "big2.weight": _heavy(LOOP_FROM, LOOP_FROM + 40, seed=s + 1),
+             "conv.weight": _heavy(80, 64, 3, 3, seed=s + 2), "tall.weight": _heavy(24, 400, seed=s + 3),
+             "head.weight": _heavy(10, 24, seed=s + 4)} for s in range(0, 10 * n, 10)]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(fit="ww"), dict(mp_fit=True, randomize=True, precision="float64")])
+def test_threads_give_the_one_thread_result_bit_for_bit(kw):
+    from weightspace.space import WeightSpace
+
+    sds = _models(3)
+    space = WeightSpace.from_state_dict(sds[0], name="mixed")
+    source = (space.stack(sds), space)
+    one = SpectralAnalyzer(progress=False, threads=1, **kw).fit(source)
+    for threads in (2, 3):
+        many = SpectralAnalyzer(progress=False, threads=threads, **kw).fit(source)
+        pd.testing.assert_frame_equal(many.details_, one.details_, check_exact=True)
+        pd.testing.assert_frame_equal(many.summary_, one.summary_, check_exact=True)
+        for name, rec in one.spectra_.items():
+            np.testing.assert_array_equal(many.spectra_[name]["evals"], rec["evals"])
+
+
+def test_group_eigenvalues_equal_one_batched_call_in_order():
+    g = torch.Generator().manual_seed(0)
+    small = [torch.randn(7, 40, 32, generator=g), torch.randn(30, 40, 32, generator=g)]  # split over workers
+    large = [torch.randn(2, LOOP_FROM + 8, LOOP_FROM, generator=g), torch.randn(1, LOOP_FROM + 8, LOOP_FROM, generator=g)]
+    done = []
+    for threads in (1, 2):
+        got = group_eigenvalues([small, large], dtype=np.float32, threads=threads, done=done.append)
+        for parts, ev in zip((small, large), got):
+            want = matrix_eigenvalues(torch.cat(parts), dtype=np.float32)
+            np.testing.assert_array_equal(ev, want)
+    assert sorted(done) == [0, 0, 1, 1]  # each group reported once per call
+
+
+def test_the_callers_thread_settings_are_given_back():
+    def blas():
+        return [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with threadpool_limits(limits=2, user_api="blas"):
+            caller = blas()
+            assert {n for _, n in caller} == {2}
+            SpectralAnalyzer(progress=False, threads=2).fit(_models(1)[0])
+            assert torch.get_num_threads() == 2
+            assert blas() == caller
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="threads=0: expected at least 1"):
+        SpectralAnalyzer(threads=0)

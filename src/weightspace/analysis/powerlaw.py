@@ -241,17 +241,33 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
     t = n - c
     T = int(t.max())
     # [B, T, n_boot]: tail position first, so that sums over the tail run position by position and
-    # the zeros that pad a short tail add nothing (a row's interval does not depend on the others' T)
+    # the zeros that pad a short tail add nothing (a row's interval does not depend on the others' T).
+    # Worked in place, with indices into the flattened logs: each temporary or fancy-index of this
+    # size costs as much as the arithmetic.
+    u = np.empty((B, T, n_boot))
     if row_seeds is None:
-        u = np.random.default_rng(seed).random((B, T, n_boot))
-    else:  # draws filled tail position by position, so a row's first t draws do not depend on T
-        u = np.stack([np.random.default_rng(s).random((T, n_boot)) for s in row_seeds])
-    mask = np.arange(T)[None, :, None] < t[:, None, None]
-    idx = np.where(mask, c[:, None, None] + (u * t[:, None, None]).astype(np.int64), n - 1)
-    LX = np.log(X)  # logs of the n values, not of the B·T·n_boot draws
-    L = np.take_along_axis(LX, idx.reshape(B, -1), 1).reshape(B, T, n_boot)
-    lmin = np.take_along_axis(LX, idx.min(1), 1)[:, None, :]  # X is sorted: the smallest draw, smallest index
-    s = np.where(mask, L - lmin, 0.0).sum(1)
+        np.random.default_rng(seed).random(out=u)
+    else:  # row b's draws are the first t[b]·n_boot of its own stream, whatever T is
+        for b, s in enumerate(row_seeds):
+            np.random.default_rng(s).random(out=u[b, :t[b]])
+    pad = np.arange(T)[None, :, None] >= t[:, None, None]  # positions past a row's tail
+    ragged = bool((t < T).any())
+    if ragged:
+        np.copyto(u, 0.0, where=pad)  # not drawn: no garbage in the cast below
+    u *= t[:, None, None]
+    idx = u.astype(np.int64)  # floor(u·t): a position in the tail
+    del u
+    if ragged:  # the row's last index: never below a drawn one, and its value is zeroed below
+        np.copyto(idx, t[:, None, None] - 1, where=pad)
+    idx += (c + n * np.arange(B))[:, None, None]  # ... as an index into the flattened [B, n] logs
+    LX = np.log(X).ravel()  # logs of the n values, not of the B·T·n_boot draws
+    L = LX.take(idx)
+    lmin = LX.take(idx.min(1))[:, None, :]  # X is sorted: the smallest draw, smallest index
+    del idx
+    L -= lmin
+    if ragged:
+        np.copyto(L, 0.0, where=pad)
+    s = L.sum(1)
     with np.errstate(divide="ignore"):
         ab = 1.0 + (t[:, None] - 1.0) / s
     ab[~np.isfinite(ab)] = np.nan

@@ -9,7 +9,7 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from weightspace.analysis import SpectralAnalyzer
-from weightspace.analysis.eigen import LOOP_FROM, group_eigenvalues, matrix_eigenvalues
+from weightspace.analysis.eigen import LOOP_FROM, eigenvalues_as_ready, matrix_eigenvalues, worker_pool
 from weightspace.errors import ConfigError
 
 
@@ -43,17 +43,17 @@ def test_threads_give_the_one_thread_result_bit_for_bit(kw):
             np.testing.assert_array_equal(many.spectra_[name]["evals"], rec["evals"])
 
 
-def test_group_eigenvalues_equal_one_batched_call_in_order():
+def test_eigenvalues_as_ready_equal_one_batched_call():
     g = torch.Generator().manual_seed(0)
     small = [torch.randn(7, 40, 32, generator=g), torch.randn(30, 40, 32, generator=g)]  # split over workers
     large = [torch.randn(2, LOOP_FROM + 8, LOOP_FROM, generator=g), torch.randn(1, LOOP_FROM + 8, LOOP_FROM, generator=g)]
-    done = []
     for threads in (1, 2):
-        got = group_eigenvalues([small, large], dtype=np.float32, threads=threads, done=done.append)
-        for parts, ev in zip((small, large), got):
+        with worker_pool(threads) as pool:
+            got = dict(eigenvalues_as_ready([small, large], dtype=np.float32, pool=pool, workers=threads))
+        assert sorted(got) == [0, 1]  # each group once
+        for g_, parts in enumerate((small, large)):
             want = matrix_eigenvalues(torch.cat(parts), dtype=np.float32)
-            np.testing.assert_array_equal(ev, want)
-    assert sorted(done) == [0, 0, 1, 1]  # each group reported once per call
+            np.testing.assert_array_equal(got[g_], want)
 
 
 def test_the_callers_thread_settings_are_given_back():

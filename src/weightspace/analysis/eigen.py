@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import scipy.linalg
@@ -68,25 +68,46 @@ def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np
     return np.clip(out, 0.0, None)
 
 
-def group_eigenvalues(
-    groups: Sequence[Sequence[Tensor | np.ndarray]], method: str = "gram", dtype=np.float64, threads: int = 1,
-    done: Callable[[int], None] | None = None,
-) -> list[np.ndarray]:
-    """Per group (arrays ``[K_i, r, c]`` of one shape), the eigenvalues ``[ΣK_i, c]`` of its parts in order.
+@contextlib.contextmanager
+def worker_pool(threads: int):
+    """``threads`` workers (None for one: work runs in the caller's thread), everything single-threaded."""
+    with single_threaded():
+        if threads <= 1:
+            yield None
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                yield pool
 
-    The work is cut into tasks (one per large matrix, a batch of small ones in as many slices as
-    ``threads`` when it is big enough), run longest first on ``threads`` workers. ``done(g)`` is called
-    when group g is finished (for a progress bar).
+
+def _rows(part, a: int, b: int):
+    """Matrices a..b of a part: a ``[K, r, c]`` array, or one made on demand (``rows(a, b)``, ``count``)."""
+    return part.rows(a, b) if hasattr(part, "rows") else part[a:b]
+
+
+def _count(part) -> int:
+    return part.count if hasattr(part, "rows") else part.shape[0]
+
+
+def eigenvalues_as_ready(
+    groups: Sequence[Sequence], method: str = "gram", dtype=np.float64, pool: ThreadPoolExecutor | None = None,
+    workers: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Per group (parts ``[K_i, r, c]`` of one shape), ``(g, eigenvalues [ΣK_i, c])``, parts in order,
+    yielded as each group is finished, so that the caller can work on it while the pool goes on.
+
+    The work is cut into tasks: one per large matrix, a batch of small ones in as many slices as the
+    pool has ``workers`` when it is big enough. On a pool they run longest first; without one, in order.
+    A part can be made on demand (``part.rows(a, b)``, ``part.count``), then in the task that decomposes it.
     """
     tasks: list[tuple[float, int, int, Callable[[], np.ndarray]]] = []  # (cost, group, row, work)
     sizes = []
     for g, parts in enumerate(groups):
         r, c = parts[0].shape[-2:]
-        K = sum(p.shape[0] for p in parts)
+        K = sum(_count(p) for p in parts)
         sizes.append((K, c))
         if c < LOOP_FROM or method == "svd":
-            x = parts[0] if len(parts) == 1 else np.concatenate([np.asarray(p) for p in parts])
-            pieces = threads if threads > 1 and K * c**3 > _SPLIT_WORK else 1
+            x = np.concatenate([np.asarray(_rows(p, 0, _count(p))) for p in parts]) if len(parts) > 1 else _rows(parts[0], 0, K)
+            pieces = workers if pool is not None and K * c**3 > _SPLIT_WORK else 1
             for rows in np.array_split(np.arange(K), min(pieces, K)):
                 sl = slice(int(rows[0]), int(rows[-1]) + 1)
                 tasks.append((len(rows) * (r * c * c + c**3), g, sl.start,
@@ -94,9 +115,10 @@ def group_eigenvalues(
             continue
         start = 0
         for p in parts:
-            for k in range(p.shape[0]):
-                tasks.append((r * c * c + c**3, g, start + k, lambda p=p, k=k: matrix_eigenvalues(p[k:k + 1], method, dtype)))
-            start += p.shape[0]
+            for k in range(_count(p)):
+                tasks.append((r * c * c + c**3, g, start + k,
+                              lambda p=p, k=k: matrix_eigenvalues(_rows(p, k, k + 1), method, dtype)))
+            start += _count(p)
     out = [np.empty((K, c)) for K, c in sizes]
     left = [0] * len(groups)
     for _, g, _, _ in tasks:
@@ -106,17 +128,20 @@ def group_eigenvalues(
         _, g, row, _ = task
         out[g][row:row + len(ev)] = ev
         left[g] -= 1
-        if left[g] == 0 and done is not None:
-            done(g)
+        return left[g] == 0
 
+    if pool is None:
+        for task in tasks:
+            if finish(task, task[3]()):
+                yield task[1], out[task[1]]
+        return
     tasks.sort(key=lambda t: -t[0])  # longest first: the last task to start is a short one
-    with single_threaded():
-        if threads <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                finish(task, task[3]())
-        else:
-            with ThreadPoolExecutor(min(threads, len(tasks))) as pool:
-                futures = [(task, pool.submit(task[3])) for task in tasks]
-                for task, future in futures:
-                    finish(task, future.result())
-    return out
+    futures = {pool.submit(task[3]): task for task in tasks}
+    try:
+        for future in as_completed(futures):
+            task = futures[future]
+            if finish(task, future.result()):
+                yield task[1], out[task[1]]
+    finally:  # the caller stopped early (an error): drop what has not started
+        for future in futures:
+            future.cancel()

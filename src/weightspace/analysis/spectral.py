@@ -31,6 +31,7 @@ import math
 import os
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, WeightspaceError
 from ..space import WeightSpace
-from .eigen import group_eigenvalues
+from .eigen import eigenvalues_as_ready, worker_pool
 from .layers import LayerMatrices, layer_matrices
 from .mp import mp_fit, rand_distance, random_like
 from .powerlaw import fit_robust, fit_ww
@@ -200,16 +201,21 @@ class SpectralAnalyzer:
             if len(good):
                 todo.append((lid, layer, good))
 
-        # One bar for the whole job, in matrix entries: decompositions first, then the fits per layer.
+        # One bar for the whole job, in matrix entries: a layer's decompositions, then its fit. Each
+        # layer is fitted here as soon as its decompositions are done, while the pool goes on with
+        # the others' (LAPACK releases the GIL), and the frames are put back in layer order.
         size = sum(len(good) * layer.mats[0].numel() for _, layer, good in todo)
+        done: dict[int, dict] = {}
         with tqdm(total=2 * size, desc="spectral", unit="entry", unit_scale=True,
-                  disable=not self.progress or size == 0) as bar:
-            evals = self._eigenvalues(todo, bar)
-            for (lid, layer, good), ev in zip(todo, evals):
-                names = [models[i] for i in good.tolist()]
-                frame, spectra[layer.name] = self._layer_frame(lid, layer, names, ev)
-                frames.append(frame)
+                  disable=not self.progress or size == 0) as bar, worker_pool(self._threads()) as pool:
+            for k, ev in self._eigenvalues(todo, pool):
+                lid, layer, good = todo[k]
                 bar.update(len(good) * layer.mats[0].numel())
+                names = [models[i] for i in good.tolist()]
+                done[k], spectra[layer.name] = self._layer_frame(lid, layer, names, ev)
+                bar.update(len(good) * layer.mats[0].numel())
+        frames += [done[k] for k in sorted(done)]
+        spectra = {todo[k][1].name: spectra[todo[k][1].name] for k in sorted(done)}
         return _combine(frames, models), spectra
 
     def _static_status(self, layer: LayerMatrices) -> str:
@@ -222,14 +228,15 @@ class SpectralAnalyzer:
             return "too-large"
         return ""
 
-    def _eigenvalues(self, todo, bar) -> list[dict[str, np.ndarray]]:
-        """Per entry of ``todo``: ``full`` [b, n] (all slices pooled), and ``farms``/``rand`` when asked.
+    def _eigenvalues(self, todo, pool):
+        """Per entry k of ``todo``, as it is ready: ``(k, {"full": [b, n] (all slices pooled), and
+        "farms"/"rand" when asked})``, each sorted.
 
         Every matrix of every kind and layer is put in one list; matrices of one shape go through one
-        batched decomposition.
+        batched decomposition (small ones) or one task each (large ones).
         """
-        gen, pool = torch.Generator().manual_seed(self.seed), {}
-        jobs: list[tuple[int, str, Tensor | np.ndarray]] = []  # (todo index, what, [b, S', r, c])
+        gen, perms = torch.Generator().manual_seed(self.seed), {}
+        jobs: list[tuple[int, str, Tensor | Shuffled]] = []  # (todo index, what, [b, S', r, c])
         for k, (_, layer, good) in enumerate(todo):
             m = layer.mats if len(good) == layer.mats.shape[0] else layer.mats[good]  # no copy when all are good
             jobs.append((k, "full", m))
@@ -237,29 +244,32 @@ class SpectralAnalyzer:
                 jobs.append((k, "farms", farms_blocks(m)))
             if self.randomize:
                 reps = 5 if layer.M * layer.rf < 100 else 1  # WeightWatcher's replicas for small layers
-                jobs.append((k, "rand", shuffle_entries(m, reps, gen, pool)))
+                jobs.append((k, "rand", shuffle_entries(m, reps, gen, perms)))
         by_shape: dict[tuple[int, int], list[int]] = {}
         for j, (_, _, m) in enumerate(jobs):
             by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
         groups = list(by_shape.values())
-        evs = group_eigenvalues(
-            [[jobs[j][2].reshape(-1, *jobs[j][2].shape[-2:]) for j in idx] for idx in groups], self.method,
-            np.dtype(self.precision), self._threads(),
-            done=lambda g: bar.update(sum(int(np.prod(jobs[j][2].shape)) for j in groups[g] if jobs[j][1] == "full")))
-        results: list[np.ndarray | None] = [None] * len(jobs)
-        for idx, ev in zip(groups, evs):
-            start = 0
-            for j in idx:
-                b, s = jobs[j][2].shape[:2]
-                results[j] = ev[start:start + b * s].reshape(b, -1)
-                start += b * s
+        waiting = [0] * len(todo)  # groups each layer still waits for
+        for idx in groups:
+            for k in {jobs[j][0] for j in idx}:
+                waiting[k] += 1
         out: list[dict[str, np.ndarray]] = [{} for _ in todo]
-        for (k, what, _), ev in zip(jobs, results):
-            layer = todo[k][1]
-            if self.conv_norm and layer.kind == "conv2d":
-                ev = ev * 0.5  # WeightWatcher multiplies W by sqrt(1/2): conv2d_norm with conv2d_count = 1
-            out[k][what] = np.sort(ev, axis=1)
-        return out
+        parts = [[_flat(jobs[j][2]) for j in idx] for idx in groups]
+        for g, ev in eigenvalues_as_ready(parts, self.method, np.dtype(self.precision), pool, self._threads()):
+            start = 0
+            for j in groups[g]:
+                k, what, m = jobs[j]
+                b, s = m.shape[:2]
+                e = ev[start:start + b * s].reshape(b, -1)
+                start += b * s
+                if self.conv_norm and todo[k][1].kind == "conv2d":
+                    e = e * 0.5  # WeightWatcher multiplies W by sqrt(1/2): conv2d_norm with conv2d_count = 1
+                out[k][what] = np.sort(e, axis=1)
+            for k in {jobs[j][0] for j in groups[g]}:
+                waiting[k] -= 1
+                if waiting[k] == 0:
+                    yield k, out[k]
+                    out[k] = {}
 
     def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev) -> tuple[dict, dict]:
         """The rows of one layer for all its models (one array per column), and its spectra for figures."""
@@ -389,23 +399,62 @@ def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:
     return blocks.reshape(b, S * k, c, c)
 
 
-def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator, pool: dict[int, list[Tensor]] | None = None) -> Tensor:
-    """Each matrix with its entries uniformly permuted, ``reps`` times: ``[b, S·reps, r, c]``.
+def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator, pool: dict[int, list[Tensor]] | None = None) -> Shuffled:
+    """Each matrix with its entries uniformly permuted, ``reps`` times: ``[b, S·reps, r, c]``, made on
+    demand (:class:`Shuffled`).
 
     Every matrix of one spectrum (a layer's S slices × ``reps`` replicas) gets its own
     ``torch.randperm``; the b models of a zoo, and other layers with as many entries when the same
     ``pool`` is passed, reuse those permutations. Each shuffled matrix is still a uniform
     permutation of its own entries, which is all a layer's randomised spectrum depends on; drawing
     the permutation is the costly part (cache misses of Fisher–Yates), applying it one ``gather``.
+    The permutations are drawn here, in order (seeded); the gathers run where the matrices are used.
     """
     b, S, r, c = mats.shape
     n, k = r * c, S * reps
     perms = [] if pool is None else pool.setdefault(n, [])
     while len(perms) < k:
         perms.append(torch.randperm(n, generator=gen))
-    idx = perms[0][None] if k == 1 else torch.stack(perms[:k])  # no copy of one long permutation
-    flat = mats.reshape(b, S, 1, n).expand(b, S, reps, n).reshape(b, k, n)
-    return torch.gather(flat, 2, idx.expand(b, k, n)).reshape(b, k, r, c)
+    return Shuffled(mats, perms[:k], reps)
+
+
+@dataclass(frozen=True)
+class Shuffled:
+    """``[b, S·reps, r, c]``: matrix (i, j) is ``mats[i, j // reps]`` with its entries permuted by ``perms[j]``."""
+
+    mats: Tensor  # [b, S, r, c]
+    perms: list[Tensor]  # S·reps permutations of r·c entries
+    reps: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        b, S, r, c = self.mats.shape
+        return b, S * self.reps, r, c
+
+    @property
+    def count(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def rows(self, a: int, z: int) -> Tensor:
+        """Matrices a..z of the flat ``[b·S·reps, r, c]`` stack, and only those."""
+        b, k, r, c = self.shape
+        if z - a == 1:  # one (large) matrix: no copy of its permutation
+            i, j = divmod(a, k)
+            return self.mats[i, j // self.reps].reshape(-1)[self.perms[j]].reshape(1, r, c)
+        flat = torch.arange(a, z)
+        i, j = flat // k, flat % k
+        src = self.mats[i, j // self.reps].reshape(z - a, r * c)
+        idx = self.perms[0].expand(z - a, -1) if k == 1 else torch.stack(self.perms)[j]
+        return torch.gather(src, 1, idx).reshape(z - a, r, c)
+
+    def materialise(self) -> Tensor:
+        b, k, r, c = self.shape
+        return self.rows(0, b * k).reshape(b, k, r, c)
+
+
+def _flat(m: Tensor | Shuffled):
+    """A job's matrices as one ``[K, r, c]`` stack (a view where possible; a Shuffled stays lazy)."""
+    return m if isinstance(m, Shuffled) else m.reshape(-1, *m.shape[-2:])
 
 
 def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:

@@ -9,7 +9,7 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from weightspace.analysis import SpectralAnalyzer
-from weightspace.analysis.eigen import LOOP_FROM, eigenvalues_as_ready, matrix_eigenvalues, worker_pool
+from weightspace.analysis.eigen import LOOP_FROM, eigenvalues_as_ready, matrix_eigenvalues, workers
 from weightspace.errors import ConfigError
 
 
@@ -27,13 +27,18 @@ def _models(n):
              "head.weight": _heavy(10, 24, seed=s + 4)} for s in range(0, 10 * n, 10)]
 
 
+def _zoo(n):
+    """Many small models: the robust fit's bootstrap rows are spread over the workers."""
+    return [{"l1.weight": _heavy(48, 32, seed=s), "l2.weight": _heavy(10, 48, seed=s + 1)} for s in range(0, 2 * n, 2)]
+
+
 @pytest.mark.parametrize("kw", [dict(), dict(fit="ww"), dict(mp_fit=True, randomize=True, precision="float64")])
-def test_threads_give_the_one_thread_result_bit_for_bit(kw):
+@pytest.mark.parametrize("models", [_models(3), _zoo(64)], ids=["mixed", "zoo"])
+def test_threads_give_the_one_thread_result_bit_for_bit(kw, models):
     from weightspace.space import WeightSpace
 
-    sds = _models(3)
-    space = WeightSpace.from_state_dict(sds[0], name="mixed")
-    source = (space.stack(sds), space)
+    space = WeightSpace.from_state_dict(models[0], name="mixed")
+    source = (space.stack(models), space)
     one = SpectralAnalyzer(progress=False, threads=1, **kw).fit(source)
     for threads in (2, 3):
         many = SpectralAnalyzer(progress=False, threads=threads, **kw).fit(source)
@@ -48,8 +53,8 @@ def test_eigenvalues_as_ready_equal_one_batched_call():
     small = [torch.randn(7, 40, 32, generator=g), torch.randn(30, 40, 32, generator=g)]  # split over workers
     large = [torch.randn(2, LOOP_FROM + 8, LOOP_FROM, generator=g), torch.randn(1, LOOP_FROM + 8, LOOP_FROM, generator=g)]
     for threads in (1, 2):
-        with worker_pool(threads) as pool:
-            got = dict(eigenvalues_as_ready([small, large], dtype=np.float32, pool=pool, workers=threads))
+        with workers(threads) as on:
+            got = dict(eigenvalues_as_ready([small, large], dtype=np.float32, on=on))
         assert sorted(got) == [0, 1]  # each group once
         for g_, parts in enumerate((small, large)):
             want = matrix_eigenvalues(torch.cat(parts), dtype=np.float32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -68,15 +69,26 @@ def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np
     return np.clip(out, 0.0, None)
 
 
+@dataclass(frozen=True)
+class Workers:
+    """``n`` threads to spread independent work over: a pool, or none (n = 1: in the caller's thread)."""
+
+    n: int
+    pool: ThreadPoolExecutor | None = None
+
+    def map(self, fn: Callable, items) -> list:
+        return [fn(i) for i in items] if self.pool is None else list(self.pool.map(fn, items))
+
+
 @contextlib.contextmanager
-def worker_pool(threads: int):
-    """``threads`` workers (None for one: work runs in the caller's thread), everything single-threaded."""
+def workers(threads: int):
+    """:class:`Workers` for ``threads`` threads, with BLAS and torch single-threaded meanwhile."""
     with single_threaded():
         if threads <= 1:
-            yield None
+            yield Workers(1)
         else:
             with ThreadPoolExecutor(threads) as pool:
-                yield pool
+                yield Workers(threads, pool)
 
 
 def _rows(part, a: int, b: int):
@@ -89,14 +101,13 @@ def _count(part) -> int:
 
 
 def eigenvalues_as_ready(
-    groups: Sequence[Sequence], method: str = "gram", dtype=np.float64, pool: ThreadPoolExecutor | None = None,
-    workers: int = 1,
+    groups: Sequence[Sequence], method: str = "gram", dtype=np.float64, on: Workers = Workers(1),
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Per group (parts ``[K_i, r, c]`` of one shape), ``(g, eigenvalues [ΣK_i, c])``, parts in order,
     yielded as each group is finished, so that the caller can work on it while the pool goes on.
 
     The work is cut into tasks: one per large matrix, a batch of small ones in as many slices as the
-    pool has ``workers`` when it is big enough. On a pool they run longest first; without one, in order.
+    pool has workers when it is big enough. On a pool they run longest first; without one, in order.
     A part can be made on demand (``part.rows(a, b)``, ``part.count``), then in the task that decomposes it.
     """
     tasks: list[tuple[float, int, int, Callable[[], np.ndarray]]] = []  # (cost, group, row, work)
@@ -107,7 +118,7 @@ def eigenvalues_as_ready(
         sizes.append((K, c))
         if c < LOOP_FROM or method == "svd":
             x = np.concatenate([np.asarray(_rows(p, 0, _count(p))) for p in parts]) if len(parts) > 1 else _rows(parts[0], 0, K)
-            pieces = workers if pool is not None and K * c**3 > _SPLIT_WORK else 1
+            pieces = on.n if K * c**3 > _SPLIT_WORK else 1
             for rows in np.array_split(np.arange(K), min(pieces, K)):
                 sl = slice(int(rows[0]), int(rows[-1]) + 1)
                 tasks.append((len(rows) * (r * c * c + c**3), g, sl.start,
@@ -130,13 +141,13 @@ def eigenvalues_as_ready(
         left[g] -= 1
         return left[g] == 0
 
-    if pool is None:
+    if on.pool is None:
         for task in tasks:
             if finish(task, task[3]()):
                 yield task[1], out[task[1]]
         return
     tasks.sort(key=lambda t: -t[0])  # longest first: the last task to start is a short one
-    futures = {pool.submit(task[3]): task for task in tasks}
+    futures = {on.pool.submit(task[3]): task for task in tasks}
     try:
         for future in as_completed(futures):
             task = futures[future]

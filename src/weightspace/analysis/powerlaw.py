@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .eigen import Workers
+
 EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH: eigenvalues at or below it are not fitted
 SMALL_N = 20  # WeightWatcher's SMALL_N_CUTOFF
 SMALL_N_MIN_TAIL = 8
@@ -30,6 +32,7 @@ DENSE_LIMIT = 256  # longest spectrum whose D matrix is built whole
 _PRUNED_BLOCK = 32  # candidates whose exact D is computed per step of the pruned search
 _GRID = 128
 _BLOCK = 1 << 22  # elements per evaluated block
+_SPLIT_BOOT = 1 << 18  # bootstrap draws above which the rows are spread over the workers
 
 
 def _prepare(spectra: list[np.ndarray], rel_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -292,7 +295,7 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
 
 def fit_robust(
     spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0,
-    rel_floor: float = 0.0, row_seeds: list | None = None,
+    rel_floor: float = 0.0, row_seeds: list | None = None, on: Workers = Workers(1),
 ) -> dict[str, np.ndarray]:
     """Bias-corrected power-law fit with a tail floor, an xmax-aware α and a bootstrap interval.
 
@@ -301,7 +304,8 @@ def fit_robust(
     of α over ``n_boot`` bootstrap resamples of the tail at the chosen xmin (conditional on xmin; seeded).
     ``alpha_xmax``: the MLE of a power law truncated at the largest eigenvalue. ``row_seeds`` (one
     seed, or a list of ints, per spectrum): each spectrum's bootstrap from its own generator, so its
-    interval does not depend on which other spectra are fitted with it.
+    interval does not depend on which other spectra are fitted with it — and the rows' bootstraps
+    can be spread over the threads of ``on`` (same numbers).
     """
     B = len(spectra)
     res = {k: np.full(B, np.nan) for k in ("alpha", "xmin", "xmax", "D", "sigma", "num_pl_spikes",
@@ -326,7 +330,15 @@ def fit_robust(
     res["num_pl_spikes"][fitted] = n - c
     res["fit_ok"][fitted] = True
     if n_boot and len(fitted):
-        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = _bootstrap_interval(
-            X[fitted], c, n_boot, level, seed, None if row_seeds is None else [row_seeds[b] for b in fitted])
+        Xf = X[fitted]
+        if row_seeds is None:
+            lo, hi = _bootstrap_interval(Xf, c, n_boot, level, seed)
+        else:  # rows are independent: in slices over the workers when there is enough to share
+            seeds = [row_seeds[b] for b in fitted]
+            pieces = on.n if len(fitted) * int((n - c).max()) * n_boot > _SPLIT_BOOT else 1
+            slices = np.array_split(np.arange(len(fitted)), min(pieces, len(fitted)))
+            parts = on.map(lambda r: _bootstrap_interval(Xf[r], c[r], n_boot, level, seed, [seeds[i] for i in r]), slices)
+            lo, hi = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = lo, hi
     res["alpha_xmax"] = truncated_alpha(X, choice, res["xmax"])
     return res

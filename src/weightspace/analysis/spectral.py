@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, WeightspaceError
 from ..space import WeightSpace
-from .eigen import eigenvalues_as_ready, worker_pool
+from .eigen import Workers, eigenvalues_as_ready, workers
 from .layers import LayerMatrices, layer_matrices
 from .mp import mp_fit, rand_distance, random_like
 from .powerlaw import fit_robust, fit_ww
@@ -207,12 +207,12 @@ class SpectralAnalyzer:
         size = sum(len(good) * layer.mats[0].numel() for _, layer, good in todo)
         done: dict[int, dict] = {}
         with tqdm(total=2 * size, desc="spectral", unit="entry", unit_scale=True,
-                  disable=not self.progress or size == 0) as bar, worker_pool(self._threads()) as pool:
-            for k, ev in self._eigenvalues(todo, pool):
+                  disable=not self.progress or size == 0) as bar, workers(self._threads()) as on:
+            for k, ev in self._eigenvalues(todo, on):
                 lid, layer, good = todo[k]
                 bar.update(len(good) * layer.mats[0].numel())
                 names = [models[i] for i in good.tolist()]
-                done[k], spectra[layer.name] = self._layer_frame(lid, layer, names, ev)
+                done[k], spectra[layer.name] = self._layer_frame(lid, layer, names, ev, on)
                 bar.update(len(good) * layer.mats[0].numel())
         frames += [done[k] for k in sorted(done)]
         spectra = {todo[k][1].name: spectra[todo[k][1].name] for k in sorted(done)}
@@ -228,7 +228,7 @@ class SpectralAnalyzer:
             return "too-large"
         return ""
 
-    def _eigenvalues(self, todo, pool):
+    def _eigenvalues(self, todo, on: Workers):
         """Per entry k of ``todo``, as it is ready: ``(k, {"full": [b, n] (all slices pooled), and
         "farms"/"rand" when asked})``, each sorted.
 
@@ -255,7 +255,7 @@ class SpectralAnalyzer:
                 waiting[k] += 1
         out: list[dict[str, np.ndarray]] = [{} for _ in todo]
         parts = [[_flat(jobs[j][2]) for j in idx] for idx in groups]
-        for g, ev in eigenvalues_as_ready(parts, self.method, np.dtype(self.precision), pool, self._threads()):
+        for g, ev in eigenvalues_as_ready(parts, self.method, np.dtype(self.precision), on):
             start = 0
             for j in groups[g]:
                 k, what, m = jobs[j]
@@ -271,7 +271,7 @@ class SpectralAnalyzer:
                     yield k, out[k]
                     out[k] = {}
 
-    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev) -> tuple[dict, dict]:
+    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev, on: Workers) -> tuple[dict, dict]:
         """The rows of one layer for all its models (one array per column), and its spectra for figures."""
         full = ev["full"]  # [b, n], sorted
         n = full.shape[1]
@@ -283,7 +283,7 @@ class SpectralAnalyzer:
             floor = FLOAT32_FLOOR if self.precision == "float32" else 0.0
             seeds = [[self.seed, lid, zlib.crc32(m.encode())] for m in models]  # per model: blocks do not matter
             pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, rel_floor=floor,
-                            row_seeds=seeds)
+                            row_seeds=seeds, on=on)
         norm = full.sum(1)
         lam_max = full[:, -1]
         alpha = pl["alpha"]

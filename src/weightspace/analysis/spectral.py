@@ -192,7 +192,7 @@ class SpectralAnalyzer:
             if status:
                 frames.append(_frame(models, lid, layer, status))
                 continue
-            lo, hi = torch.aminmax(layer.mats.flatten(1), dim=1)  # one pass, no |W| copy
+            lo, hi = torch.aminmax(_per_model(layer.mats), dim=1)  # one pass, no |W| copy
             top = torch.maximum(hi, -lo).numpy()  # NaN and Inf survive; all-zero gives 0
             bad = np.where(~np.isfinite(top), "non-finite", np.where(top == 0, "all-zero", ""))
             if (bad != "").any():
@@ -366,6 +366,16 @@ def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> dict:
     return frame
 
 
+def _per_model(mats: Tensor) -> Tensor:
+    """``[B, -1]``: each model's entries in some order — a view when ``mats`` is a permuted view of one
+    dense block per model (conv slices, the transposed Linear weights), where ``flatten`` would copy."""
+    order = sorted(range(mats.dim()), key=lambda d: -mats.stride(d))
+    dense = mats.permute(order)
+    if dense.is_contiguous() and (order[0] == 0 or mats.shape[0] == 1):
+        return dense.reshape(mats.shape[0], -1)
+    return mats.flatten(1)
+
+
 def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:
     """One DataFrame from per-layer column dicts (scalars broadcast, missing columns empty), rows
     ordered by model then layer — built once, since pandas' per-frame overhead dominates small models."""
@@ -374,10 +384,12 @@ def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:
     sizes = [len(f["model"]) for f in frames]
     columns = {}
     for key in dict.fromkeys(k for f in frames for k in f):
-        fill = "" if key in _TEXT else np.nan
-        parts = [np.broadcast_to(np.asarray(f.get(key, fill), dtype=object if key in _TEXT else None), (n,))
-                 for f, n in zip(frames, sizes)]
-        columns[key] = np.concatenate(parts)
+        fill, dtype = ("", object) if key in _TEXT else (np.nan, None)
+        values = [f.get(key, fill) for f in frames]
+        if all(np.ndim(v) == 0 for v in values):  # one value per layer (name, N, ...): one repeat
+            columns[key] = np.repeat(np.array(values, dtype=dtype), sizes)
+        else:
+            columns[key] = np.concatenate([np.broadcast_to(np.asarray(v, dtype=dtype), (n,)) for v, n in zip(values, sizes)])
     rank = {m: i for i, m in enumerate(models)}
     order = np.lexsort((columns["layer_id"], np.array([rank[m] for m in columns["model"]])))
     return pd.DataFrame({k: v[order] for k, v in columns.items()})

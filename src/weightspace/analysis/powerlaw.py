@@ -31,6 +31,7 @@ SMALL_N_MIN_TAIL = 8
 DENSE_LIMIT = 256  # longest spectrum whose D matrix is built whole
 _PRUNED_BLOCK = 32  # candidates whose exact D is computed per step of the pruned search
 _GRID = 128
+_BOUND_BLOCK = 64  # candidates per block of the lower bound
 _BLOCK = 1 << 22  # elements per evaluated block
 _SPLIT_BOOT = 1 << 18  # bootstrap draws above which the rows are spread over the workers
 
@@ -110,12 +111,14 @@ def _lower_bound(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray) -
     n = X.shape[1]
     grid = np.unique(np.linspace(0, n - 1, _GRID).round().astype(np.int64))
     lx = np.log(X[row, grid])[None, :]
-    lmin = np.log(X[row, cols])[:, None]
-    al = alpha[row, cols][:, None]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        e = np.minimum((1.0 - al) * (lx - lmin), 0.0)
-        g = np.abs(1.0 - np.exp(e) - (grid[None, :] - cols[:, None]) / (n - cols)[:, None])
-    return np.where(grid[None, :] >= cols[:, None], g, 0.0).max(1) - 1e-12
+    out = np.empty(len(cols))
+    for a in range(0, len(cols), _BOUND_BLOCK):  # temporaries that stay in cache
+        c = cols[a:a + _BOUND_BLOCK, None]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            e = np.minimum((1.0 - alpha[row, c]) * (lx - np.log(X[row, c])), 0.0)
+            g = np.abs(1.0 - np.exp(e) - (grid - c) / (n - c))
+        out[a:a + _BOUND_BLOCK] = np.where(grid >= c, g, 0.0).max(1)
+    return out - 1e-12
 
 
 def _pruned_argmin(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray) -> tuple[int, float]:

@@ -78,3 +78,19 @@ def test_the_callers_thread_settings_are_given_back():
         torch.set_num_threads(before)
     with pytest.raises(ConfigError, match="threads=0: expected at least 1"):
         SpectralAnalyzer(threads=0)
+
+
+def test_cli_threads(tmp_path, capsys):
+    from weightspace.cli import main
+    from weightspace.io import save_checkpoint
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, _models(1)[0])
+    for threads in ("1", "2"):
+        args = ["analyze", str(path), "--out", str(tmp_path / threads), "--threads", threads, "--quiet", "--no-figures"]
+        assert main(args) == 0
+    assert (tmp_path / "1" / "details.csv").read_text() == (tmp_path / "2" / "details.csv").read_text()
+    capsys.readouterr()
+    assert main(["analyze", str(path), "--threads", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "threads=0: expected at least 1" in err

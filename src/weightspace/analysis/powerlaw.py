@@ -336,12 +336,15 @@ def fit_robust(
         Xf = X[fitted]
         if row_seeds is None:
             lo, hi = _bootstrap_interval(Xf, c, n_boot, level, seed)
-        else:  # rows are independent: in slices over the workers when there is enough to share
+        else:  # rows are independent: in slices of similar tail length (less padding), over the workers
             seeds = [row_seeds[b] for b in fitted]
-            pieces = on.n if len(fitted) * int((n - c).max()) * n_boot > _SPLIT_BOOT else 1
-            slices = np.array_split(np.arange(len(fitted)), min(pieces, len(fitted)))
+            pieces = max(on.n, 4) if len(fitted) * int((n - c).max()) * n_boot > _SPLIT_BOOT else 1
+            order = np.argsort(-c, kind="stable")  # shortest tails first
+            slices = np.array_split(order, min(pieces, len(fitted)))
             parts = on.map(lambda r: _bootstrap_interval(Xf[r], c[r], n_boot, level, seed, [seeds[i] for i in r]), slices)
-            lo, hi = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            lo, hi = np.empty(len(fitted)), np.empty(len(fitted))
+            for r, (a, b) in zip(slices, parts):
+                lo[r], hi[r] = a, b
         res["alpha_lo"][fitted], res["alpha_hi"][fitted] = lo, hi
     res["alpha_xmax"] = truncated_alpha(X, choice, res["xmax"])
     return res

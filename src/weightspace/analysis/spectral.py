@@ -367,13 +367,14 @@ def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> dict:
 
 
 def _per_model(mats: Tensor) -> Tensor:
-    """``[B, -1]``: each model's entries in some order — a view when ``mats`` is a permuted view of one
-    dense block per model (conv slices, the transposed Linear weights), where ``flatten`` would copy."""
-    order = sorted(range(mats.dim()), key=lambda d: -mats.stride(d))
-    dense = mats.permute(order)
-    if dense.is_contiguous() and (order[0] == 0 or mats.shape[0] == 1):
-        return dense.reshape(mats.shape[0], -1)
-    return mats.flatten(1)
+    """``[B, -1]``: each model's entries in some order — a view when each model's entries are one dense
+    block (conv slices and transposed Linear weights are permuted views of one; a zoo's models are
+    blocks of its [N, P] weights), where ``flatten`` would copy."""
+    order = [0] + sorted(range(1, mats.dim()), key=lambda d: -mats.stride(d))
+    try:
+        return mats.permute(order).view(mats.shape[0], -1)
+    except RuntimeError:  # not one dense block per model
+        return mats.flatten(1)
 
 
 def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:

@@ -9,7 +9,12 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from weightspace.analysis import SpectralAnalyzer
-from weightspace.analysis.eigen import LOOP_FROM, eigenvalues_as_ready, matrix_eigenvalues, workers
+from weightspace.analysis.eigen import (
+    LOOP_FROM,
+    eigenvalues_as_ready,
+    matrix_eigenvalues,
+    workers,
+)
 from weightspace.errors import ConfigError
 
 
@@ -32,7 +37,7 @@ def _zoo(n):
     return [{"l1.weight": _heavy(48, 32, seed=s), "l2.weight": _heavy(10, 48, seed=s + 1)} for s in range(0, 2 * n, 2)]
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(fit="ww"), dict(mp_fit=True, randomize=True, precision="float64")])
+@pytest.mark.parametrize("kw", [{}, {"fit": "ww"}, {"mp_fit": True, "randomize": True, "precision": "float64"}])
 @pytest.mark.parametrize("models", [_models(3), _zoo(64)], ids=["mixed", "zoo"])
 def test_threads_give_the_one_thread_result_bit_for_bit(kw, models):
     from weightspace.space import WeightSpace

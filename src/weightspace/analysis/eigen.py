@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import torch
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 LOOP_FROM = 256  # matrices with at least this many columns are decomposed one by one
@@ -31,8 +32,6 @@ _controller_lock = threading.Lock()
 def single_threaded():
     """BLAS (every OpenBLAS/MKL that threadpoolctl finds) and torch at one thread; restored on exit."""
     global _controller
-    from threadpoolctl import ThreadpoolController
-
     with _controller_lock:  # finding the loaded BLAS libraries takes ~5-10 ms: once per process
         if _controller is None:
             _controller = ThreadpoolController()
@@ -80,12 +79,15 @@ class Workers:
         return [fn(i) for i in items] if self.pool is None else list(self.pool.map(fn, items))
 
 
+SERIAL = Workers(1)
+
+
 @contextlib.contextmanager
 def workers(threads: int):
     """:class:`Workers` for ``threads`` threads, with BLAS and torch single-threaded meanwhile."""
     with single_threaded():
         if threads <= 1:
-            yield Workers(1)
+            yield SERIAL
         else:
             with ThreadPoolExecutor(threads) as pool:
                 yield Workers(threads, pool)
@@ -101,7 +103,7 @@ def _count(part) -> int:
 
 
 def eigenvalues_as_ready(
-    groups: Sequence[Sequence], method: str = "gram", dtype=np.float64, on: Workers = Workers(1),
+    groups: Sequence[Sequence], method: str = "gram", dtype=np.float64, on: Workers = SERIAL,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Per group (parts ``[K_i, r, c]`` of one shape), ``(g, eigenvalues [ΣK_i, c])``, parts in order,
     yielded as each group is finished, so that the caller can work on it while the pool goes on.

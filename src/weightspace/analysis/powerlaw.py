@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .eigen import Workers
+from .eigen import SERIAL, Workers
 
 EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH: eigenvalues at or below it are not fitted
 SMALL_N = 20  # WeightWatcher's SMALL_N_CUTOFF
@@ -298,7 +298,7 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
 
 def fit_robust(
     spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0,
-    rel_floor: float = 0.0, row_seeds: list | None = None, on: Workers = Workers(1),
+    rel_floor: float = 0.0, row_seeds: list | None = None, on: Workers = SERIAL,
 ) -> dict[str, np.ndarray]:
     """Bias-corrected power-law fit with a tail floor, an xmax-aware α and a bootstrap interval.
 

@@ -423,7 +423,7 @@ def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator, pool: dict[in
     the permutation is the costly part (cache misses of Fisher–Yates), applying it one ``gather``.
     The permutations are drawn here, in order (seeded); the gathers run where the matrices are used.
     """
-    b, S, r, c = mats.shape
+    _, S, r, c = mats.shape
     n, k = r * c, S * reps
     perms = [] if pool is None else pool.setdefault(n, [])
     while len(perms) < k:
@@ -450,7 +450,7 @@ class Shuffled:
 
     def rows(self, a: int, z: int) -> Tensor:
         """Matrices a..z of the flat ``[b·S·reps, r, c]`` stack, and only those."""
-        b, k, r, c = self.shape
+        _, k, r, c = self.shape
         if z - a == 1:  # one (large) matrix: no copy of its permutation
             i, j = divmod(a, k)
             return self.mats[i, j // self.reps].reshape(-1)[self.perms[j]].reshape(1, r, c)

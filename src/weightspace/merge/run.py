@@ -16,7 +16,8 @@ from ..io import save_checkpoint
 from ..symmetry import permute
 from ..task import Task
 from ..zoo import Zoo
-from ..zoo.build import task_for_zoo
+from ..zoo.build import task_for_zoo, zoo_activation
+from ..zoo.train import with_activation
 from .api import merge_state_dicts
 from .batchnorm import has_batchnorm, recompute_batchnorm
 from .interpolation import barrier, interpolation_curve
@@ -59,13 +60,17 @@ def merge_from_config(config: str | Path, out: str | Path) -> Path:
     return _write(out, merged, {"command": "merge", **cfg.to_dict()})
 
 
-def _context(a: LoadedModel, zoo_dir: str | None, need_data: bool):
+def _context(a: LoadedModel, b: LoadedModel, zoo_dir: str | None, need_data: bool):
     """The architecture (and task, when data is needed) for two models: from --zoo, else A's zoo or
-    file metadata."""
+    file metadata; the activation is the one the zoo's models among A and B (else all of them) trained with."""
     zoo = Zoo.open(zoo_dir) if zoo_dir else a.zoo
     if zoo is not None:
-        task = task_for_zoo(zoo) if need_data else None
-        return (task.arch if task else None) or _arch_of(zoo), zoo.space, task
+        ids = [m.model_id for m in (a, b) if m.zoo is not None and m.zoo.root == zoo.root]
+        index = zoo.index("model_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)) if ids else None
+        if need_data:
+            task = task_for_zoo(zoo, index)
+            return task.arch, zoo.space, task
+        return with_activation(_arch_of(zoo), zoo_activation(zoo, index)), zoo.space, None
     if need_data:
         raise ConfigError("this needs data: give --zoo DIR (its data set and architecture) or models as ZOO_DIR::ID")
     if a.layout is None:
@@ -82,7 +87,7 @@ def _arch_of(zoo: Zoo):
 
 def _pair(a_ref: str, b_ref: str, zoo_dir: str | None, need_data: bool):
     a, b = load_model(a_ref), load_model(b_ref)
-    arch, space, task = _context(a, zoo_dir, need_data)
+    arch, space, task = _context(a, b, zoo_dir, need_data)
     try:
         wa, wb = space.flatten(a.state_dict), space.flatten(b.state_dict)
     except LayoutError as e:
@@ -142,10 +147,10 @@ def soup_zoo(zoo_dir: str, out: str | Path, *, kind: str = "uniform", strict: bo
     """``weightspace soup ZOO``: a uniform, greedy (held-out = the zoo's validation split) or learned
     soup of the zoo's models; BatchNorm statistics recomputed on the training split."""
     zoo = Zoo.open(zoo_dir)
-    task = task_for_zoo(zoo)
     weights, index = zoo.load(where)
     if len(weights) == 0:
         raise ConfigError(f"zoo {zoo_dir}: no models match --where {where!r}")
+    task = task_for_zoo(zoo, index)
     x_train = task.dataset.split("train")[0]
     bn = has_batchnorm(task.arch)
     fix = (lambda w: recompute_batchnorm(task.arch, w, x_train)) if bn else None

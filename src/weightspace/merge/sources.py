@@ -32,6 +32,8 @@ from ..nets import Architecture, build_architecture
 from ..safe_input import read_yaml
 from ..space import StateDict, WeightSpace
 from ..zoo import Zoo
+from ..zoo.build import zoo_activation
+from ..zoo.train import with_activation
 from .registry import PER_MODEL, get_method
 
 CONFIG_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "seed"}
@@ -58,6 +60,7 @@ class LoadedModel:
     zoo: Zoo | None = None
     architecture: Architecture | None = None
     layout: WeightSpace | None = None
+    model_id: str | None = None  # its id in ``zoo``
 
 
 def _ref_string(ref) -> str:
@@ -76,9 +79,11 @@ def load_model(ref) -> LoadedModel:
     if "::" in ref and not Path(ref).exists():
         root, _, model_id = ref.rpartition("::")
         zoo = Zoo.open(root)
-        weights, _ = zoo.load(ids=[model_id])
-        arch = build_architecture(zoo.info["architecture"]) if zoo.info.get("architecture") else None
-        return LoadedModel(ref, zoo.space.unflatten(weights[0]), zoo, arch, zoo.space)
+        weights, rows = zoo.load(ids=[model_id])
+        arch = None
+        if zoo.info.get("architecture"):
+            arch = with_activation(build_architecture(zoo.info["architecture"]), zoo_activation(zoo, rows))
+        return LoadedModel(ref, zoo.space.unflatten(weights[0]), zoo, arch, zoo.space, model_id)
     path = Path(ref)
     state_dict, meta = load_weights(path)
     arch = layout = None

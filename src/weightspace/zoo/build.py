@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+import pandas as pd
 import torch
 import yaml
 from torch import Tensor
@@ -14,12 +15,12 @@ from torch import Tensor
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, LayoutError, ZooError
 from ..io import load_weights
-from ..nets import Architecture, build_architecture
+from ..nets import ACTIVATIONS, Architecture, build_architecture
 from ..parallel import resolve_backend
 from ..task import Task
 from .config import population, read_config, resolve_config
-from .store import Zoo
-from .train import TrainConfig, train_population
+from .store import INDEX, Zoo
+from .train import TrainConfig, train_population, with_activation
 
 
 def architecture_for(arch_cfg: Mapping, dataset: Dataset) -> Architecture:
@@ -119,8 +120,30 @@ def _appended_config(zoo: Zoo, cfg: Mapping, runs) -> dict | None:
     return {"config": ours}
 
 
-def task_for_zoo(zoo: Zoo) -> Task:
-    """The zoo's data set (same split and normalisation) and architecture, rebuilt from what it recorded."""
+def zoo_activation(zoo: Zoo, index: pd.DataFrame | None = None) -> str | None:
+    """The one activation the models of ``index`` (default: the whole zoo) trained with, as their
+    records say; None when none records one.
+
+    Runs of one zoo may each draw an activation (the layout is the same), so the zoo's architecture
+    alone does not say what function a model computes: models of several activations cannot share
+    one evaluation, and asking for one is an error naming them.
+    """
+    index = zoo.index() if index is None else index
+    if "hp_activation" not in index:
+        return None
+    found = sorted({a for a in index["hp_activation"] if isinstance(a, str)})
+    unknown = [a for a in found if a not in ACTIVATIONS]
+    if unknown:
+        raise ZooError(f"{zoo.root / INDEX}: hparams.activation {unknown[0]!r} is not one of {sorted(ACTIVATIONS)}")
+    if len(found) > 1:
+        raise ZooError(f"zoo {zoo.root}: these models trained with different activations {found}; evaluate one at a "
+                       "time, e.g. --where \"json_extract(hparams, '$.activation') = '" + found[0] + "'\"")
+    return found[0] if found else None
+
+
+def task_for_zoo(zoo: Zoo, index: pd.DataFrame | None = None) -> Task:
+    """The zoo's data set (same split and normalisation) and architecture, rebuilt from what it
+    recorded, with the activation the models of ``index`` (default: all) trained with."""
     info = zoo.info.get("task") or {}
     options = info.get("options", {})
     if not isinstance(options, dict):
@@ -129,6 +152,7 @@ def task_for_zoo(zoo: Zoo) -> Task:
         arch = build_architecture(zoo.info.get("architecture") or {})
         if arch.space.entries != zoo.space.entries:
             raise LayoutError(f"architecture '{arch.name}' does not have the zoo's layout '{zoo.space.name}'")
+        arch = with_activation(arch, zoo_activation(zoo, index))
         return Task(load_dataset(info.get("name"), **options), arch)
     except (ConfigError, LayoutError) as e:  # what zoo.json records, not what the user typed
         raise ZooError(f"{zoo.root / 'zoo.json'}: {e}") from None

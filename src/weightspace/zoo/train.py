@@ -248,9 +248,16 @@ def run_architecture(arch: Architecture, hparams: HParams) -> Architecture:
     The activation has no weights, so every run of a zoo shares one layout; the zoo's index
     records each run's activation (``hp_activation``).
     """
-    if hparams.activation is None or hparams.activation == getattr(arch, "activation", None):
+    return with_activation(arch, hparams.activation)
+
+
+def with_activation(arch: Architecture, activation: str | None) -> Architecture:
+    """``arch`` computing with ``activation`` (None or its own: ``arch`` itself)."""
+    if activation is None or activation == getattr(arch, "activation", None):
         return arch
-    return dataclasses.replace(arch, activation=hparams.activation)
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    return dataclasses.replace(arch, activation=activation)
 
 
 def plan_chunks(arch: Architecture, runs: Sequence[Run], have: set[str], steps_per_epoch: int, config: TrainConfig

@@ -99,3 +99,37 @@ def test_cli_threads(tmp_path, capsys):
     assert main(["analyze", str(path), "--threads", "0", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "threads=0: expected at least 1" in err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_symmetric_eigenvalues_equal_scipy_and_let_the_gil_go(dtype):
+    import threading
+    import time
+
+    import scipy.linalg
+
+    from weightspace.analysis.eigen import _lapacke_syevd, symmetric_eigenvalues
+
+    rng = np.random.default_rng(0)
+    for n in (9, 64, 300):
+        w = rng.standard_normal((n + 5, n)).astype(dtype)
+        gram = (w + w**3 / 4).T @ (w + w**3 / 4)
+        want = scipy.linalg.eigh(gram, eigvals_only=True, driver="evd", check_finite=False)
+        before = gram.copy()
+        np.testing.assert_array_equal(symmetric_eigenvalues(gram), want)
+        np.testing.assert_array_equal(gram, before)  # the caller's matrix is left alone
+    if not _lapacke_syevd():
+        pytest.skip("this SciPy has no bundled OpenBLAS: its own wrapper is used")
+    big = rng.standard_normal((1500, 1500)).astype(np.float32)
+    big = big.T @ big
+    start = time.perf_counter()
+    symmetric_eigenvalues(big)
+    alone = time.perf_counter() - start
+    worker = threading.Thread(target=symmetric_eigenvalues, args=(big,))
+    gaps, last = [], time.perf_counter()
+    worker.start()
+    while worker.is_alive():  # pure Python: stalls for a whole call if the worker holds the GIL
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    assert max(gaps) < alone / 2, (max(gaps), alone)

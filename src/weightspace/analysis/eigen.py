@@ -1,7 +1,8 @@
 """Eigenvalues of WᵀW for many stacks of matrices, spread over a pool of threads.
 
-The decompositions of different matrices are independent, and LAPACK, BLAS and torch release the GIL,
-so ``threads`` workers run ``threads`` decompositions at once. Each one runs single-threaded (BLAS
+The decompositions of different matrices are independent, and BLAS, torch and LAPACK (called so that
+it releases the GIL: :func:`symmetric_eigenvalues`) let other threads run meanwhile, so ``threads``
+workers run ``threads`` decompositions at once. Each one runs single-threaded (BLAS
 limited to one thread, torch to one intra-op thread, for the duration of the call; the caller's
 settings are given back), so every matrix goes through the same arithmetic whatever the number of
 workers: the eigenvalues are bit for bit those of a one-thread run.
@@ -10,10 +11,12 @@ workers: the eigenvalues are bit for bit those of a one-thread run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.linalg
@@ -60,12 +63,61 @@ def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np
         t = torch.from_numpy(np.ascontiguousarray(x))  # torch's batched LAPACK: 1.2-1.5x numpy's or a loop here
         return np.clip(torch.linalg.eigvalsh(t.mT @ t).numpy(), 0.0, None).astype(np.float64)
     # Large ones one at a time: WᵀW of a 2-D array is BLAS's symmetric rank-k update (half a product),
-    # and SciPy's divide-and-conquer solver is ~1.5x faster than numpy's eigvalsh here.
+    # and SciPy's OpenBLAS divide-and-conquer solver is ~1.5x faster than numpy's eigvalsh here.
     out = np.empty((K, c))
     for k in range(K):
-        gram = x[k].T @ x[k]
-        out[k] = scipy.linalg.eigh(gram, eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False)
+        out[k] = symmetric_eigenvalues(x[k].T @ x[k])
     return np.clip(out, 0.0, None)
+
+
+def symmetric_eigenvalues(a: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a symmetric matrix from its lower triangle: ``scipy.linalg.eigh(a, driver="evd",
+    eigvals_only=True)``, bit for bit, and without holding the GIL.
+
+    SciPy's LAPACK wrapper holds the GIL through the call, so threads decomposing matrices would take
+    turns. Where SciPy bundles OpenBLAS, its LAPACKE ``?syevd`` (the same routine of the same library)
+    is called through ctypes, which lets the GIL go; elsewhere SciPy's wrapper is used.
+    """
+    fn = _lapacke_syevd().get(a.dtype)
+    if fn is None:
+        return scipy.linalg.eigh(a, eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False)
+    f = np.asfortranarray(a)  # as SciPy hands it to LAPACK: column-major, lower triangle
+    if f is a:
+        f = f.copy()  # LAPACK overwrites it
+    n = f.shape[0]
+    w = np.empty(n, dtype=f.dtype)
+    info = fn(_COL_MAJOR, b"N", b"L", n, f.ctypes.data, n, w.ctypes.data)
+    if info != 0:  # not converged (NaN entries are filtered out before): SciPy's error message
+        return scipy.linalg.eigh(a, eigvals_only=True, driver="evd", check_finite=False)
+    return w
+
+
+_COL_MAJOR = 102
+_lapacke = None
+
+
+def _lapacke_syevd() -> dict:
+    """``{dtype: LAPACKE_?syevd}`` from SciPy's bundled OpenBLAS, or ``{}`` when it has none."""
+    global _lapacke
+    with _controller_lock:
+        if _lapacke is None:
+            _lapacke = {}
+            libs = Path(scipy.__file__).parent.parent / "scipy.libs"
+            for info in ThreadpoolController().info():
+                if info.get("internal_api") != "openblas" or Path(info["filepath"]).parent != libs:
+                    continue
+                try:
+                    lib = ctypes.CDLL(info["filepath"])
+                    for dtype, name in ((np.float32, "scipy_LAPACKE_ssyevd"), (np.float64, "scipy_LAPACKE_dsyevd")):
+                        fn = getattr(lib, name)
+                        fn.restype = ctypes.c_int
+                        fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, ctypes.c_int, ctypes.c_void_p,
+                                       ctypes.c_int, ctypes.c_void_p]
+                        _lapacke[np.dtype(dtype)] = fn
+                except (OSError, AttributeError):  # another build of SciPy: keep its wrapper
+                    _lapacke = {}
+                break
+    return _lapacke
 
 
 @dataclass(frozen=True)

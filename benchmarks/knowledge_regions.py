@@ -4,8 +4,10 @@ One CNN trained on Fashion-MNIST (14×14) is fine-tuned on 9 derived tasks in 3 
 Fashion subsets, binary Fashion groupings, digit subsets), 5 seeds each; one more task per family
 is held out and fine-tuned, same seeds and budget, from the base (what users do today) and from the
 centroid of its family's fine-tunes. Reported: k-means ARI, silhouette and intra/inter distance
-ratio by task (target ARI ≥ 0.95) and by family; accuracy of 32 convex combinations of each task's
-fine-tunes against the fine-tunes; centroid-start against base-start accuracy per held-out task.
+ratio by task (target ARI ≥ 0.95) and by family; per task, the gap to the nearest other task over
+the seed-to-seed spread; accuracy of 32 convex combinations of each task's fine-tunes against the
+fine-tunes; centroid-start against base-start accuracy per held-out task: before fine-tuning, at
+the first checkpoint, at the end (mean, and per seed).
 
 Usage: python benchmarks/knowledge_regions.py [--out runs/regions] [--seed 0]
 Last line: one JSON object with the figures.
@@ -25,6 +27,14 @@ from weightspace.analysis.region_figures import save_region_figures
 from weightspace.analysis.regions import KnowledgeRegions, build_regions
 
 
+def first_checkpoint(curve: pd.DataFrame) -> dict:
+    """Mean test accuracy per held-out task and start at the first checkpoint after step 0."""
+    early = curve[curve["step"] == curve.loc[curve["step"] > 0, "step"].min()]
+    acc = early.groupby(["task", "start"])["test_acc"].mean().round(4)
+    return {"step": int(early["step"].iloc[0]),
+            **{t: acc[t].to_dict() for t in acc.index.get_level_values(0).unique()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/regions")
@@ -39,10 +49,17 @@ def main() -> None:
     analyse_s = time.perf_counter() - t
     save_region_figures(res, os.path.join(args.out, "regions-by-task"))
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        for name in ("metrics_", "interior_", "starts_"):
+        for name in ("metrics_", "separation_", "interior_", "starts_"):
             print(f"{name}\n{getattr(res, name).round(4).to_string(index=False)}")
+        curve = res.start_curve_.pivot_table(index=["task", "step"], columns="start", values="test_acc",
+                                             aggfunc=["mean", "min", "max"])
+        print(f"held-out test accuracy by step (over seeds)\n{curve.round(4).to_string()}")
+        c = res.start_curve_
+        final = c.loc[c.groupby(["task", "start", "seed"])["step"].idxmax()]
+        print("held-out final test accuracy per seed\n"
+              + final.pivot_table(index=["task", "seed"], columns="start", values="test_acc").round(4).to_string())
     m = res.metrics_.set_index("by")
-    inter, starts = res.interior_, res.starts_
+    inter, starts, sep = res.interior_, res.starts_, res.separation_
     out = {
         "models": int(m.loc["task", "models"]), "tasks": int(m.loc["task", "groups"]),
         "families": int(m.loc["family", "groups"]),
@@ -56,10 +73,17 @@ def main() -> None:
         "interior_acc_mean": round(float(inter["interior_acc_mean"].mean()), 4),
         "interior_minus_member_per_task": dict(zip(inter["task"], (inter["interior_acc_mean"]
                                                                    - inter["member_acc_mean"]).round(4))),
+        "separation_min_ratio": round(float(sep["ratio"].min()), 4),
+        "separation_min_task": str(sep.loc[sep["ratio"].idxmin(), "group"]),
         "interior_at_least_member_min": round(float(inter["interior_at_least_member_min"].mean()), 4),
         "centroid_start_acc": dict(zip(starts["task"], starts["centroid_start_acc"].round(4))),
         "base_start_acc": dict(zip(starts["task"], starts["base_start_acc"].round(4))),
         "centroid_wins": int((starts["centroid_minus_base"] > 0).sum()), "held_out_tasks": len(starts),
+        "centroid_wins_seeds": dict(zip(starts["task"], starts["centroid_wins"].astype(int))),
+        "ties_seeds": dict(zip(starts["task"], starts["ties"].astype(int))),
+        "base_acc_before": dict(zip(starts["task"], starts["base_acc_before"].round(4))),
+        "centroid_acc_before": dict(zip(starts["task"], starts["centroid_acc_before"].round(4))),
+        "first_checkpoint_acc": first_checkpoint(res.start_curve_),
         "centroid_minus_base_mean": round(float(starts["centroid_minus_base"].mean()), 4),
         "centroid_over_base_ratio": round(float((starts["centroid_start_acc"] / starts["base_start_acc"]).mean()), 4),
         "build_s": round(build_s, 1), "analyse_s": round(analyse_s, 1), "seed": args.seed,

@@ -11,7 +11,9 @@ from weightspace.analysis.regions import (
     convex_combinations,
     derived_dataset,
     embed,
+    group_separation,
     region_table,
+    resolve_regions_config,
 )
 from weightspace.data import load_digits
 from weightspace.errors import ConfigError
@@ -41,6 +43,36 @@ def test_intra_inter_ratio_is_exact_on_a_square():
     x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     m = cluster_metrics(x, ["a", "a", "b", "b"])
     assert m["intra_inter_ratio"] == pytest.approx(1 / ((1 + 2**0.5) / 2))
+
+
+def test_group_separation_is_exact_on_a_line():
+    # Pairs of points at 0,1 / 10,11 / 100,101: each pair's spread is 1; a's nearest is b at mean
+    # distance (10 + 11 + 9 + 10) / 4 = 10, c's nearest is b at 90.
+    x = torch.tensor([[0.0], [1.0], [10.0], [11.0], [100.0], [101.0]])
+    sep = group_separation(x, ["a", "a", "b", "b", "c", "c"]).set_index("group")
+    assert sep["within"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert sep["nearest"].tolist() == ["b", "a", "b"]
+    assert sep["between"].tolist() == pytest.approx([10.0, 10.0, 90.0])
+    assert sep["ratio"].tolist() == pytest.approx([10.0, 10.0, 90.0]) and sep["members"].tolist() == [2, 2, 2]
+
+
+def test_group_separation_near_one_when_labels_share_a_cloud():
+    x, _ = _blobs(1.0, centres=1, per=200)
+    halves = np.repeat(["a", "b"], 100)
+    assert group_separation(x, halves)["ratio"].between(0.9, 1.1).all()
+    blobs, blob_labels = _blobs(0.1)
+    assert (group_separation(blobs, blob_labels)["ratio"] > 20).all()
+
+
+def test_nested_tasks_on_one_data_set_are_rejected():
+    nested = {**TINY, "tasks": TINY["tasks"] + [{"name": "low-pair", "family": "binary", "classes": [[0], [1]]}]}
+    with pytest.raises(ConfigError, match="'low-pair' is 'low' restricted"):
+        resolve_regions_config(nested)
+    regrouped = {**TINY, "tasks": TINY["tasks"] + [{"name": "low-3", "family": "binary", "classes": [[0, 1], [2]]}]}
+    assert len(resolve_regions_config(regrouped)["tasks"]) == 6  # a different grouping is another task
+    other_data = {"name": "low-pair", "family": "binary", "classes": [[0], [1]],
+                  "dataset": {"name": "digits", "seed": 1}}
+    assert len(resolve_regions_config({**TINY, "tasks": TINY["tasks"] + [other_data]})["tasks"]) == 6
 
 
 def test_convex_combinations_stay_in_the_hull():
@@ -101,10 +133,17 @@ def test_regions_build_and_analysis_end_to_end(tmp_path):
     assert len(again) == len(zoo)
     res = KnowledgeRegions(by="task", embeddings=("pca",), interior_samples=8).fit(zoo)
     assert list(res.metrics_["by"]) == ["task", "family"]
+    assert sorted(res.separation_["group"]) == ["high", "low", "parity", "small"]
     assert res.metrics_.set_index("by").loc["task", "groups"] == 4  # the held-out task is not a region
     assert set(res.interior_["task"]) == {"low", "high", "parity", "small"}
     assert (res.interior_["member_acc_mean"] > 0.5).all()
     assert list(res.starts_["task"]) == ["mid"] and res.starts_["seeds"].iloc[0] == 3
+    starts = res.starts_.iloc[0]
+    assert starts["centroid_wins"] + starts["ties"] <= 3 and np.isnan(starts["base_acc_before"])  # no step 0 saved
+    curve = res.start_curve_
+    assert len(curve) == 6 and set(curve["start"]) == {"base", "centroid"}  # 2 starts x 3 seeds, final only
+    final = curve.groupby("start")["test_acc"].mean()
+    assert final["centroid"] - final["base"] == pytest.approx(starts["centroid_minus_base"])
     with pytest.raises(ConfigError, match="--by 'colour'"):
         KnowledgeRegions(by="colour").fit(zoo)
 

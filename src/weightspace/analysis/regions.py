@@ -83,6 +83,7 @@ def resolve_regions_config(raw: Mapping) -> dict:
     for t in tasks:
         if not {"name", "family", "classes"} <= set(t):
             raise ConfigError(f"tasks: task {t.get('name')!r} needs name, family and classes; got {sorted(t)}")
+    _reject_nested_tasks(tasks, raw["base"].get("dataset"))
     held_out = list(raw.get("held_out") or [])
     families = {t["family"] for t in tasks}
     for h in held_out:
@@ -101,6 +102,27 @@ def resolve_regions_config(raw: Mapping) -> dict:
             "held_out": held_out, "families": sorted(families),
             "finetune": {"seeds": int(ft.get("seeds", 4)), "hparams": dict(ft.get("hparams") or {}),
                          "training": dict(ft.get("training") or {})}}
+
+
+def _reject_nested_tasks(tasks: Sequence[Mapping], base_dataset) -> None:
+    """Two tasks on one data set where every (class, label) pair of one is also a pair of the other
+    are one objective on nested data, not two data sets: their fine-tunes land together (on
+    ``regions-fashion``, trouser-vs-dress inside trouser/dress/bag merged under k-means), so a
+    clustering "by data set" cannot separate them. Rejected, naming both tasks."""
+    def pairs(t):
+        try:
+            return frozenset((int(c), int(g[0])) for g in t["classes"] for c in g)
+        except (TypeError, ValueError, IndexError):
+            raise ConfigError(f"tasks: task {t['name']!r}: classes must be lists of label ids, "
+                              f"got {t['classes']!r}") from None
+
+    keyed = [(json.dumps(t.get("dataset") or base_dataset, sort_keys=True), pairs(t), t["name"]) for t in tasks]
+    for i, (data_a, a, name_a) in enumerate(keyed):
+        for data_b, b, name_b in keyed[i + 1:]:
+            if data_a == data_b and (a <= b or b <= a):
+                small, big = (name_a, name_b) if a <= b else (name_b, name_a)
+                raise ConfigError(f"tasks: {small!r} is {big!r} restricted to fewer classes (same data set, "
+                                  f"same labels); give one of them a different grouping or data set")
 
 
 class _Tagged:
@@ -225,6 +247,26 @@ def cluster_metrics(x: Tensor, labels: Sequence, seed: int = 0) -> dict[str, flo
             "groups": len(uniques), "models": len(codes), "seed": seed}
 
 
+def group_separation(x: Tensor, labels: Sequence) -> pd.DataFrame:
+    """Per label: mean distance between its rows (``within``), the label whose rows are nearest on
+    average (``nearest``, at mean distance ``between``), and ``between / within``. A ratio near 1
+    means seed-to-seed spread is as large as the gap to another label's region, so no clustering
+    can be expected to tell the two apart."""
+    codes, uniques = pd.factorize(np.asarray(labels))
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(codes), len(uniques)).double()
+    sums = onehot.T @ pairwise_distances(x) @ onehot  # [G, G] sums of distances between label blocks
+    n = onehot.sum(0)
+    pairs = n[:, None] * n[None, :] - torch.diag(n)  # ordered pairs, self-pairs excluded inside a label
+    mean = sums / pairs
+    within = mean.diagonal().clone()
+    between = mean + torch.diag(torch.full_like(within, float("inf")))
+    nearest = between.argmin(1)
+    gap = between.gather(1, nearest[:, None])[:, 0]
+    return pd.DataFrame({"group": uniques, "members": n.long().numpy(), "within": within.numpy(),
+                         "nearest": uniques[nearest.numpy()], "between": gap.numpy(),
+                         "ratio": (gap / within).numpy()})
+
+
 def embed(x: Tensor, method: str, seed: int = 0) -> np.ndarray:
     """2-D embedding of the rows of ``x``: PCA, t-SNE or UMAP (umap-learn)."""
     xn = x.double().numpy()
@@ -263,9 +305,12 @@ class KnowledgeRegions:
 
     ``by``: the index column whose values are the regions (``task``, ``family``, or any other).
     Uses each run's last checkpoint. After :meth:`fit`: ``metrics_`` (one row per grouping),
+    ``separation_`` (per region of ``by``: seed spread against the gap to the nearest other region),
     ``embedding_`` (x, y per model and method), ``interior_`` (per region whose members share one
-    task: members' against convex combinations' accuracy), ``starts_`` (held-out tasks: base vs
-    centroid start).
+    task: members' against convex combinations' accuracy), ``starts_`` (held-out tasks: final accuracy
+    from the base and from the centroid, seeds where the centroid start wins, paired by seed, and
+    each start's own accuracy before fine-tuning when step 0 was saved), ``start_curve_`` (every
+    held-out checkpoint: start, seed, step, test accuracy).
     """
 
     by: str = "task"
@@ -285,6 +330,7 @@ class KnowledgeRegions:
         groupings = [self.by] + [c for c in ("task", "family") if c in final and c != self.by]
         self.metrics_ = pd.DataFrame([{"by": c, **cluster_metrics(x, final[c].to_numpy(), self.seed)}
                                       for c in groupings])
+        self.separation_ = group_separation(x, final[self.by].to_numpy())
         rows = []
         for method in self.embeddings:
             xy = embed(x, method, self.seed)
@@ -293,7 +339,7 @@ class KnowledgeRegions:
                                       **{c: final[c].to_numpy() for c in groupings}}))
         self.embedding_ = pd.concat(rows, ignore_index=True)
         self.interior_ = self._interior(zoo, w, final)
-        self.starts_ = self._starts(table)
+        self.starts_, self.start_curve_ = self._starts(table)
         return self
 
     def _interior(self, zoo, w, final) -> pd.DataFrame:
@@ -316,12 +362,22 @@ class KnowledgeRegions:
         return pd.DataFrame(rows)
 
     @staticmethod
-    def _starts(table) -> pd.DataFrame:
+    def _starts(table) -> tuple[pd.DataFrame, pd.DataFrame]:
         if "role" not in table or not (table["role"] == "held-out").any():
-            return pd.DataFrame()
-        held = final_checkpoints(table[table["role"] == "held-out"])
-        acc = held.pivot_table(index=["family", "task"], columns="start", values="test_acc", aggfunc="mean")
+            return pd.DataFrame(), pd.DataFrame()
+        keys = ["family", "task"]
+        held = table[table["role"] == "held-out"]
+        curve = held[[*keys, "start", "seed", "step", "test_acc"]].sort_values([*keys, "start", "seed", "step"])
+        final = final_checkpoints(held)
+        acc = final.pivot_table(index=keys, columns="start", values="test_acc", aggfunc="mean")
         acc["centroid_minus_base"] = acc["centroid"] - acc["base"]
-        acc["seeds"] = held.groupby(["family", "task"])["run_id"].nunique() // 2
-        return acc.reset_index().rename(columns={"base": "base_start_acc", "centroid": "centroid_start_acc"})
-
+        paired = final.pivot_table(index=[*keys, "seed"], columns="start", values="test_acc")
+        acc["centroid_wins"] = (paired["centroid"] > paired["base"]).groupby(level=keys).sum()
+        acc["ties"] = (paired["centroid"] == paired["base"]).groupby(level=keys).sum()
+        acc["seeds"] = paired.groupby(level=keys).size()
+        before = held[held["step"] == 0].pivot_table(index=keys, columns="start", values="test_acc", aggfunc="mean")
+        for start in ("base", "centroid"):  # the starting point's own accuracy, when step 0 was saved
+            acc[f"{start}_acc_before"] = before.get(start, np.nan)
+        starts = acc.reset_index().rename(columns={"base": "base_start_acc", "centroid": "centroid_start_acc"})
+        starts.columns.name = None
+        return starts, curve.reset_index(drop=True)

@@ -80,12 +80,12 @@ def _regions(args) -> None:
     res = KnowledgeRegions(by=args.by, embeddings=methods, interior_samples=args.samples, seed=args.seed).fit(zoo)
     out = Path(args.out)  # claimed for this command by weightspace.cli.main
     tables = {"metrics": res.metrics_, "embedding": res.embedding_, "interior": res.interior_,
-              "starts": res.starts_}
+              "starts": res.starts_, "start_curve": res.start_curve_, "separation": res.separation_}
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False)
     save_region_figures(res, out)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        for name in ("metrics", "interior", "starts"):
+        for name in ("metrics", "separation", "interior", "starts"):
             if len(tables[name]):
                 print(f"\n{name}:\n{tables[name].round(4).to_string(index=False)}")
     print(f"\ntables and figures → {out}  ({time.perf_counter() - start:.1f} s)")

@@ -228,7 +228,7 @@ def test_shuffle_is_a_uniform_permutation_of_each_matrix():
 
     gen = torch.Generator().manual_seed(0)
     mats = torch.arange(4.0).reshape(1, 1, 2, 2)
-    out = shuffle_entries(mats, 2400, gen).reshape(2400, 4)  # 2400 replicas of one 2x2 matrix
+    out = shuffle_entries(mats, 2400, gen).materialise().reshape(2400, 4)  # 2400 replicas of one 2x2 matrix
     assert (out.sort(1).values == torch.arange(4.0)).all()  # each a permutation of the entries
     codes = (out.long() * torch.tensor([64, 16, 4, 1])).sum(1)
     counts = np.bincount(np.unique(codes.numpy(), return_inverse=True)[1])
@@ -236,9 +236,12 @@ def test_shuffle_is_a_uniform_permutation_of_each_matrix():
     # a zoo's models and a same-size layer reuse the draws; slices of one spectrum never share one
     zoo = torch.randn(3, 2, 5, 4, generator=gen)
     pool = {}
-    first = shuffle_entries(zoo, 1, gen, pool)
-    again = shuffle_entries(zoo[:1], 1, gen, pool)
+    lazy = shuffle_entries(zoo, 1, gen, pool)
+    first = lazy.materialise()
+    again = shuffle_entries(zoo[:1], 1, gen, pool).materialise()
     assert torch.equal(first[:1], again)
+    assert all(torch.equal(lazy.rows(i, i + 1)[0], first.flatten(0, 1)[i]) for i in range(6))  # one at a time
+    assert torch.equal(lazy.rows(1, 5), first.flatten(0, 1)[1:5])
     assert torch.equal(first.flatten(2).sort(2).values, zoo.flatten(2).sort(2).values)
     perms = [(first[0, s].flatten()[:, None] == zoo[0, s].flatten()[None, :]).nonzero()[:, 1] for s in range(2)]
     assert not torch.equal(perms[0], perms[1])

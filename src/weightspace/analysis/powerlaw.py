@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .eigen import SERIAL, Workers
+
 EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH: eigenvalues at or below it are not fitted
 SMALL_N = 20  # WeightWatcher's SMALL_N_CUTOFF
 SMALL_N_MIN_TAIL = 8
 DENSE_LIMIT = 256  # longest spectrum whose D matrix is built whole
 _PRUNED_BLOCK = 32  # candidates whose exact D is computed per step of the pruned search
 _GRID = 128
+_BOUND_BLOCK = 64  # candidates per block of the lower bound
 _BLOCK = 1 << 22  # elements per evaluated block
+_SPLIT_BOOT = 1 << 18  # bootstrap draws above which the rows are spread over the workers
 
 
 def _prepare(spectra: list[np.ndarray], rel_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -72,33 +76,49 @@ def _candidates(X: np.ndarray, first: np.ndarray, bias_corrected: bool):
 
 
 def _ks(X: np.ndarray, alpha: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Exact KS distance of candidates (rows[k], cols[k]): max over the tail, as WeightWatcher writes it."""
+    """Exact KS distance of candidates (rows[k], cols[k]): max over the tail, as WeightWatcher writes it.
+
+    Each block of candidates is evaluated from its smallest xmin index on (the columns before it
+    are in no candidate's tail).
+    """
     n = X.shape[1]
     out = np.empty(len(rows))
     per = max(1, _BLOCK // n)
-    j = np.arange(n)
     for a in range(0, len(rows), per):
         r, c = rows[a:a + per], cols[a:a + per]
-        x = X[r]  # [k, n]
+        lo = int(c.min())
+        j = np.arange(lo, n)
         xmin = X[r, c][:, None]
         al = alpha[r, c][:, None]
         tail = j[None, :] >= c[:, None]
         t = (n - c)[:, None].astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            g = np.abs(1.0 - (x / xmin) ** (-al + 1.0) - (j[None, :] - c[:, None]) / t)
+            # x/xmin ≥ 1 exactly in the tail (sorted rows); raised to 1 before it, where the power
+            # would overflow (a slow path) and is masked anyway
+            ratio = np.maximum(X[r, lo:] / xmin, 1.0)
+            g = np.abs(1.0 - ratio ** (-al + 1.0) - (j[None, :] - c[:, None]) / t)
         out[a:a + per] = np.where(tail, g, -np.inf).max(1)
     return out
 
 
 def _lower_bound(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray) -> np.ndarray:
+    """A lower bound of each candidate's D: the same maximum over a grid of tail points only.
+
+    Written with exp/log instead of a power; the two differ by rounding, so the bound is lowered by
+    1e-12 to stay below the exact D. Grid points below a candidate's xmin are not in its tail: their
+    exponent is clamped to 0 (no overflow, whose slow path costs ~50 ns an element) and masked.
+    """
     n = X.shape[1]
     grid = np.unique(np.linspace(0, n - 1, _GRID).round().astype(np.int64))
-    x = X[row, grid][None, :]
-    xmin = X[row, cols][:, None]
-    al = alpha[row, cols][:, None]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        g = np.abs(1.0 - (x / xmin) ** (-al + 1.0) - (grid[None, :] - cols[:, None]) / (n - cols)[:, None])
-    return np.where(grid[None, :] >= cols[:, None], g, 0.0).max(1)
+    lx = np.log(X[row, grid])[None, :]
+    out = np.empty(len(cols))
+    for a in range(0, len(cols), _BOUND_BLOCK):  # temporaries that stay in cache
+        c = cols[a:a + _BOUND_BLOCK, None]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            e = np.minimum((1.0 - alpha[row, c]) * (lx - np.log(X[row, c])), 0.0)
+            g = np.abs(1.0 - np.exp(e) - (grid - c) / (n - c))
+        out[a:a + _BOUND_BLOCK] = np.where(grid >= c, g, 0.0).max(1)
+    return out - 1e-12
 
 
 def _pruned_argmin(X: np.ndarray, alpha: np.ndarray, row: int, cols: np.ndarray) -> tuple[int, float]:
@@ -241,17 +261,33 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
     t = n - c
     T = int(t.max())
     # [B, T, n_boot]: tail position first, so that sums over the tail run position by position and
-    # the zeros that pad a short tail add nothing (a row's interval does not depend on the others' T)
+    # the zeros that pad a short tail add nothing (a row's interval does not depend on the others' T).
+    # Worked in place, with indices into the flattened logs: each temporary or fancy-index of this
+    # size costs as much as the arithmetic.
+    u = np.empty((B, T, n_boot))
     if row_seeds is None:
-        u = np.random.default_rng(seed).random((B, T, n_boot))
-    else:  # draws filled tail position by position, so a row's first t draws do not depend on T
-        u = np.stack([np.random.default_rng(s).random((T, n_boot)) for s in row_seeds])
-    mask = np.arange(T)[None, :, None] < t[:, None, None]
-    idx = np.where(mask, c[:, None, None] + (u * t[:, None, None]).astype(np.int64), n - 1)
-    LX = np.log(X)  # logs of the n values, not of the B·T·n_boot draws
-    L = np.take_along_axis(LX, idx.reshape(B, -1), 1).reshape(B, T, n_boot)
-    lmin = np.take_along_axis(LX, idx.min(1), 1)[:, None, :]  # X is sorted: the smallest draw, smallest index
-    s = np.where(mask, L - lmin, 0.0).sum(1)
+        np.random.default_rng(seed).random(out=u)
+    else:  # row b's draws are the first t[b]·n_boot of its own stream, whatever T is
+        for b, s in enumerate(row_seeds):
+            np.random.default_rng(s).random(out=u[b, :t[b]])
+    pad = np.arange(T)[None, :, None] >= t[:, None, None]  # positions past a row's tail
+    ragged = bool((t < T).any())
+    if ragged:
+        np.copyto(u, 0.0, where=pad)  # not drawn: no garbage in the cast below
+    u *= t[:, None, None]
+    idx = u.astype(np.int64)  # floor(u·t): a position in the tail
+    del u
+    if ragged:  # the row's last index: never below a drawn one, and its value is zeroed below
+        np.copyto(idx, t[:, None, None] - 1, where=pad)
+    idx += (c + n * np.arange(B))[:, None, None]  # ... as an index into the flattened [B, n] logs
+    LX = np.log(X).ravel()  # logs of the n values, not of the B·T·n_boot draws
+    L = LX.take(idx)
+    lmin = LX.take(idx.min(1))[:, None, :]  # X is sorted: the smallest draw, smallest index
+    del idx
+    L -= lmin
+    if ragged:
+        np.copyto(L, 0.0, where=pad)
+    s = L.sum(1)
     with np.errstate(divide="ignore"):
         ab = 1.0 + (t[:, None] - 1.0) / s
     ab[~np.isfinite(ab)] = np.nan
@@ -262,7 +298,7 @@ def _bootstrap_interval(X: np.ndarray, c: np.ndarray, n_boot: int, level: float,
 
 def fit_robust(
     spectra: list[np.ndarray], *, min_tail: int = 10, n_boot: int = 200, level: float = 0.9, seed: int = 0,
-    rel_floor: float = 0.0, row_seeds: list | None = None,
+    rel_floor: float = 0.0, row_seeds: list | None = None, on: Workers = SERIAL,
 ) -> dict[str, np.ndarray]:
     """Bias-corrected power-law fit with a tail floor, an xmax-aware α and a bootstrap interval.
 
@@ -271,7 +307,8 @@ def fit_robust(
     of α over ``n_boot`` bootstrap resamples of the tail at the chosen xmin (conditional on xmin; seeded).
     ``alpha_xmax``: the MLE of a power law truncated at the largest eigenvalue. ``row_seeds`` (one
     seed, or a list of ints, per spectrum): each spectrum's bootstrap from its own generator, so its
-    interval does not depend on which other spectra are fitted with it.
+    interval does not depend on which other spectra are fitted with it — and the rows' bootstraps
+    can be spread over the threads of ``on`` (same numbers).
     """
     B = len(spectra)
     res = {k: np.full(B, np.nan) for k in ("alpha", "xmin", "xmax", "D", "sigma", "num_pl_spikes",
@@ -296,7 +333,18 @@ def fit_robust(
     res["num_pl_spikes"][fitted] = n - c
     res["fit_ok"][fitted] = True
     if n_boot and len(fitted):
-        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = _bootstrap_interval(
-            X[fitted], c, n_boot, level, seed, None if row_seeds is None else [row_seeds[b] for b in fitted])
+        Xf = X[fitted]
+        if row_seeds is None:
+            lo, hi = _bootstrap_interval(Xf, c, n_boot, level, seed)
+        else:  # rows are independent: in slices of similar tail length (less padding), over the workers
+            seeds = [row_seeds[b] for b in fitted]
+            pieces = max(on.n, 4) if len(fitted) * int((n - c).max()) * n_boot > _SPLIT_BOOT else 1
+            order = np.argsort(-c, kind="stable")  # shortest tails first
+            slices = np.array_split(order, min(pieces, len(fitted)))
+            parts = on.map(lambda r: _bootstrap_interval(Xf[r], c[r], n_boot, level, seed, [seeds[i] for i in r]), slices)
+            lo, hi = np.empty(len(fitted)), np.empty(len(fitted))
+            for r, (a, b) in zip(slices, parts):
+                lo[r], hi[r] = a, b
+        res["alpha_lo"][fitted], res["alpha_hi"][fitted] = lo, hi
     res["alpha_xmax"] = truncated_alpha(X, choice, res["xmax"])
     return res

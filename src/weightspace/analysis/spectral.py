@@ -31,17 +31,18 @@ import math
 import os
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, WeightspaceError
 from ..space import WeightSpace
+from .eigen import Workers, eigenvalues_as_ready, workers
 from .layers import LayerMatrices, layer_matrices
 from .mp import mp_fit, rand_distance, random_like
 from .powerlaw import fit_robust, fit_ww
@@ -49,7 +50,6 @@ from .powerlaw import fit_robust, fit_ww
 FITS = ("robust", "ww")
 METHODS = ("gram", "svd")
 PRECISIONS = ("float64", "float32")
-_LOOP_FROM = 256  # matrices with at least this many columns are decomposed one by one
 FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
 WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
@@ -72,6 +72,9 @@ class SpectralAnalyzer:
     precision: ``"float64"`` or ``"float32"`` arithmetic for the eigenvalues (default: float64 with
         fit="ww", as WeightWatcher's SciPy SVD; float32 with fit="robust", about 3× faster — its fit
         ignores eigenvalues below 1e-6·λmax, under which float32 Gram eigenvalues are rounding noise).
+    threads: how many matrices are decomposed at once, each by one thread (default: torch's thread
+        count, the caller's budget). Results do not depend on it, bit for bit (see
+        :mod:`weightspace.analysis.eigen`).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class SpectralAnalyzer:
         min_tail: int = 10,
         n_boot: int = 200,
         seed: int = 0,
+        threads: int | None = None,
         progress: bool = True,
     ):
         if fit not in FITS:
@@ -109,6 +113,9 @@ class SpectralAnalyzer:
         self.min_tail = min_tail
         self.n_boot = n_boot
         self.seed = seed
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads={threads}: expected at least 1 (or None: torch's thread count)")
+        self.threads = threads
         self.progress = progress
 
     # ------------------------------------------------------------------ public
@@ -170,6 +177,9 @@ class SpectralAnalyzer:
                     precision=self.precision, min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed)
 
     # ------------------------------------------------------------------ work
+    def _threads(self) -> int:
+        return torch.get_num_threads() if self.threads is None else self.threads
+
     def _analyse(self, layers: list[LayerMatrices], models: list[str]):
         frames: list[dict] = []  # columns of rows, one dict per layer (or per status of a layer)
         spectra: dict[str, dict] = {}
@@ -182,7 +192,7 @@ class SpectralAnalyzer:
             if status:
                 frames.append(_frame(models, lid, layer, status))
                 continue
-            lo, hi = torch.aminmax(layer.mats.flatten(1), dim=1)  # one pass, no |W| copy
+            lo, hi = torch.aminmax(_per_model(layer.mats), dim=1)  # one pass, no |W| copy
             top = torch.maximum(hi, -lo).numpy()  # NaN and Inf survive; all-zero gives 0
             bad = np.where(~np.isfinite(top), "non-finite", np.where(top == 0, "all-zero", ""))
             if (bad != "").any():
@@ -191,16 +201,21 @@ class SpectralAnalyzer:
             if len(good):
                 todo.append((lid, layer, good))
 
-        # One bar for the whole job, in matrix entries: decompositions first, then the fits per layer.
+        # One bar for the whole job, in matrix entries: a layer's decompositions, then its fit. Each
+        # layer is fitted here as soon as its decompositions are done, while the pool goes on with
+        # the others' (LAPACK releases the GIL), and the frames are put back in layer order.
         size = sum(len(good) * layer.mats[0].numel() for _, layer, good in todo)
+        done: dict[int, dict] = {}
         with tqdm(total=2 * size, desc="spectral", unit="entry", unit_scale=True,
-                  disable=not self.progress or size == 0) as bar:
-            evals = self._eigenvalues(todo, bar)
-            for (lid, layer, good), ev in zip(todo, evals):
-                names = [models[i] for i in good.tolist()]
-                frame, spectra[layer.name] = self._layer_frame(lid, layer, names, ev)
-                frames.append(frame)
+                  disable=not self.progress or size == 0) as bar, workers(self._threads()) as on:
+            for k, ev in self._eigenvalues(todo, on):
+                lid, layer, good = todo[k]
                 bar.update(len(good) * layer.mats[0].numel())
+                names = [models[i] for i in good.tolist()]
+                done[k], spectra[layer.name] = self._layer_frame(lid, layer, names, ev, on)
+                bar.update(len(good) * layer.mats[0].numel())
+        frames += [done[k] for k in sorted(done)]
+        spectra = {todo[k][1].name: spectra[todo[k][1].name] for k in sorted(done)}
         return _combine(frames, models), spectra
 
     def _static_status(self, layer: LayerMatrices) -> str:
@@ -213,14 +228,15 @@ class SpectralAnalyzer:
             return "too-large"
         return ""
 
-    def _eigenvalues(self, todo, bar) -> list[dict[str, np.ndarray]]:
-        """Per entry of ``todo``: ``full`` [b, n] (all slices pooled), and ``farms``/``rand`` when asked.
+    def _eigenvalues(self, todo, on: Workers):
+        """Per entry k of ``todo``, as it is ready: ``(k, {"full": [b, n] (all slices pooled), and
+        "farms"/"rand" when asked})``, each sorted.
 
         Every matrix of every kind and layer is put in one list; matrices of one shape go through one
-        batched decomposition.
+        batched decomposition (small ones) or one task each (large ones).
         """
-        gen, pool = torch.Generator().manual_seed(self.seed), {}
-        jobs: list[tuple[int, str, Tensor | np.ndarray]] = []  # (todo index, what, [b, S', r, c])
+        gen, perms = torch.Generator().manual_seed(self.seed), {}
+        jobs: list[tuple[int, str, Tensor | Shuffled]] = []  # (todo index, what, [b, S', r, c])
         for k, (_, layer, good) in enumerate(todo):
             m = layer.mats if len(good) == layer.mats.shape[0] else layer.mats[good]  # no copy when all are good
             jobs.append((k, "full", m))
@@ -228,30 +244,34 @@ class SpectralAnalyzer:
                 jobs.append((k, "farms", farms_blocks(m)))
             if self.randomize:
                 reps = 5 if layer.M * layer.rf < 100 else 1  # WeightWatcher's replicas for small layers
-                jobs.append((k, "rand", shuffle_entries(m, reps, gen, pool)))
+                jobs.append((k, "rand", shuffle_entries(m, reps, gen, perms)))
         by_shape: dict[tuple[int, int], list[int]] = {}
         for j, (_, _, m) in enumerate(jobs):
             by_shape.setdefault(tuple(m.shape[-2:]), []).append(j)
-        results: list[np.ndarray | None] = [None] * len(jobs)
-        for idx in by_shape.values():
-            parts = [np.asarray(jobs[j][2]).reshape(-1, *jobs[j][2].shape[-2:]) for j in idx]
-            flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            ev = matrix_eigenvalues(flat, self.method, np.dtype(self.precision))
-            bar.update(sum(int(np.prod(jobs[j][2].shape)) for j in idx if jobs[j][1] == "full"))
-            start = 0
-            for j in idx:
-                b, s = jobs[j][2].shape[:2]
-                results[j] = ev[start:start + b * s].reshape(b, -1)
-                start += b * s
+        groups = list(by_shape.values())
+        waiting = [0] * len(todo)  # groups each layer still waits for
+        for idx in groups:
+            for k in {jobs[j][0] for j in idx}:
+                waiting[k] += 1
         out: list[dict[str, np.ndarray]] = [{} for _ in todo]
-        for (k, what, _), ev in zip(jobs, results):
-            layer = todo[k][1]
-            if self.conv_norm and layer.kind == "conv2d":
-                ev = ev * 0.5  # WeightWatcher multiplies W by sqrt(1/2): conv2d_norm with conv2d_count = 1
-            out[k][what] = np.sort(ev, axis=1)
-        return out
+        parts = [[_flat(jobs[j][2]) for j in idx] for idx in groups]
+        for g, ev in eigenvalues_as_ready(parts, self.method, np.dtype(self.precision), on):
+            start = 0
+            for j in groups[g]:
+                k, what, m = jobs[j]
+                b, s = m.shape[:2]
+                e = ev[start:start + b * s].reshape(b, -1)
+                start += b * s
+                if self.conv_norm and todo[k][1].kind == "conv2d":
+                    e = e * 0.5  # WeightWatcher multiplies W by sqrt(1/2): conv2d_norm with conv2d_count = 1
+                out[k][what] = np.sort(e, axis=1)
+            for k in {jobs[j][0] for j in groups[g]}:
+                waiting[k] -= 1
+                if waiting[k] == 0:
+                    yield k, out[k]
+                    out[k] = {}
 
-    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev) -> tuple[dict, dict]:
+    def _layer_frame(self, lid, layer: LayerMatrices, models: list[str], ev, on: Workers) -> tuple[dict, dict]:
         """The rows of one layer for all its models (one array per column), and its spectra for figures."""
         full = ev["full"]  # [b, n], sorted
         n = full.shape[1]
@@ -263,7 +283,7 @@ class SpectralAnalyzer:
             floor = FLOAT32_FLOOR if self.precision == "float32" else 0.0
             seeds = [[self.seed, lid, zlib.crc32(m.encode())] for m in models]  # per model: blocks do not matter
             pl = fit_robust(list(fit_on), min_tail=self.min_tail, n_boot=self.n_boot, rel_floor=floor,
-                            row_seeds=seeds)
+                            row_seeds=seeds, on=on)
         norm = full.sum(1)
         lam_max = full[:, -1]
         alpha = pl["alpha"]
@@ -346,6 +366,17 @@ def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> dict:
     return frame
 
 
+def _per_model(mats: Tensor) -> Tensor:
+    """``[B, -1]``: each model's entries in some order — a view when each model's entries are one dense
+    block (conv slices and transposed Linear weights are permuted views of one; a zoo's models are
+    blocks of its [N, P] weights), where ``flatten`` would copy."""
+    order = [0] + sorted(range(1, mats.dim()), key=lambda d: -mats.stride(d))
+    try:
+        return mats.permute(order).view(mats.shape[0], -1)
+    except RuntimeError:  # not one dense block per model
+        return mats.flatten(1)
+
+
 def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:
     """One DataFrame from per-layer column dicts (scalars broadcast, missing columns empty), rows
     ordered by model then layer — built once, since pandas' per-frame overhead dominates small models."""
@@ -354,37 +385,15 @@ def _combine(frames: list[dict], models: list[str]) -> pd.DataFrame:
     sizes = [len(f["model"]) for f in frames]
     columns = {}
     for key in dict.fromkeys(k for f in frames for k in f):
-        fill = "" if key in _TEXT else np.nan
-        parts = [np.broadcast_to(np.asarray(f.get(key, fill), dtype=object if key in _TEXT else None), (n,))
-                 for f, n in zip(frames, sizes)]
-        columns[key] = np.concatenate(parts)
+        fill, dtype = ("", object) if key in _TEXT else (np.nan, None)
+        values = [f.get(key, fill) for f in frames]
+        if all(np.ndim(v) == 0 for v in values):  # one value per layer (name, N, ...): one repeat
+            columns[key] = np.repeat(np.array(values, dtype=dtype), sizes)
+        else:
+            columns[key] = np.concatenate([np.broadcast_to(np.asarray(v, dtype=dtype), (n,)) for v, n in zip(values, sizes)])
     rank = {m: i for i, m in enumerate(models)}
     order = np.lexsort((columns["layer_id"], np.array([rank[m] for m in columns["model"]])))
     return pd.DataFrame({k: v[order] for k, v in columns.items()})
-
-
-def matrix_eigenvalues(mats: Tensor | np.ndarray, method: str = "gram", dtype=np.float64) -> np.ndarray:
-    """Eigenvalues of WᵀW for a batch ``[K, r, c]`` (r ≥ c): ``[K, c]`` float64, unsorted.
-
-    ``gram`` forms WᵀW in ``dtype`` (a single tall matrix goes through BLAS's symmetric rank-k update)
-    and takes LAPACK's symmetric eigenvalues; ``svd`` squares singular values (slower, and more
-    accurate for eigenvalues below ~eps·λmax, which only ``matrix_rank`` looks at).
-    """
-    x = mats.numpy() if isinstance(mats, Tensor) else mats
-    x = x.astype(dtype, copy=False)
-    if method == "svd":
-        return (np.linalg.svd(x, compute_uv=False) ** 2).astype(np.float64)
-    K, _, c = x.shape
-    if c < _LOOP_FROM:  # many small matrices: one batched product and one batched eigensolver call
-        t = torch.from_numpy(np.ascontiguousarray(x))  # torch's batched LAPACK: 1.2-1.5x numpy's or a loop here
-        return np.clip(torch.linalg.eigvalsh(t.mT @ t).numpy(), 0.0, None).astype(np.float64)
-    # Large ones one at a time: WᵀW of a 2-D array is BLAS's symmetric rank-k update (half a product),
-    # and SciPy's divide-and-conquer solver is ~1.5x faster than numpy's eigvalsh here.
-    out = np.empty((K, c))
-    for k in range(K):
-        gram = x[k].T @ x[k]
-        out[k] = scipy.linalg.eigh(gram, eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False)
-    return np.clip(out, 0.0, None)
 
 
 def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:
@@ -403,23 +412,62 @@ def farms_blocks(mats: Tensor, max_blocks: int = 8) -> Tensor:
     return blocks.reshape(b, S * k, c, c)
 
 
-def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator, pool: dict[int, list[Tensor]] | None = None) -> Tensor:
-    """Each matrix with its entries uniformly permuted, ``reps`` times: ``[b, S·reps, r, c]``.
+def shuffle_entries(mats: Tensor, reps: int, gen: torch.Generator, pool: dict[int, list[Tensor]] | None = None) -> Shuffled:
+    """Each matrix with its entries uniformly permuted, ``reps`` times: ``[b, S·reps, r, c]``, made on
+    demand (:class:`Shuffled`).
 
     Every matrix of one spectrum (a layer's S slices × ``reps`` replicas) gets its own
     ``torch.randperm``; the b models of a zoo, and other layers with as many entries when the same
     ``pool`` is passed, reuse those permutations. Each shuffled matrix is still a uniform
     permutation of its own entries, which is all a layer's randomised spectrum depends on; drawing
     the permutation is the costly part (cache misses of Fisher–Yates), applying it one ``gather``.
+    The permutations are drawn here, in order (seeded); the gathers run where the matrices are used.
     """
-    b, S, r, c = mats.shape
+    _, S, r, c = mats.shape
     n, k = r * c, S * reps
     perms = [] if pool is None else pool.setdefault(n, [])
     while len(perms) < k:
         perms.append(torch.randperm(n, generator=gen))
-    idx = perms[0][None] if k == 1 else torch.stack(perms[:k])  # no copy of one long permutation
-    flat = mats.reshape(b, S, 1, n).expand(b, S, reps, n).reshape(b, k, n)
-    return torch.gather(flat, 2, idx.expand(b, k, n)).reshape(b, k, r, c)
+    return Shuffled(mats, perms[:k], reps)
+
+
+@dataclass(frozen=True)
+class Shuffled:
+    """``[b, S·reps, r, c]``: matrix (i, j) is ``mats[i, j // reps]`` with its entries permuted by ``perms[j]``."""
+
+    mats: Tensor  # [b, S, r, c]
+    perms: list[Tensor]  # S·reps permutations of r·c entries
+    reps: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        b, S, r, c = self.mats.shape
+        return b, S * self.reps, r, c
+
+    @property
+    def count(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def rows(self, a: int, z: int) -> Tensor:
+        """Matrices a..z of the flat ``[b·S·reps, r, c]`` stack, and only those."""
+        _, k, r, c = self.shape
+        if z - a == 1:  # one (large) matrix: no copy of its permutation
+            i, j = divmod(a, k)
+            return self.mats[i, j // self.reps].reshape(-1)[self.perms[j]].reshape(1, r, c)
+        flat = torch.arange(a, z)
+        i, j = flat // k, flat % k
+        src = self.mats[i, j // self.reps].reshape(z - a, r * c)
+        idx = self.perms[0].expand(z - a, -1) if k == 1 else torch.stack(self.perms)[j]
+        return torch.gather(src, 1, idx).reshape(z - a, r, c)
+
+    def materialise(self) -> Tensor:
+        b, k, r, c = self.shape
+        return self.rows(0, b * k).reshape(b, k, r, c)
+
+
+def _flat(m: Tensor | Shuffled):
+    """A job's matrices as one ``[K, r, c]`` stack (a view where possible; a Shuffled stays lazy)."""
+    return m if isinstance(m, Shuffled) else m.reshape(-1, *m.shape[-2:])
 
 
 def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:

@@ -23,7 +23,7 @@ def _analyze(args) -> None:
     backend = backend_from(args)  # an unreachable --address fails here, before any work
     start = time.perf_counter()
     analyzer = SpectralAnalyzer(fit=args.fit, mp_fit=args.mp_fit, randomize=args.randomize, conv=args.conv,
-                                seed=args.seed, progress=not args.quiet)
+                                seed=args.seed, threads=args.threads, progress=not args.quiet)
     analyzer.fit(args.path, where=args.where, backend=backend)
     seconds = time.perf_counter() - start
     details, summary = analyzer.details_, analyzer.summary_
@@ -72,6 +72,8 @@ def register(sub) -> None:
                         "its own row (slices), or one out x in*k*k matrix (flatten)")
     p.add_argument("--where", help="zoo only: SQL filter over index columns, e.g. \"epoch = 20\"")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the shuffles")
+    p.add_argument("--threads", type=int, help="matrices decomposed at once, one thread each (default: torch's "
+                   "thread count); the numbers do not depend on it")
     add_backend_options(p)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -120,7 +120,7 @@ def audit_rows(zoo, train: torch.Tensor, heldout, variants, n: int, seed: int, r
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--zoo", default="runs/i15/aligned/zoo")
+    ap.add_argument("--zoo", default="runs/aligned/zoo")
     ap.add_argument("--build-runs", type=int, help="training runs the zoo was built with (default: the preset's 512)")
     ap.add_argument("--width", type=int, help="hidden width the zoo was built with (default: the preset's)")
     ap.add_argument("--samples", type=int, default=100)
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=1, help="fit/sample/audit seeds --seed, --seed + 1, …")
     ap.add_argument("--variants", help="only the variants whose name contains this text (the base row always runs)")
-    ap.add_argument("--out", default="runs/i15-ablation.csv")
+    ap.add_argument("--out", default="runs/aligned-ablation.csv")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ itself, and 200 draws of ``AlignedGaussian`` (rank 16, seed 0). Where aligned ru
 connected, averaging them acts like an ensemble: accuracy and error-IoU both rise with k. The ratio
 against what users use today: the Gaussian's max error-IoU over the held-out runs'.
 
-Usage: python benchmarks/aligned_consensus.py [--width 32] [--zoo runs/i15c/aligned/w32] (built if
+Usage: python benchmarks/aligned_consensus.py [--width 32] [--zoo runs/aligned-w32] (built if
 absent, the method's default runs). Last line: one JSON object.
 """
 
@@ -30,11 +30,11 @@ KS = (2, 4, 16)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--zoo", help="default: runs/i15c/aligned/w<width>")
+    ap.add_argument("--zoo", help="default: runs/aligned-w<width>")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    zoo = aligned.build_data(args.zoo or f"runs/i15c/aligned/w{args.width}", progress=False, width=args.width)
+    zoo = aligned.build_data(args.zoo or f"runs/aligned-w{args.width}", progress=False, width=args.width)
     task = task_for_zoo(zoo)
     train, held = aligned.training_weights(zoo), aligned.heldout_weights(zoo)
     labels, train_pred = task.dataset.y_test, task.predictions(train)

@@ -31,7 +31,7 @@ from weightspace.zoo.train import finetune_weights
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--zoo", default="runs/i15/aligned/zoo")
+    ap.add_argument("--zoo", default="runs/aligned/zoo")
     ap.add_argument("--steps", default="20,94")
     ap.add_argument("--samples", type=int, default=100)
     args = ap.parse_args()

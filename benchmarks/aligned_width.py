@@ -21,7 +21,7 @@ allows); if no width meets it, the width with the smallest midpoint gap. The rat
 use today: the chosen width's aligned-midpoint gap over width 10's (the setting the method has used).
 
 Usage: python benchmarks/aligned_width.py [--widths 10,32,64,128] [--runs 200] [--pairs 100]
-[--root runs/i15c/width]. Zoos are kept under ``--root`` and reused. Last line: one JSON object.
+[--root runs/aligned-width]. Zoos are kept under ``--root`` and reused. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--root", default="runs/i15c/width")
-    ap.add_argument("--out", default="runs/i15c-width.csv")
+    ap.add_argument("--root", default="runs/aligned-width")
+    ap.add_argument("--out", default="runs/aligned-width.csv")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []

@@ -8,7 +8,8 @@ run's checkpoints all sit on one side. Three predictors, the same split:
 - ``gbt``: the same trees on those statistics plus L1/L2 norms and Jin et al.'s weight correlation;
 - ``neuron-set``: the permutation-invariant network on the weights (plus the per-tensor statistics).
 
-Also timed: the batched featuriser against a per-model numpy loop (percentiles, moments, norms,
+Also measured: the τ that test-label noise allows (the recorded accuracy against the rest of the test
+file, each checkpoint scored with its own activation), and timed: the batched featuriser against a per-model numpy loop (percentiles, moments, norms,
 pairwise cosines per model, as scripts do today), the loop on a subsample and extrapolated.
 Splits with further seeds (``--seeds``) show how much τ moves with the split.
 
@@ -78,6 +79,37 @@ def diagnose(weights, table, fitted, seed) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def noise_ceiling(zoo, weights, table) -> dict | None:
+    """How well the recorded test accuracy (on the zoo's ``max_test`` examples) can be ranked at all:
+    Kendall τ between it and the accuracy on the rest of the 10k test file, every checkpoint scored
+    with the activation it trained with. None when the zoo already uses the whole test file."""
+    from scipy.stats import kendalltau
+
+    from weightspace.data import load_dataset
+    from weightspace.task import Task
+    from weightspace.zoo.build import task_for_zoo
+
+    info = zoo.info["task"]
+    cap = info["options"].get("max_test")
+    if not cap:
+        return None
+    full_data = load_dataset(info["name"], **{**info["options"], "max_test": None})
+    rest = len(full_data.y_test) - cap
+    finite = torch.isfinite(weights).all(1).numpy()
+    full = np.full(len(table), np.nan)
+    for act in table["hp_activation"].dropna().unique():  # one evaluation per activation
+        rows = (table["hp_activation"] == act).to_numpy() & finite
+        task = Task(full_data, task_for_zoo(zoo, table[rows]).arch)
+        full[rows] = task.accuracy(weights[torch.from_numpy(rows)], "test").double().numpy()
+    recorded = table["test_acc"].to_numpy()
+    other = (full * len(full_data.y_test) - recorded * cap) / rest
+    last = (table["epoch"] == table["epoch"].max()).to_numpy()
+    ok = np.isfinite(other)
+    return {"examples": cap, "other_examples": rest,
+            "tau_all": round(float(kendalltau(recorded[ok], other[ok]).statistic), 4),
+            "tau_final_checkpoints": round(float(kendalltau(recorded[ok & last], other[ok & last]).statistic), 4)}
+
+
 def learning_curve(weights, table, space, seed: int, fractions=(0.25, 0.5, 1.0)) -> pd.DataFrame:
     """τ of the GBT on the same held-out runs when trained on a fraction of the training runs."""
     runs = table["run_id"].to_numpy()
@@ -127,6 +159,9 @@ def main() -> None:
     print(f"featurise {len(w_ok)} models ({feats.shape[1]} features): batched {batched_s:.2f} s, "
           f"per-model numpy loop {loop_s:.1f} s (extrapolated from {n_loop}) → {loop_s / batched_s:.0f}×")
 
+    ceiling = noise_ceiling(zoo, weights, table)
+    print(f"test-label noise ceiling (recorded test accuracy against the rest of the test file): {ceiling}")
+
     results, importance, diagnosis, curve = [], None, None, None
     for seed in args.seeds:
         res, fitted = evaluate_predictors(weights, table, zoo.space, seed=seed)
@@ -163,7 +198,7 @@ def main() -> None:
         "best_tau_over_baseline": round(float(mean.loc[best, "kendall_tau"] / mean.loc["gbt-statistics",
                                                                                          "kendall_tau"]), 4),
         "top_features": imp.head(5)["feature"].tolist(),
-        "diagnosis_seed0": diagnosis.round(4).to_dict("records"),
+        "diagnosis_seed0": diagnosis.round(4).to_dict("records"), "test_noise_ceiling": ceiling,
         "gbt_learning_curve_seed0": curve.round(4).to_dict("records"),
         "gain_share_by_statistic": by_stat.round(4).to_dict(),
         "load": os.getloadavg()[0],

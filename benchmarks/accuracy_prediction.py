@@ -9,8 +9,9 @@ run's checkpoints all sit on one side. Three predictors, the same split:
 - ``neuron-set``: the permutation-invariant network on the weights (plus the per-tensor statistics).
 
 Also measured: the τ that test-label noise allows (the recorded accuracy against the rest of the test
-file, each checkpoint scored with its own activation), and timed: the batched featuriser against a per-model numpy loop (percentiles, moments, norms,
-pairwise cosines per model, as scripts do today), the loop on a subsample and extrapolated.
+file, each checkpoint scored with its own activation). Timed: the batched featuriser against a
+per-model numpy loop (percentiles, moments, norms, pairwise cosines per model, as scripts do today),
+the loop on a subsample and extrapolated.
 Splits with further seeds (``--seeds``) show how much τ moves with the split.
 
 Usage: python benchmarks/accuracy_prediction.py [--zoo runs/fashion-cnn-zoo] [--seeds 0 1 2]

@@ -11,12 +11,17 @@ from weightspace.analysis.regions import (
     convex_combinations,
     derived_dataset,
     embed,
+    final_checkpoints,
     group_separation,
+    head_mask,
     region_table,
     resolve_regions_config,
+    rows_of,
 )
 from weightspace.data import load_digits
 from weightspace.errors import ConfigError
+from weightspace.nets import build_architecture
+from weightspace.zoo import Zoo
 
 
 def _blobs(spread: float, centres=4, per=6, dim=20, seed=0):
@@ -153,3 +158,39 @@ def test_regions_config_errors_name_the_key():
         build_regions({**TINY, "held_out": ["nope"]}, "unused")
     with pytest.raises(ConfigError, match="no other task"):
         build_regions({**TINY, "held_out": ["parity", "small"]}, "unused")
+
+
+def test_head_mask_is_the_output_layer():
+    space = build_architecture({"kind": "mlp", "in_features": 64, "widths": [16, 8], "out_features": 10}).space
+    mask = head_mask(space)
+    expected = torch.zeros(space.num_params, dtype=torch.bool)
+    for name in ("layers.2.weight", "layers.2.bias"):
+        expected[space.slice(name)] = True
+    assert torch.equal(mask, expected) and int(mask.sum()) == 8 * 10 + 10
+
+
+@pytest.mark.parametrize("head", ["base", "centroid"])
+def test_centroid_start_takes_its_output_layer_from_the_config(tmp_path, head):
+    """Step 0 of a held-out centroid run: the family members' mean body, and the base's output layer
+    (``centroid_head: base``) or the members' mean one (``centroid``)."""
+    cfg = {**TINY, "finetune": {**TINY["finetune"], "centroid_head": head,
+                                "training": {"batch_size": 32, "max_steps": 4, "every_steps": 2}}}
+    zoo = build_regions(cfg, tmp_path / "regions", progress=False)
+    w, table = region_table(zoo)
+    base_w, base_df = Zoo.open(tmp_path / "regions" / "base").load()
+    base = base_w[int(np.argmax(base_df["step"].to_numpy()))]
+    members = final_checkpoints(table)
+    members = members[(members["family"] == "digits5") & (members["role"] == "region")]
+    mean = rows_of(w, members).mean(0)
+    starts = table[(table["start"] == "centroid") & (table["step"] == 0)]
+    assert len(starts) == 3
+    head_of = head_mask(zoo.space)
+    for row in rows_of(w, starts):
+        torch.testing.assert_close(row[~head_of], mean[~head_of])
+        torch.testing.assert_close(row[head_of], (base if head == "base" else mean)[head_of])
+    assert not torch.allclose(base[head_of], mean[head_of])  # the two options differ here
+
+
+def test_an_unknown_centroid_head_is_refused():
+    with pytest.raises(ConfigError, match="finetune.centroid_head"):
+        resolve_regions_config({**TINY, "finetune": {**TINY["finetune"], "centroid_head": "mean"}})

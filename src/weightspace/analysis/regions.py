@@ -24,6 +24,7 @@ from torch import Tensor
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, ZooError
 from ..nets import build_architecture
+from ..space import WeightSpace
 from ..task import Task
 from ..zoo import Zoo
 from ..zoo.build import architecture_for, build_zoo
@@ -66,6 +67,10 @@ def derived_dataset(dataset: Dataset, classes: Sequence[Sequence[int]], name: st
 # ----------------------------------------------------------------------------- config and building
 
 REGION_KEYS = {"name", "base", "finetune", "tasks", "held_out"}
+# A held-out task's centroid start: the family members' mean body with the base's output layer
+# ("base", as Gueta et al. start from the region's centroid with a head of the target's own: the
+# members' heads encode their labellings, not the target's), or the members' mean head too ("centroid").
+CENTROID_HEADS = ("base", "centroid")
 
 
 def resolve_regions_config(raw: Mapping) -> dict:
@@ -93,14 +98,18 @@ def resolve_regions_config(raw: Mapping) -> dict:
         if all(t["family"] != fam or t["name"] in held_out for t in tasks):
             raise ConfigError(f"held_out: family {fam!r} of {h!r} has no other task to take a centroid from")
     ft = dict(raw.get("finetune") or {})
-    unknown = set(ft) - {"seeds", "hparams", "training"}
+    unknown = set(ft) - {"seeds", "hparams", "training", "centroid_head"}
     if unknown:
-        raise ConfigError(f"finetune: unknown keys {sorted(unknown)}; allowed: ['hparams', 'seeds', 'training']")
+        raise ConfigError(f"finetune: unknown keys {sorted(unknown)}; allowed: ['centroid_head', 'hparams', 'seeds', "
+                          "'training']")
+    head = ft.get("centroid_head", "base")
+    if head not in CENTROID_HEADS:
+        raise ConfigError(f"finetune.centroid_head: expected one of {list(CENTROID_HEADS)}, got {head!r}")
     HParams(**(ft.get("hparams") or {}))  # validates
     TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (ft.get("training") or {}).items()})
     return {"name": str(raw.get("name", "regions")), "base": dict(raw["base"]), "tasks": tasks,
             "held_out": held_out, "families": sorted(families),
-            "finetune": {"seeds": int(ft.get("seeds", 4)), "hparams": dict(ft.get("hparams") or {}),
+            "finetune": {"seeds": int(ft.get("seeds", 4)), "hparams": dict(ft.get("hparams") or {}), "centroid_head": head,
                          "training": dict(ft.get("training") or {})}}
 
 
@@ -179,9 +188,23 @@ def build_regions(source, out: str | Path, *, progress: bool = True) -> Zoo:
         w, df = region_table(zoo)
         members = final_checkpoints(df)
         members = members[(members["family"] == task["family"]) & (members["role"] == "region")]
+        centroid = rows_of(w, members).mean(0)
+        if ft["centroid_head"] == "base":
+            centroid = torch.where(head_mask(arch.space), base, centroid)
         finetune(task, "base", base, "held-out")
-        finetune(task, "centroid", rows_of(w, members).mean(0), "held-out")
+        finetune(task, "centroid", centroid, "held-out")
     return zoo
+
+
+def head_mask(space: WeightSpace) -> Tensor:
+    """Boolean ``Tensor[P]``: the output layer's coordinates, i.e. the tensors whose first axis no
+    permutation group covers (the logits' weights and bias)."""
+    grouped = {name for g in space.groups for name, axis in g.axes if axis == 0}
+    mask = torch.zeros(space.num_params, dtype=torch.bool)
+    for e in space.entries:
+        if e.name not in grouped:
+            mask[space.slice(e.name)] = True
+    return mask
 
 
 # ----------------------------------------------------------------------------- reading

@@ -87,8 +87,9 @@ def noise_ceiling(zoo, weights, table) -> dict | None:
     from scipy.stats import kendalltau
 
     from weightspace.data import load_dataset
+    from weightspace.nets import build_architecture
     from weightspace.task import Task
-    from weightspace.zoo.build import task_for_zoo
+    from weightspace.zoo.train import with_activation
 
     info = zoo.info["task"]
     cap = info["options"].get("max_test")
@@ -98,9 +99,10 @@ def noise_ceiling(zoo, weights, table) -> dict | None:
     rest = len(full_data.y_test) - cap
     finite = torch.isfinite(weights).all(1).numpy()
     full = np.full(len(table), np.nan)
+    arch = build_architecture(zoo.info["architecture"])
     for act in table["hp_activation"].dropna().unique():  # one evaluation per activation
         rows = (table["hp_activation"] == act).to_numpy() & finite
-        task = Task(full_data, task_for_zoo(zoo, table[rows]).arch)
+        task = Task(full_data, with_activation(arch, act))
         full[rows] = task.accuracy(weights[torch.from_numpy(rows)], "test").double().numpy()
     recorded = table["test_acc"].to_numpy()
     other = (full * len(full_data.y_test) - recorded * cap) / rest

@@ -65,7 +65,7 @@ def _context(a: LoadedModel, b: LoadedModel, zoo_dir: str | None, need_data: boo
     file metadata; the activation is the one the zoo's models among A and B (else all of them) trained with."""
     zoo = Zoo.open(zoo_dir) if zoo_dir else a.zoo
     if zoo is not None:
-        ids = [m.model_id for m in (a, b) if m.zoo is not None and m.zoo.root == zoo.root]
+        ids = [m.model_id for m in (a, b) if m.zoo is not None and m.zoo.root.resolve() == zoo.root.resolve()]
         index = zoo.index("model_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)) if ids else None
         if need_data:
             task = task_for_zoo(zoo, index)

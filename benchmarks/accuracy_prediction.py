@@ -1,18 +1,25 @@
 """Accuracy from weights alone on the shipped small-CNN zoo (``fashion-cnn-zoo``, 1,024 runs × 4 epochs).
 
 Every checkpoint's test accuracy is predicted from its weights. Runs are split 80/20 (seeded); a
-run's checkpoints all sit on one side. Three predictors, the same split:
+run's checkpoints all sit on one side. Five predictors, the same split:
 
 - ``gbt-statistics``: LightGBM on Unterthiner et al.'s per-tensor statistics (percentiles 0/25/50/75/100,
   mean, std) — what users use today, the baseline;
 - ``gbt``: the same trees on those statistics plus L1/L2 norms and Jin et al.'s weight correlation;
-- ``neuron-set``: the permutation-invariant network on the weights (plus the per-tensor statistics).
+- ``gbt-spectral``: those features plus each layer's spectral metrics (power-law α, norms, stable rank);
+- ``neuron-set``: the permutation-invariant network on the weights (plus the per-tensor statistics);
+- ``probe``: each model run on 64 learned probe inputs (ProbeGen's deep linear generator), its outputs
+  and the per-tensor statistics into an MLP; it reads the function, so it is invariant to anything
+  that does not change it.
+
+The diagnosis also scores the mean of the predictors' standardised predictions: if they failed on
+different models, the mean would rank better than each.
 
 Also measured: the τ that test-label noise allows (the recorded accuracy against the rest of the test
 file, each checkpoint scored with its own activation). Timed: the batched featuriser against a
 per-model numpy loop (percentiles, moments, norms, pairwise cosines per model, as scripts do today),
 the loop on a subsample and extrapolated.
-Splits with further seeds (``--seeds``) show how much τ moves with the split.
+Three run splits by default; further seeds (``--seeds``) show how much τ moves with the split.
 
 Usage: python benchmarks/accuracy_prediction.py [--zoo runs/fashion-cnn-zoo] [--seeds 0 1 2]
 (builds the zoo first when the directory has none; about 15 minutes on 2 busy cores).
@@ -64,7 +71,9 @@ def diagnose(weights, table, fitted, seed) -> pd.DataFrame:
 
     test = run_split(table["run_id"].to_numpy(), 0.2, seed)
     y = table["test_acc"].to_numpy()[test]
-    preds = {name: p.predict(weights[torch.from_numpy(test)]) for name, p in fitted.items()}
+    acts = list(table["hp_activation"].to_numpy(dtype=object)[test]) if "hp_activation" in table else None
+    preds = {name: p.predict(weights[torch.from_numpy(test)], activations=acts) for name, p in fitted.items()}
+    preds["mean of the predictors"] = sum((p - p.mean()) / p.std() for p in preds.values())
     preds["val_acc (oracle)"] = table["val_acc"].to_numpy()[test]
     trained = y > 0.2
     rows = [{"ranker": name, "tau_all": kendalltau(y, p).statistic, "tau_above_0.2": kendalltau(y[trained], p[trained]).statistic,
@@ -165,14 +174,15 @@ def main() -> None:
     ceiling = noise_ceiling(zoo, weights, table)
     print(f"test-label noise ceiling (recorded test accuracy against the rest of the test file): {ceiling}")
 
-    results, importance, diagnosis, curve = [], None, None, None
+    results, mean_tau, importance, diagnosis, curve = [], [], None, None, None
     for seed in args.seeds:
-        res, fitted = evaluate_predictors(weights, table, zoo.space, seed=seed)
+        res, fitted = evaluate_predictors(weights, table, zoo.space, seed=seed, architecture=zoo.info["architecture"])
         results.append(res)
         print(res.round(4).to_string(index=False))
+        diag = diagnose(weights, table, fitted, seed)
+        mean_tau.append(round(float(diag.set_index("ranker").loc["mean of the predictors", "tau_all"]), 4))
         if importance is None:
-            importance = fitted["gbt"].importance()
-            diagnosis = diagnose(weights, table, fitted, seed)
+            importance, diagnosis = fitted["gbt"].importance(), diag
             print(diagnosis.round(4).to_string(index=False))
             curve = learning_curve(weights, table, zoo.space, seed)
             print(curve.round(4).to_string(index=False))
@@ -198,6 +208,7 @@ def main() -> None:
            for m in ("r2", "kendall_tau", "rmse", "fit_s")},
         **{f"{name}_tau_std": round(float(summary.loc[name, ("kendall_tau", "std")]), 4) for name in mean.index},
         "best": best, "best_tau": round(float(mean.loc[best, "kendall_tau"]), 4), "target_tau": 0.93,
+        "mean_of_predictors_tau": mean_tau,
         "best_tau_over_baseline": round(float(mean.loc[best, "kendall_tau"] / mean.loc["gbt-statistics",
                                                                                          "kendall_tau"]), 4),
         "top_features": imp.head(5)["feature"].tolist(),

@@ -37,6 +37,26 @@ def test_predict_accuracy_trains_saves_and_scores(tmp_path, capsys):
     assert scored[-1] == pytest.approx(expected[0], abs=1e-4)
 
 
+def test_probe_predictor_scores_each_model_with_its_own_activation(tmp_path, capsys):
+    mixed = {**ZOO, "population": {**ZOO["population"], "hparams": {**ZOO["population"]["hparams"],
+                                                                     "activation": ["relu", "tanh"]}}}
+    zoo = build_zoo(mixed, out=tmp_path / "zoo", progress=False)
+    assert main(["predict-accuracy", str(zoo.root), "--predictors", "probe", "--save", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    pred = load_predictor(tmp_path / "p")
+    weights, table = zoo.load()
+    tanh = int(np.flatnonzero(table["hp_activation"] == "tanh")[0])
+    capsys.readouterr()
+    file = str(zoo.root / table["file"].iloc[tanh])
+    assert main(["predict-accuracy", "--model", str(tmp_path / "p"), str(zoo.root), file, "--activation", "tanh"]) == 0
+    scored = np.array([float(line.split()[-1]) for line in capsys.readouterr().out.strip().splitlines()[1:]])
+    expected = pred.predict(weights, activations=list(table["hp_activation"]))
+    np.testing.assert_allclose(scored[:-1], expected, atol=1e-4)
+    assert scored[-1] == pytest.approx(expected[tanh], abs=1e-4)
+    assert main(["predict-accuracy", "--model", str(tmp_path / "p"), file, "--activation", "swish"]) == 2
+    assert "activation: expected one of" in capsys.readouterr().err
+
+
 def test_predict_accuracy_errors_are_one_line(tmp_path, capsys):
     assert main(["predict-accuracy"]) == 2
     assert "give one zoo directory" in capsys.readouterr().err

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from weightspace.analysis.features import STATISTICS, weight_features
+from weightspace.analysis.features import SPECTRAL, STATISTICS, spectral_features, weight_features
+from weightspace.analysis.spectral import SpectralAnalyzer
 from weightspace.errors import LayoutError
 from weightspace.nets import CNN, MLP
 
@@ -49,3 +50,22 @@ def test_feature_options_and_plugins():
         weight_features(weights, arch.space, extra=[lambda w, s: pd.DataFrame({"n": [0.0]})])
     with pytest.raises(LayoutError, match=r"Tensor\[N, 69\]"):
         weight_features(weights[:, :10], arch.space)
+
+
+def test_spectral_features_equal_each_model_analysed_alone():
+    arch = MLP(40, (30,), 20)
+    weights = arch.init(range(4), torch.tensor([0.5, 1.0, 2.0, 4.0]))
+    got = spectral_features(weights, arch.space)
+    matrices = [e.name for e in arch.space.entries if e.name.endswith("weight")]
+    assert list(got.columns) == sorted(f"{m}.{k}" for m in matrices for k in SPECTRAL) and len(got) == 4
+    for i, w in enumerate(weights):
+        alone = SpectralAnalyzer(progress=False).fit(arch.space.unflatten(w)).details_.set_index("name")
+        for m in matrices:
+            for k in SPECTRAL:
+                assert got.loc[i, f"{m}.{k}"] == pytest.approx(alone.loc[m, k], rel=1e-6), (i, m, k)
+            # independent of the analyser: log10 of the largest eigenvalue of WᵀW
+            sigma = np.linalg.svd(arch.space.unflatten(w)[m].double().numpy(), compute_uv=False)[0]
+            assert got.loc[i, f"{m}.log_spectral_norm"] == pytest.approx(np.log10(sigma**2), rel=1e-4)
+    assert got.filter(like=".alpha").notna().all().all()
+    both = weight_features(weights, arch.space, spectral=True)
+    pd.testing.assert_frame_equal(both[got.columns], got)

@@ -1,12 +1,14 @@
 """Accuracy predictors: run-level splits, save/load round trips, permutation invariance, real learning."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from weightspace.analysis.predictors import (
     GBTPredictor,
     NeuronSetPredictor,
+    ProbePredictor,
     evaluate_predictors,
     load_predictor,
     run_split,
@@ -17,6 +19,8 @@ from weightspace.nets import MLP
 from weightspace.symmetry import permute, random_permutation
 from weightspace.zoo import Zoo
 from weightspace.zoo.train import HParams, Run, TrainConfig, train_population
+
+ARCH = MLP(64, (12,), 10)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +56,11 @@ def test_run_split_never_puts_one_run_on_both_sides():
     lambda s: GBTPredictor(s, n_estimators=50),
     lambda s: GBTPredictor(s, features="statistics", n_estimators=50),
     lambda s: NeuronSetPredictor(s, epochs=5, hidden=16),
+    lambda s: ProbePredictor(s, architecture=ARCH.config, epochs=3, probes=8, hidden=32),
 ])
 def test_predictors_save_and_load_to_identical_predictions(tmp_path, small_zoo, predictor):
     weights, table = small_zoo
-    space = MLP(64, (12,), 10).space
+    space = ARCH.space
     fitted = predictor(space).fit(weights, table["test_acc"])
     loaded = load_predictor(fitted.save(tmp_path / "p"))
     assert type(loaded) is type(fitted) and loaded.config() == fitted.config()
@@ -66,17 +71,37 @@ def test_predictors_save_and_load_to_identical_predictions(tmp_path, small_zoo, 
 
 def test_neuron_set_predictor_ignores_neuron_order(small_zoo):
     weights, table = small_zoo
-    space = MLP(64, (12,), 10).space
+    space = ARCH.space
     pred = NeuronSetPredictor(space, epochs=3, hidden=16).fit(weights, table["test_acc"])
     shuffled = permute(space, weights, random_permutation(space, len(weights), torch.Generator().manual_seed(1)))
     assert not torch.allclose(shuffled, weights)
     np.testing.assert_allclose(pred.predict(shuffled), pred.predict(weights), atol=1e-5)
 
 
+def test_probe_predictor_reads_the_function_each_model_computes(small_zoo):
+    weights, table = small_zoo
+    pred = ProbePredictor(ARCH.space, architecture=ARCH.config, epochs=3, probes=8, hidden=32).fit(
+        weights, table["test_acc"])
+    # the same function, other weights: neuron permutations change nothing
+    shuffled = permute(ARCH.space, weights, random_permutation(ARCH.space, len(weights), torch.Generator().manual_seed(1)))
+    np.testing.assert_allclose(pred.predict(shuffled), pred.predict(weights), atol=1e-5)
+    # another activation is another function: models are run with the one given for each
+    relu, tanh = pred.predict(weights), pred.predict(weights, activations=["tanh"] * len(weights))
+    assert np.abs(relu - tanh).max() > 1e-3
+    mixed = pred.predict(weights, activations=["tanh", None] * (len(weights) // 2))
+    np.testing.assert_allclose(mixed[0::2], tanh[0::2], atol=1e-6)
+    np.testing.assert_allclose(mixed[1::2], relu[1::2], atol=1e-6)
+    with pytest.raises(ConfigError, match="activation: expected one of"):
+        pred.predict(weights[:2], activations=["swish", None])
+    with pytest.raises(ConfigError, match="one per model"):
+        pred.predict(weights[:2], activations=["tanh"])
+
+
 def test_predictors_rank_held_out_runs(small_zoo):
     weights, table = small_zoo
-    res, _ = evaluate_predictors(weights, table, MLP(64, (12,), 10).space, names=("gbt", "neuron-set"))
-    assert set(res["predictor"]) == {"gbt", "neuron-set"} and (res["test_runs"] == 10).all()
+    res, _ = evaluate_predictors(weights, table, ARCH.space, names=("gbt", "neuron-set", "probe"),
+                                 architecture=ARCH.config)
+    assert set(res["predictor"]) == {"gbt", "neuron-set", "probe"} and (res["test_runs"] == 10).all()
     # lr spans useless to good: accuracy is learnable (a constant prediction has R² ≤ 0, τ undefined)
     assert (res["r2"] > 0.5).all() and (res["kendall_tau"] > 0.3).all(), res
 
@@ -86,3 +111,8 @@ def test_loading_something_else_is_refused(tmp_path):
         load_predictor(tmp_path)
     with pytest.raises(ConfigError, match="features"):
         GBTPredictor(MLP(4, (3,), 2).space, features="everything")
+    with pytest.raises(LayoutError, match="does not have the layout"):
+        ProbePredictor(MLP(4, (3,), 2).space, architecture=ARCH.config)
+    with pytest.raises(ConfigError, match="needs the architecture"):
+        evaluate_predictors(torch.zeros(4, 910), pd.DataFrame({"run_id": list("abcd"), "test_acc": [0.1] * 4}),
+                            ARCH.space, names=("probe",))

@@ -5,8 +5,10 @@ matrix or convolution (two or more axes): Jin et al.'s *weight correlation*, the
 between the weight vectors of two different output neurons. Every statistic is computed for all
 ``N`` models at once from the stacked ``Tensor[N, P]``.
 
-Further feature families (spectral ones, for instance) plug in through ``extra``: callables
-``(weights, space) -> DataFrame`` with one row per model, joined column-wise.
+Optional, ``spectral=True``: per weight matrix or convolution, the power-law exponent α of the tail of
+its eigenvalue spectrum and WeightWatcher's norm metrics (:func:`spectral_features`). Further feature
+families plug in through ``extra``: callables ``(weights, space) -> DataFrame`` with one row per
+model, joined column-wise.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..space import WeightSpace
 PERCENTILES = (0, 25, 50, 75, 100)
 STATISTICS = tuple(f"q{p}" for p in PERCENTILES) + ("mean", "std")  # Unterthiner et al.'s set
 NORMS = ("l1", "l2")
+SPECTRAL = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "entropy")
 
 FeatureFn = Callable[[Tensor, WeightSpace], pd.DataFrame]
 
@@ -62,19 +65,34 @@ def weight_correlation(weights: Tensor, space: WeightSpace) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+def spectral_features(weights: Tensor, space: WeightSpace) -> pd.DataFrame:
+    """``{tensor}.alpha, alpha_weighted, log_norm, log_spectral_norm, stable_rank, entropy`` of every
+    weight matrix and convolution (:class:`~weightspace.analysis.spectral.SpectralAnalyzer`'s robust
+    fit, its defaults); NaN where a layer's spectrum could not be fitted (too few eigenvalues, say)."""
+    from .spectral import SpectralAnalyzer
+
+    details = SpectralAnalyzer(progress=False).fit((_check(weights, space), space)).details_
+    details = details[details["kind"] != "skipped"]
+    wide = details.pivot(index="model", columns="name", values=list(SPECTRAL))
+    wide = wide.reindex([str(i) for i in range(len(weights))])  # the analyser names models 0..N-1
+    wide.columns = [f"{name}.{metric}" for metric, name in wide.columns]
+    return wide[sorted(wide.columns)].reset_index(drop=True).astype(float)
+
+
 def weight_features(
     weights: Tensor,
     space: WeightSpace,
     *,
     norms: bool = True,
     correlation: bool = True,
+    spectral: bool = False,
     extra: Sequence[FeatureFn] = (),
 ) -> pd.DataFrame:
     """All features of ``weights: Tensor[N, P]``, one row per model, one column per feature."""
     parts = [tensor_statistics(weights, space, norms=norms)]
     if correlation:
         parts.append(weight_correlation(weights, space))
-    for fn in extra:
+    for fn in [spectral_features] * spectral + list(extra):
         part = fn(weights, space)
         if len(part) != len(parts[0]):
             raise LayoutError(f"feature function {getattr(fn, '__name__', fn)!r} returned {len(part)} rows "

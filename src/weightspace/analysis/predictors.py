@@ -2,12 +2,16 @@
 
 - :class:`GBTPredictor`: gradient-boosted trees (LightGBM) on :mod:`~weightspace.analysis.features`
   (Unterthiner et al. 2020). ``features="statistics"`` is their exact set, the baseline;
-  ``"all"`` adds norms and Jin et al.'s weight correlation. Saved as LightGBM's text model + JSON.
+  ``"all"`` adds norms and Jin et al.'s weight correlation, ``"spectral"`` also each layer's spectral
+  metrics (power-law α and WeightWatcher's norms). Saved as LightGBM's text model + JSON.
 - :class:`NeuronSetPredictor`: the permutation-invariant network of
   :mod:`~weightspace.analysis.neuron_set`, saved as safetensors + JSON.
+- :class:`ProbePredictor`: the models run on learned probe inputs (:mod:`~weightspace.analysis.probing`),
+  their outputs and per-tensor statistics into an MLP; it needs the architecture, saved as safetensors + JSON.
 
-Both take ``Tensor[N, P]`` weights of one :class:`~weightspace.space.WeightSpace` and predict one
-number per model. Evaluation splits by *run* (:func:`run_split`): a run's checkpoints stay together.
+All take ``Tensor[N, P]`` weights of one :class:`~weightspace.space.WeightSpace` (and, for those that
+run the models, each model's activation when a zoo's runs drew them) and predict one number per model.
+Evaluation splits by *run* (:func:`run_split`): a run's checkpoints stay together.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, LayoutError
 from ..io import load_checkpoint, save_checkpoint
+from ..nets import build_architecture
 from ..space import WeightSpace
 from .features import tensor_statistics, weight_features
 from .neuron_set import NeuronSetNet, neuron_inputs
+from .probing import ProbeNet, activation_architectures
 
 PREDICTOR_JSON = "predictor.json"
 PREDICTORS: dict[str, type[AccuracyPredictor]] = {}
@@ -58,7 +64,11 @@ def scores(y_true, y_pred) -> dict[str, float]:
 
 
 class AccuracyPredictor(ABC):
-    """Abstract: ``fit(weights, y)``, ``predict(weights)``, ``save(dir)``; :func:`load_predictor` reads back."""
+    """Abstract: ``fit(weights, y)``, ``predict(weights)``, ``save(dir)``; :func:`load_predictor` reads back.
+
+    ``activations`` (one name per model, None for the architecture's own) says what function each
+    model computes; only predictors that run the models read it.
+    """
 
     kind: ClassVar[str]
 
@@ -71,10 +81,11 @@ class AccuracyPredictor(ABC):
         self.space = space
 
     @abstractmethod
-    def fit(self, weights: Tensor, y, *, progress: bool = False) -> AccuracyPredictor: ...
+    def fit(self, weights: Tensor, y, *, activations: Sequence[str | None] | None = None,
+            progress: bool = False) -> AccuracyPredictor: ...
 
     @abstractmethod
-    def predict(self, weights: Tensor) -> np.ndarray: ...
+    def predict(self, weights: Tensor, *, activations: Sequence[str | None] | None = None) -> np.ndarray: ...
 
     @abstractmethod
     def config(self) -> dict:
@@ -124,7 +135,7 @@ class GBTPredictor(AccuracyPredictor):
     """LightGBM regression on per-tensor weight features."""
 
     kind = "gbt"
-    FEATURE_SETS = ("statistics", "all")
+    FEATURE_SETS = ("statistics", "all", "spectral")
 
     def __init__(self, space: WeightSpace, *, features: str = "all", n_estimators: int = 600,
                  learning_rate: float = 0.03, num_leaves: int = 31, min_child_samples: int = 10,
@@ -145,9 +156,9 @@ class GBTPredictor(AccuracyPredictor):
         weights = self._check(weights)
         if self.features == "statistics":
             return tensor_statistics(weights, self.space, norms=False)
-        return weight_features(weights, self.space)
+        return weight_features(weights, self.space, spectral=self.features == "spectral")
 
-    def fit(self, weights, y, *, progress=False):
+    def fit(self, weights, y, *, activations=None, progress=False):
         import lightgbm as lgb
 
         params = {"objective": "regression", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
@@ -158,7 +169,7 @@ class GBTPredictor(AccuracyPredictor):
         self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators)
         return self
 
-    def predict(self, weights):
+    def predict(self, weights, *, activations=None):
         if self.booster_ is None:
             raise ConfigError("GBTPredictor: call fit() or load_predictor() before predict()")
         return self.booster_.predict(self.featurise(weights), num_threads=1)
@@ -181,6 +192,25 @@ class GBTPredictor(AccuracyPredictor):
         if not path.exists():
             raise ConfigError(f"{directory}: saved GBT predictor lacks {path.name}")
         self.booster_ = lgb.Booster(model_file=str(path))
+
+
+def _train_mse(net: torch.nn.Module, forward, target: Tensor, settings, desc: str, progress: bool) -> torch.nn.Module:
+    """AdamW with a one-cycle schedule on the mean squared error of ``forward(batch indices)``, batches
+    drawn in an order seeded by ``settings.seed`` (``settings``: the predictor, for its epochs,
+    batch_size, lr, weight_decay). Returns ``net`` in evaluation mode."""
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = settings.epochs * -(-len(target) // settings.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=steps)
+    gen = torch.Generator().manual_seed(settings.seed)
+    net.train()
+    for _ in tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=not progress):
+        for idx in torch.randperm(len(target), generator=gen).split(settings.batch_size):
+            loss = torch.mean((forward(idx) - target[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
 
 
 class NeuronSetPredictor(AccuracyPredictor):
@@ -207,29 +237,19 @@ class NeuronSetPredictor(AccuracyPredictor):
             torch.manual_seed(self.seed)
             return NeuronSetNet([g.shape[-1] for g in groups], free.shape[-1], self.hidden)
 
-    def fit(self, weights, y, *, progress=False):
+    def fit(self, weights, y, *, activations=None, progress=False):
         groups, free = self._inputs(weights)
         y = torch.as_tensor(np.asarray(y, dtype=np.float32))
         self.y_mean_, self.y_std_ = float(y.mean()), float(y.std().clamp_min(1e-8))
         target = (y - self.y_mean_) / self.y_std_
         net = self._new_net(groups, free)
         net.set_standardisation(groups, free)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        steps = self.epochs * -(-len(y) // self.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
-        gen = torch.Generator().manual_seed(self.seed)
-        for _ in tqdm(range(self.epochs), desc="neuron-set predictor", unit="epoch", disable=not progress):
-            for idx in torch.randperm(len(y), generator=gen).split(self.batch_size):
-                loss = torch.mean((net([g[idx] for g in groups], free[idx]) - target[idx]) ** 2)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-        self.net_ = net.eval()
+        self.net_ = _train_mse(net, lambda idx: net([g[idx] for g in groups], free[idx]), target, self,
+                               "neuron-set predictor", progress)
         return self
 
     @torch.no_grad()
-    def predict(self, weights):
+    def predict(self, weights, *, activations=None):
         if self.net_ is None:
             raise ConfigError("NeuronSetPredictor: call fit() or load_predictor() before predict()")
         groups, free = self._inputs(weights)
@@ -249,44 +269,123 @@ class NeuronSetPredictor(AccuracyPredictor):
         self.net_, self.y_mean_, self.y_std_ = net.eval(), meta["y_mean"], meta["y_std"]
 
 
-def make_predictor(name: str, space: WeightSpace, seed: int = 0) -> AccuracyPredictor:
-    """The predictors by the names the CLI and the benchmark use."""
+class ProbePredictor(AccuracyPredictor):
+    """The models' outputs on learned probe inputs, with the per-tensor statistics, into an MLP
+    (:class:`~weightspace.analysis.probing.ProbeNet`), trained with AdamW on mean squared error of the
+    standardised target. ``architecture`` is the zoo's architecture config (``zoo.info["architecture"]``)."""
+
+    kind = "probe"
+
+    def __init__(self, space: WeightSpace, *, architecture: dict, probes: int = 64, latent: int = 32,
+                 hidden: int = 256, dropout: float = 0.1, epochs: int = 40, batch_size: int = 128, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, seed: int = 0):
+        super().__init__(space)
+        arch = build_architecture(architecture)
+        if arch.space.entries != space.entries:
+            raise LayoutError(f"architecture '{arch.name}' does not have the layout '{space.name}'")
+        self.arch, self.architecture = arch, json.loads(json.dumps(arch.config))  # as saved and loaded
+        self.probes, self.latent, self.hidden, self.dropout = probes, latent, hidden, dropout
+        self.epochs, self.batch_size, self.lr, self.weight_decay, self.seed = epochs, batch_size, lr, weight_decay, seed
+        self.net_, self.y_mean_, self.y_std_ = None, 0.0, 1.0
+
+    def config(self) -> dict:
+        return {k: getattr(self, k) for k in ("architecture", "probes", "latent", "hidden", "dropout", "epochs",
+                                                "batch_size", "lr", "weight_decay", "seed")}
+
+    def _inputs(self, weights, activations):
+        weights = self._check(weights).float()
+        stats = torch.tensor(tensor_statistics(weights, self.space).to_numpy(), dtype=torch.float32)
+        return weights, stats, *activation_architectures(self.arch, activations, len(weights))
+
+    def _new_net(self, stats_dim: int) -> ProbeNet:
+        return ProbeNet(self.arch.input_shape, self.arch.out_features, stats_dim, probes=self.probes,
+                        latent=self.latent, hidden=self.hidden, dropout=self.dropout)
+
+    def fit(self, weights, y, *, activations=None, progress=False):
+        weights, stats, archs, which = self._inputs(weights, activations)
+        y = torch.as_tensor(np.asarray(y, dtype=np.float32))
+        self.y_mean_, self.y_std_ = float(y.mean()), float(y.std().clamp_min(1e-8))
+        target = (y - self.y_mean_) / self.y_std_
+        with torch.random.fork_rng(devices=[]):  # init and dropout: seeded, the caller's RNG untouched
+            torch.manual_seed(self.seed)
+            net = self._new_net(stats.shape[1])
+            net.stats_mean.copy_(stats.mean(0))
+            net.stats_std.copy_(stats.std(0, correction=0).clamp_min(1e-8))
+            self.net_ = _train_mse(net, lambda idx: net(weights[idx], stats[idx], archs, which[idx]), target, self,
+                                   "probe predictor", progress)
+        return self
+
+    @torch.no_grad()
+    def predict(self, weights, *, activations=None):
+        if self.net_ is None:
+            raise ConfigError("ProbePredictor: call fit() or load_predictor() before predict()")
+        weights, stats, archs, which = self._inputs(weights, activations)
+        out = [self.net_(weights[idx], stats[idx], archs, which[idx]) for idx in torch.arange(len(weights)).split(512)]
+        return (torch.cat(out) * self.y_std_ + self.y_mean_).double().numpy()
+
+    def _save_state(self, directory):
+        save_checkpoint(directory / "net.safetensors", {k: v.contiguous() for k, v in self.net_.state_dict().items()},
+                        {"predictor": self.kind})
+        return {"net_file": "net.safetensors", "stats_dim": len(self.net_.stats_mean), "y_mean": self.y_mean_,
+                "y_std": self.y_std_}
+
+    def _load_state(self, directory, meta):
+        state, _ = load_checkpoint(directory / meta.get("net_file", "net.safetensors"))
+        net = self._new_net(meta["stats_dim"])
+        net.load_state_dict(state)
+        self.net_, self.y_mean_, self.y_std_ = net.eval(), meta["y_mean"], meta["y_std"]
+
+
+def make_predictor(name: str, space: WeightSpace, seed: int = 0, architecture: dict | None = None
+                   ) -> AccuracyPredictor:
+    """The predictors by the names the CLI and the benchmark use; ``probe`` needs the ``architecture``."""
     makers = {"gbt-statistics": lambda: GBTPredictor(space, features="statistics", seed=seed),
               "gbt": lambda: GBTPredictor(space, features="all", seed=seed),
-              "neuron-set": lambda: NeuronSetPredictor(space, seed=seed)}
+              "gbt-spectral": lambda: GBTPredictor(space, features="spectral", seed=seed),
+              "neuron-set": lambda: NeuronSetPredictor(space, seed=seed),
+              "probe": lambda: ProbePredictor(space, architecture=architecture, seed=seed)}
     if name not in makers:
         raise ConfigError(f"predictor: expected one of {sorted(makers)}, got {name!r}")
+    if name == "probe" and architecture is None:
+        raise ConfigError("predictor 'probe' runs the models: it needs the architecture config (a zoo has one)")
     return makers[name]()
 
 
-PREDICTOR_NAMES = ("gbt-statistics", "gbt", "neuron-set")
+PREDICTOR_NAMES = ("gbt-statistics", "gbt", "gbt-spectral", "neuron-set", "probe")
 
 
 def evaluate_predictors(
-    weights: Tensor, table: pd.DataFrame, space: WeightSpace, *, names: Sequence[str] = PREDICTOR_NAMES,
-    target: str = "test_acc", test_fraction: float = 0.2, seed: int = 0, progress: bool = False,
+    weights: Tensor, table: pd.DataFrame, space: WeightSpace, *, names: Sequence[str] | None = None,
+    target: str = "test_acc", test_fraction: float = 0.2, seed: int = 0, architecture: dict | None = None,
+    progress: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, AccuracyPredictor]]:
     """Fit each named predictor on the training runs, score it on the held-out runs.
 
-    Models with non-finite weights or target are left out (counted in ``dropped``). Returns one row
-    per predictor (R², Kendall τ, RMSE, seconds to fit, sizes) and the fitted predictors.
+    ``names`` defaults to every predictor (without ``probe`` when no ``architecture`` is given). Each
+    model's activation comes from the index's ``hp_activation`` when it has one. Models with
+    non-finite weights or target are left out (counted in ``dropped``). Returns one row per predictor
+    (R², Kendall τ, RMSE, seconds to fit, sizes) and the fitted predictors.
     """
     import time
 
+    if names is None:
+        names = [n for n in PREDICTOR_NAMES if n != "probe" or architecture is not None]
     if target not in table:
         raise ConfigError(f"target {target!r} is not a column of the zoo index; columns: {list(table.columns)}")
     y = table[target].to_numpy(dtype=np.float64)
     keep = torch.isfinite(weights).all(1).numpy() & np.isfinite(y)
     weights, y, runs = weights[torch.from_numpy(keep)], y[keep], table["run_id"].to_numpy()[keep]
+    acts = table["hp_activation"].to_numpy(dtype=object)[keep] if "hp_activation" in table else None
     test = run_split(runs, test_fraction, seed)
     train_w, test_w = weights[torch.from_numpy(~test)], weights[torch.from_numpy(test)]
+    train_a, test_a = (None, None) if acts is None else (list(acts[~test]), list(acts[test]))
     rows, fitted = [], {}
     for name in names:
-        pred = make_predictor(name, space, seed)
+        pred = make_predictor(name, space, seed, architecture)
         start = time.perf_counter()
-        pred.fit(train_w, y[~test], progress=progress)
+        pred.fit(train_w, y[~test], activations=train_a, progress=progress)
         fit_s = time.perf_counter() - start
-        rows.append({"predictor": name, **scores(y[test], pred.predict(test_w)), "fit_s": fit_s,
+        rows.append({"predictor": name, **scores(y[test], pred.predict(test_w, activations=test_a)), "fit_s": fit_s,
                      "train_models": int((~test).sum()), "test_models": int(test.sum()),
                      "test_runs": len(np.unique(runs[test])), "dropped": int((~keep).sum()),
                      "target": target, "seed": seed})

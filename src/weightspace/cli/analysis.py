@@ -24,12 +24,14 @@ def _predict_accuracy(args) -> None:
     from ..zoo import Zoo
 
     torch.set_num_threads(args.threads)
-    names = args.predictors.split(",") if args.predictors else list(PREDICTOR_NAMES)
     zoo = Zoo.open(args.paths[0])
+    architecture = zoo.info.get("architecture")
+    default = [n for n in PREDICTOR_NAMES if n != "probe" or architecture]
+    names = args.predictors.split(",") if args.predictors else default
     weights, table = zoo.load(args.where)
     result, fitted = evaluate_predictors(weights, table, zoo.space, names=names, target=args.target,
                                          test_fraction=args.test_fraction, seed=args.seed,
-                                         progress=not args.quiet)
+                                         architecture=architecture, progress=not args.quiet)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(result.round(4).to_string(index=False))
     if "gbt" in fitted:
@@ -54,18 +56,21 @@ def _score_checkpoints(args) -> None:
     if not args.paths:
         raise ConfigError("predict-accuracy --model: give the checkpoint files (or zoo directories) to score")
     pred = load_predictor(args.model)
-    names, rows = [], []
+    names, rows, activations = [], [], []
     for path in args.paths:
         p = Path(path)
         if p.is_dir() and (p / "zoo.json").exists():
             w, df = Zoo.open(p).load()
             names += [f"{p}:{m}" for m in df["model_id"]]
             rows.append(w)
+            recorded = df["hp_activation"] if "hp_activation" in df else [None] * len(df)
+            activations += [a if isinstance(a, str) else args.activation for a in recorded]
         else:
             sd, _ = load_weights(p)
             names.append(str(p))
             rows.append(pred.space.flatten(sd)[None])
-    predicted = pred.predict(torch.cat(rows))
+            activations.append(args.activation)
+    predicted = pred.predict(torch.cat(rows), activations=activations)
     print(pd.DataFrame({"checkpoint": names, "predicted": predicted.round(4)}).to_string(index=False))
 
 
@@ -98,7 +103,9 @@ def register(sub) -> None:
     p.add_argument("paths", nargs="*", metavar="ZOO | CHECKPOINT")
     p.add_argument("--model", help="a saved predictor directory: score the given checkpoints")
     p.add_argument("--save", help="save the predictor with the best held-out Kendall τ here")
-    p.add_argument("--predictors", help="comma list of gbt-statistics, gbt, neuron-set (default: all)")
+    p.add_argument("--predictors", help="comma list of gbt-statistics, gbt, gbt-spectral, neuron-set, probe (default: all)")
+    p.add_argument("--activation", help="with --model: the activation the checkpoint files compute with, for "
+                   "predictors that run them (default: the architecture's own; a zoo's models use their records)")
     p.add_argument("--target", default="test_acc", help="index column to predict (default test_acc)")
     p.add_argument("--where", help="SQL filter over the zoo index, e.g. \"epoch >= 2\"")
     p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of runs held out (default 0.2)")

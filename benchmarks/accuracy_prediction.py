@@ -22,7 +22,8 @@ the loop on a subsample and extrapolated.
 Three run splits by default; further seeds (``--seeds``) show how much τ moves with the split.
 
 Usage: python benchmarks/accuracy_prediction.py [--zoo runs/fashion-cnn-zoo] [--seeds 0 1 2]
-(builds the zoo first when the directory has none; about 15 minutes on 2 busy cores).
+(builds the zoo first when the directory has none, about 5–15 minutes; then about 20 minutes on one
+thread, 9 of them the probe predictor's fits).
 Last line: one JSON object with the figures.
 """
 

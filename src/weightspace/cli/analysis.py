@@ -20,18 +20,16 @@ def _predict_accuracy(args) -> None:
         raise ConfigError("predict-accuracy: give one zoo directory (or --model P and checkpoint files)")
     import torch
 
-    from ..analysis.predictors import PREDICTOR_NAMES, evaluate_predictors
+    from ..analysis.predictors import evaluate_predictors
     from ..zoo import Zoo
 
     torch.set_num_threads(args.threads)
     zoo = Zoo.open(args.paths[0])
-    architecture = zoo.info.get("architecture")
-    default = [n for n in PREDICTOR_NAMES if n != "probe" or architecture]
-    names = args.predictors.split(",") if args.predictors else default
     weights, table = zoo.load(args.where)
-    result, fitted = evaluate_predictors(weights, table, zoo.space, names=names, target=args.target,
-                                         test_fraction=args.test_fraction, seed=args.seed,
-                                         architecture=architecture, progress=not args.quiet)
+    result, fitted = evaluate_predictors(weights, table, zoo.space, names=args.predictors.split(",") if args.predictors
+                                         else None, target=args.target, test_fraction=args.test_fraction,
+                                         seed=args.seed, architecture=zoo.info.get("architecture"),
+                                         progress=not args.quiet)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(result.round(4).to_string(index=False))
     if "gbt" in fitted:

@@ -4,10 +4,10 @@ One CNN trained on Fashion-MNIST (14×14) is fine-tuned on 9 derived tasks in 3 
 Fashion subsets, binary Fashion groupings, digit subsets), 5 seeds each; one more task per family
 is held out and fine-tuned, same seeds and budget, from the base (what users do today) and from the
 centroid of its family's fine-tunes. Reported: k-means ARI (and its spread over k-means seeds),
-silhouette and intra/inter distance ratio by task (target ARI ≥ 0.95) and by family; per task, the gap to the nearest other task over
-the seed-to-seed spread; accuracy of 32 convex combinations of each task's fine-tunes against the
-fine-tunes; centroid-start against base-start accuracy per held-out task: before fine-tuning, at
-the first checkpoint, at the end (mean, and per seed).
+silhouette and intra/inter distance ratio by task (target ARI ≥ 0.95) and by family; per task, the
+gap to the nearest other task over the seed-to-seed spread; accuracy of 32 convex combinations of
+each task's fine-tunes against the fine-tunes; centroid-start against base-start accuracy per
+held-out task: before fine-tuning, at the first checkpoint, at the end (mean, and per seed).
 
 Usage: python benchmarks/knowledge_regions.py [--out runs/regions] [--seed 0] [--kmeans-seeds 0 1 2 3 4]
 Last line: one JSON object with the figures.

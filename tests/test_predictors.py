@@ -55,6 +55,7 @@ def test_run_split_never_puts_one_run_on_both_sides():
 @pytest.mark.parametrize("predictor", [
     lambda s: GBTPredictor(s, n_estimators=50),
     lambda s: GBTPredictor(s, features="statistics", n_estimators=50),
+    lambda s: GBTPredictor(s, features="spectral", n_estimators=50),
     lambda s: NeuronSetPredictor(s, epochs=5, hidden=16),
     lambda s: ProbePredictor(s, architecture=ARCH.config, epochs=3, probes=8, hidden=32),
 ])

@@ -92,7 +92,7 @@ def weight_features(
     parts = [tensor_statistics(weights, space, norms=norms)]
     if correlation:
         parts.append(weight_correlation(weights, space))
-    for fn in [spectral_features] * spectral + list(extra):
+    for fn in ([spectral_features] if spectral else []) + list(extra):
         part = fn(weights, space)
         if len(part) != len(parts[0]):
             raise LayoutError(f"feature function {getattr(fn, '__name__', fn)!r} returned {len(part)} rows "

@@ -41,7 +41,7 @@ import torch
 from weightspace.analysis.features import weight_features
 from weightspace.analysis.predictors import GBTPredictor, evaluate_predictors, run_split, scores
 from weightspace.zoo import Zoo
-from weightspace.zoo.build import build_zoo
+from weightspace.zoo.build import build_zoo, model_activations
 
 
 def per_model_features(weights: np.ndarray, space) -> list[dict]:
@@ -72,7 +72,8 @@ def diagnose(weights, table, fitted, seed) -> pd.DataFrame:
 
     test = run_split(table["run_id"].to_numpy(), 0.2, seed)
     y = table["test_acc"].to_numpy()[test]
-    acts = list(table["hp_activation"].to_numpy(dtype=object)[test]) if "hp_activation" in table else None
+    acts = model_activations(table)
+    acts = None if acts is None else [a for a, held in zip(acts, test) if held]
     preds = {name: p.predict(weights[torch.from_numpy(test)], activations=acts) for name, p in fitted.items()}
     preds["mean of the predictors"] = sum((p - p.mean()) / p.std() for p in preds.values())
     preds["val_acc (oracle)"] = table["val_acc"].to_numpy()[test]

@@ -23,7 +23,7 @@ import torch
 
 from weightspace.analysis.predictors import make_predictor, run_split, scores
 from weightspace.zoo import Zoo
-from weightspace.zoo.build import build_zoo
+from weightspace.zoo.build import build_zoo, model_activations
 from weightspace.zoo.config import read_config
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     finite = torch.isfinite(w_more).all(1)
     w_more, t_more = w_more[finite], t_more[finite.numpy()].reset_index(drop=True)
     y, y_more = t["test_acc"].to_numpy(), t_more["test_acc"].to_numpy()
-    acts, acts_more = list(t["hp_activation"]), list(t_more["hp_activation"])
+    acts, acts_more = model_activations(t), model_activations(t_more)
     rows, added_runs = [], int(t_more["run_id"].nunique())
     for seed in args.seeds:
         test = run_split(t["run_id"].to_numpy(), 0.2, seed)

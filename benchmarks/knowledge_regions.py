@@ -28,7 +28,7 @@ from weightspace.analysis.regions import (
     KnowledgeRegions,
     build_regions,
     cluster_metrics,
-    final_checkpoints,
+    region_checkpoints,
     region_table,
     rows_of,
 )
@@ -46,8 +46,7 @@ def ari_over_kmeans_seeds(zoo, seeds) -> dict[str, list[float]]:
     """ARI by task and by family of the final fine-tunes, as KnowledgeRegions measures it, per k-means seed:
     does the clustering's answer depend on its initialisation?"""
     w, table = region_table(zoo)
-    final = final_checkpoints(table)
-    final = final[final["role"].fillna("region") == "region"]
+    final = region_checkpoints(table)
     x = rows_of(w, final)
     return {by: [round(cluster_metrics(x, final[by].to_numpy(), s)["ari"], 4) for s in seeds]
             for by in ("task", "family")}

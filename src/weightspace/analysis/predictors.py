@@ -32,6 +32,7 @@ from ..errors import ConfigError, LayoutError
 from ..io import load_checkpoint, save_checkpoint
 from ..nets import build_architecture
 from ..space import WeightSpace
+from ..zoo.build import model_activations
 from .features import tensor_statistics, weight_features
 from .neuron_set import NeuronSetNet, neuron_inputs
 from .probing import ProbeNet, activation_architectures
@@ -375,7 +376,8 @@ def evaluate_predictors(
     y = table[target].to_numpy(dtype=np.float64)
     keep = torch.isfinite(weights).all(1).numpy() & np.isfinite(y)
     weights, y, runs = weights[torch.from_numpy(keep)], y[keep], table["run_id"].to_numpy()[keep]
-    acts = table["hp_activation"].to_numpy(dtype=object)[keep] if "hp_activation" in table else None
+    acts = model_activations(table)
+    acts = None if acts is None else np.array(acts, dtype=object)[keep]
     test = run_split(runs, test_fraction, seed)
     train_w, test_w = weights[torch.from_numpy(~test)], weights[torch.from_numpy(test)]
     train_a, test_a = (None, None) if acts is None else (list(acts[~test]), list(acts[test]))

@@ -186,8 +186,8 @@ def build_regions(source, out: str | Path, *, progress: bool = True) -> Zoo:
     for name in cfg["held_out"]:
         task = next(t for t in cfg["tasks"] if t["name"] == name)
         w, df = region_table(zoo)
-        members = final_checkpoints(df)
-        members = members[(members["family"] == task["family"]) & (members["role"] == "region")]
+        members = region_checkpoints(df)
+        members = members[members["family"] == task["family"]]
         centroid = rows_of(w, members).mean(0)
         if ft["centroid_head"] == "base":
             centroid = torch.where(head_mask(arch.space), base, centroid)
@@ -221,6 +221,15 @@ def region_table(zoo: Zoo) -> tuple[Tensor, pd.DataFrame]:
 def final_checkpoints(table: pd.DataFrame) -> pd.DataFrame:
     """The last checkpoint of every run (rows keep their index, so they select weights)."""
     return table.loc[table.groupby("run_id")["step"].idxmax().to_numpy()]
+
+
+def region_checkpoints(table: pd.DataFrame) -> pd.DataFrame:
+    """The last checkpoint of every run that makes up a region: all runs, less the held-out tasks'
+    fine-tunes when the table tags roles."""
+    final = final_checkpoints(table)
+    if "role" in final:
+        final = final[final["role"].fillna("region") == "region"]
+    return final
 
 
 def rows_of(weights: Tensor, rows: pd.DataFrame) -> Tensor:
@@ -345,9 +354,7 @@ class KnowledgeRegions:
         w, table = region_table(zoo)
         if self.by not in table:
             raise ConfigError(f"--by {self.by!r} is not a column of {zoo.root}; columns: {list(table.columns)}")
-        final = final_checkpoints(table)
-        if "role" in final:
-            final = final[final["role"].fillna("region") == "region"]
+        final = region_checkpoints(table)
         final = final[final[self.by].notna()]
         x = rows_of(w, final)
         groupings = [self.by] + [c for c in ("task", "family") if c in final and c != self.by]

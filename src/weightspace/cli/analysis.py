@@ -50,6 +50,7 @@ def _score_checkpoints(args) -> None:
     from ..analysis.predictors import load_predictor
     from ..io import load_weights
     from ..zoo import Zoo
+    from ..zoo.build import model_activations
 
     if not args.paths:
         raise ConfigError("predict-accuracy --model: give the checkpoint files (or zoo directories) to score")
@@ -61,8 +62,8 @@ def _score_checkpoints(args) -> None:
             w, df = Zoo.open(p).load()
             names += [f"{p}:{m}" for m in df["model_id"]]
             rows.append(w)
-            recorded = df["hp_activation"] if "hp_activation" in df else [None] * len(df)
-            activations += [a if isinstance(a, str) else args.activation for a in recorded]
+            recorded = model_activations(df) or [None] * len(df)
+            activations += [a or args.activation for a in recorded]
         else:
             sd, _ = load_weights(p)
             names.append(str(p))

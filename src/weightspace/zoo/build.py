@@ -141,6 +141,14 @@ def zoo_activation(zoo: Zoo, index: pd.DataFrame | None = None) -> str | None:
     return found[0] if found else None
 
 
+def model_activations(index: pd.DataFrame) -> list[str | None] | None:
+    """Each model's recorded activation (None where its record has none), in the index's order; None
+    when the index records none at all."""
+    if "hp_activation" not in index:
+        return None
+    return [a if isinstance(a, str) else None for a in index["hp_activation"]]
+
+
 def task_for_zoo(zoo: Zoo, index: pd.DataFrame | None = None) -> Task:
     """The zoo's data set (same split and normalisation) and architecture, rebuilt from what it
     recorded, with the activation the models of ``index`` (default: all) trained with."""

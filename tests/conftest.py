@@ -14,4 +14,4 @@ def aligned_tiny_zoo(tmp_path_factory):
     """The ``aligned`` method's tiny data setting, built once for every test that only reads it."""
     from weightspace.generative import aligned
 
-    return aligned.build_data(tmp_path_factory.mktemp("aligned") / "zoo", preset="tiny", progress=False)
+    return aligned.SETTING.build(tmp_path_factory.mktemp("aligned") / "zoo", preset="tiny", progress=False)

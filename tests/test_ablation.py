@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from weightspace.audit import l2_distances, min_distance_to_training
 from weightspace.errors import ConfigError
 from weightspace.generative import hyperrep as H
-from weightspace.generative.base import make_generator
+from weightspace.generator import make_generator
 from weightspace.study.ablation import (
     ABLATIONS,
     Relative,
@@ -27,7 +27,7 @@ N_SAMPLES = 20
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    return H.build_data(tmp_path_factory.mktemp("ablation") / "zoo", preset="tiny", progress=False)
+    return H.SETTING.build(tmp_path_factory.mktemp("ablation") / "zoo", preset="tiny", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def table(zoo):
 
 
 def test_one_row_per_variant_with_finite_values(table, zoo):
-    n = len(H.training_weights(zoo))
+    n = len(H.SETTING.training(zoo))
     assert table["variant"].tolist() == list(ABLATIONS["hyperrep"])
     assert list(table.columns) == COLUMNS
     numeric = table[COLUMNS[2:]].to_numpy(dtype=float)
@@ -63,15 +63,15 @@ def test_overrides_are_resolved_against_the_base(table):
 
 def test_default_row_equals_a_direct_measurement(table, zoo):
     """Fit the default configuration by hand: same samples, so the same min L2 and quality."""
-    train = H.training_weights(zoo)
-    gen = make_generator("hyperrep", **BASE).fit(train, progress=False, **H.fit_context(zoo))
+    train = H.SETTING.training(zoo)
+    gen = make_generator("hyperrep", **BASE).fit(train, progress=False, **H.SETTING.fit_context(zoo))
     samples = gen.sample(N_SAMPLES, seed=0)
     min_l2 = min_distance_to_training(l2_distances(samples, train))[0].double()
     spacing = min_distance_to_training(l2_distances(train, train), exclude_self=True)[0].double().median()
     row = table.set_index("variant").loc["default"]
     assert math.isclose(row["min_l2_median"], float(min_l2.median()), rel_tol=1e-9)
     assert math.isclose(row["min_l2_vs_spacing"], float(min_l2.median() / spacing), rel_tol=1e-6)
-    assert math.isclose(row["quality_median"], float(H.quality(zoo, samples).median()), rel_tol=1e-9)
+    assert math.isclose(row["quality_median"], float(H.SETTING.quality(zoo, samples).median()), rel_tol=1e-9)
     assert math.isclose(row["replica_fraction"], float((min_l2 < 0.25 * spacing).double().mean()))
 
 

@@ -10,7 +10,7 @@ from weightspace.audit.novelty import noise_frontier
 from weightspace.baselines import AlignedInterpolation
 from weightspace.errors import ConfigError, LayoutError, ZooError
 from weightspace.generative import aligned
-from weightspace.generative.base import load_generator, make_generator
+from weightspace.generator import load_generator, make_generator
 from weightspace.study.frontiers import beyond_every_frontier
 from weightspace.symmetry import permute, random_permutation
 
@@ -22,13 +22,13 @@ def zoo(aligned_tiny_zoo):
 
 @pytest.fixture(scope="module")
 def train(zoo):
-    return aligned.training_weights(zoo)
+    return aligned.SETTING.training(zoo)
 
 
 def test_data_setting(zoo, train):
-    held = aligned.heldout_weights(zoo)
+    held = aligned.SETTING.heldout(zoo)
     assert train.shape == (48, 760) and held.shape == (12, 760)
-    assert float(aligned.quality(zoo, held).median()) > 0.85  # trained digits MLPs
+    assert float(aligned.SETTING.quality(zoo, held).median()) > 0.85  # trained digits MLPs
     assert not any(torch.equal(h, t) for h in held for t in train)
 
 
@@ -37,27 +37,27 @@ def test_fit_ignores_neuron_order(zoo, train):
     relabelling): the alignment removes the permutation symmetry the generator would otherwise model."""
     shuffled = permute(zoo.space, train, random_permutation(zoo.space, n=len(train), generator=torch.Generator().manual_seed(3)))
     shuffled[0] = train[0]  # same starting reference
-    a = aligned.AlignedGaussian(**aligned.generator_config(zoo)).fit(train)
-    b = aligned.AlignedGaussian(**aligned.generator_config(zoo)).fit(shuffled)
+    a = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo)).fit(train)
+    b = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo)).fit(shuffled)
     torch.testing.assert_close(canonical_form(zoo.space, a.mean[None]), canonical_form(zoo.space, b.mean[None]))
-    unaligned = aligned.AlignedGaussian(**aligned.generator_config(zoo), align=False).fit(shuffled)
+    unaligned = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo), align=False).fit(shuffled)
     assert not torch.allclose(canonical_form(zoo.space, unaligned.mean[None]), canonical_form(zoo.space, a.mean[None]),
                               atol=1e-3)
 
 
 def test_output_permutation_keeps_the_function(zoo, train):
-    gen = aligned.AlignedGaussian(**aligned.generator_config(zoo)).fit(train)
+    gen = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo)).fit(train)
     plain = aligned.AlignedGaussian(**{**gen.config(), "permute_output": False})
     plain.load_state(gen.state())
     w, w_plain = gen.sample(16, seed=2), plain.sample(16, seed=2)
     assert not torch.allclose(w, w_plain)
-    assert torch.equal(aligned.predictions(zoo, w), aligned.predictions(zoo, w_plain))
+    assert torch.equal(aligned.SETTING.predictions(zoo, w), aligned.SETTING.predictions(zoo, w_plain))
 
 
 @pytest.mark.parametrize("residual", ["isotropic", "diagonal", "none"])
 def test_samples_keep_the_variance(zoo, train, residual):
     """The draws' total variance is the aligned runs' (``none``: the kept directions' only)."""
-    gen = aligned.AlignedGaussian(**aligned.generator_config(zoo), rank=8, residual=residual,
+    gen = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo), rank=8, residual=residual,
                                   permute_output=False).fit(train)
     data, _ = aligned.barycenter_alignment(zoo.space, train.double())
     total = float(data.var(0, correction=0).sum())
@@ -70,7 +70,7 @@ def test_samples_keep_the_variance(zoo, train, residual):
 
 
 def test_round_trip_and_determinism(zoo, train, tmp_path):
-    gen = make_generator("aligned", **aligned.generator_config(zoo), rank=4).fit(train)
+    gen = make_generator("aligned", **aligned.SETTING.generator_config(zoo), rank=4).fit(train)
     a = gen.sample(8, seed=5)
     assert torch.equal(a, gen.sample(8, seed=5)) and not torch.equal(a, gen.sample(8, seed=6))
     loaded = load_generator(gen.save(tmp_path / "g"))
@@ -78,7 +78,7 @@ def test_round_trip_and_determinism(zoo, train, tmp_path):
 
 
 def test_bad_arguments(zoo, train):
-    config = aligned.generator_config(zoo)
+    config = aligned.SETTING.generator_config(zoo)
     with pytest.raises(ConfigError, match="residual"):
         aligned.AlignedGaussian(**config, residual="full")
     with pytest.raises(ConfigError, match="rank"):
@@ -90,7 +90,7 @@ def test_bad_arguments(zoo, train):
     with pytest.raises(ConfigError, match="not fitted"):
         aligned.AlignedGaussian(**config).sample(2)
     with pytest.raises(ConfigError, match="preset"):
-        aligned.build_data("unused", preset="huge")
+        aligned.SETTING.build("unused", preset="huge")
 
 
 def test_aligned_interpolation(zoo, train):
@@ -98,8 +98,8 @@ def test_aligned_interpolation(zoo, train):
     ends = AlignedInterpolation(0.0, space).fit(train).sample(6, seed=1)
     assert all(any(torch.equal(e, t) for t in train) for e in ends)  # λ = 0: the first run of each pair
     far = AlignedInterpolation(1.0, space.to_json()).fit(train).sample(6, seed=1)  # λ = 1: the second, relabelled
-    preds = aligned.predictions(zoo, train)
-    assert all((aligned.predictions(zoo, f[None]) == preds).all(1).any() for f in far)
+    preds = aligned.SETTING.predictions(zoo, train)
+    assert all((aligned.SETTING.predictions(zoo, f[None]) == preds).all(1).any() for f in far)
     mid = AlignedInterpolation(0.5, space).fit(train).sample(6, seed=1)
     # the midpoint sits halfway along the aligned segment: aligned distance to its first end = half of a-to-π(b)
     d_ends = aligned_l2_pairs(space, ends, far)
@@ -129,7 +129,7 @@ def test_beyond_every_frontier():
 def test_scale_normalisation(zoo, train):
     """Scales moved to the outgoing weights for the fit, restored from the runs on output: samples
     sit on the runs' own neuron scales, and the normalised fit's mean has unit incoming norms."""
-    gen = aligned.AlignedGaussian(**aligned.generator_config(zoo), normalise_scale=True).fit(train)
+    gen = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo), normalise_scale=True).fit(train)
     (mean_norms,) = aligned.incoming_norms(zoo.space, gen.mean[None]).values()
     assert float(mean_norms.max()) <= 1 + 1e-5
     # at temperature 0 a sample is the mean with one run's neuron norms put back
@@ -168,7 +168,7 @@ def test_finetune_weights(zoo, train):
     from weightspace.zoo.train import finetune_weights
 
     task = task_for_zoo(zoo)
-    start = aligned.AlignedGaussian(**aligned.generator_config(zoo)).fit(train).sample(6, seed=0)
+    start = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo)).fit(train).sample(6, seed=0)
     assert torch.equal(finetune_weights(task.arch, task.dataset, start, steps=0), start)
     tuned = finetune_weights(task.arch, task.dataset, start, steps=30, seed=1)
     assert torch.equal(tuned, finetune_weights(task.arch, task.dataset, start, steps=30, seed=1))
@@ -182,37 +182,35 @@ def test_finetune_weights(zoo, train):
 
 def test_built_zoo_matches_what_the_method_records(zoo):
     """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
-    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
-    from weightspace.audit import zoo_methods
     from weightspace.generative import aligned as module
-    from weightspace.generative import methods
+    from weightspace.zoo.setting import setting_for_zoo
 
-    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module
+    assert setting_for_zoo(zoo) is module.SETTING
 
 
 def test_width_option(tmp_path):
     """``width`` sets the hidden layer (layout, permutation group, recorded config); a zoo of one width
     is not reopened as another, and a bad width names the argument."""
-    zoo = aligned.build_data(tmp_path / "w6", preset="tiny", runs=4, width=6, progress=False)
+    zoo = aligned.SETTING.build(tmp_path / "w6", preset="tiny", runs=4, width=6, progress=False)
     assert zoo.space.num_params == 64 * 6 + 6 + 6 * 10 + 10
     assert [g.size for g in zoo.space.groups] == [6]
     assert zoo.info["config"]["architecture"]["widths"] == [6]
-    assert aligned.training_weights(zoo).shape == (4, zoo.space.num_params)
-    assert len(aligned.heldout_weights(zoo)) == aligned.PRESETS["tiny"]["heldout_runs"]
-    gen = aligned.AlignedGaussian(**aligned.generator_config(zoo), rank=2).fit(aligned.training_weights(zoo))
+    assert aligned.SETTING.training(zoo).shape == (4, zoo.space.num_params)
+    assert len(aligned.SETTING.heldout(zoo)) == aligned.PRESETS["tiny"]["heldout_runs"]
+    gen = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo), rank=2).fit(aligned.SETTING.training(zoo))
     assert gen.sample(3, seed=0).shape == (3, zoo.space.num_params)
     with pytest.raises(ZooError, match="mlp-64x6x10-relu"):
-        aligned.build_data(tmp_path / "w6", preset="tiny", runs=4, width=8, progress=False)
+        aligned.SETTING.build(tmp_path / "w6", preset="tiny", runs=4, width=8, progress=False)
     for bad in (0, 2.5, True):
         with pytest.raises(ConfigError, match="width"):
-            aligned.build_data(tmp_path / "bad", preset="tiny", width=bad, progress=False)
+            aligned.SETTING.build(tmp_path / "bad", preset="tiny", width=bad, progress=False)
 
 
 def test_full_rank_by_name(zoo, train, tmp_path):
     """``rank=None`` (all N - 1 directions) passes make_generator's option check, where the constructor
     allows None; a None where it does not is refused with the option's name."""
-    gen = make_generator("aligned", **aligned.generator_config(zoo), rank=None).fit(train)
+    gen = make_generator("aligned", **aligned.SETTING.generator_config(zoo), rank=None).fit(train)
     assert len(gen.scales) == len(train) - 1
     assert load_generator(gen.save(tmp_path / "full")).config()["rank"] is None
     with pytest.raises(ConfigError, match="residual"):
-        make_generator("aligned", **aligned.generator_config(zoo), residual=None)
+        make_generator("aligned", **aligned.SETTING.generator_config(zoo), residual=None)

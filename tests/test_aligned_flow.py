@@ -5,8 +5,8 @@ import torch
 
 from weightspace.errors import ConfigError, LayoutError
 from weightspace.generative import aligned
-from weightspace.generative.aligned_flow import AlignedFlow, _integrate
-from weightspace.generative.base import load_generator, make_generator
+from weightspace.generative.aligned.flow import AlignedFlow, _integrate
+from weightspace.generator import load_generator, make_generator
 
 SMALL = {"dims": 8, "hidden": 64, "max_steps": 300, "check_every": 100, "batch_size": 32}
 
@@ -18,12 +18,12 @@ def zoo(aligned_tiny_zoo):
 
 @pytest.fixture(scope="module")
 def train(zoo):
-    return aligned.training_weights(zoo)
+    return aligned.SETTING.training(zoo)
 
 
 @pytest.fixture(scope="module")
 def fitted(zoo, train):
-    return AlignedFlow(**aligned.generator_config(zoo), **SMALL).fit(train)
+    return AlignedFlow(**aligned.SETTING.generator_config(zoo), **SMALL).fit(train)
 
 
 def test_samples_are_the_flow_in_the_basis_plus_an_orthogonal_residual(zoo, fitted):
@@ -38,7 +38,7 @@ def test_samples_are_the_flow_in_the_basis_plus_an_orthogonal_residual(zoo, fitt
     torch.testing.assert_close(x @ plain.components.T, z * plain.scales, atol=1e-4, rtol=1e-4)
     rest = x - (x @ plain.components.T) @ plain.components
     assert float(rest.std()) == pytest.approx(float(plain.residual_std), rel=0.05)
-    none = AlignedFlow(**{**plain.config(), "residual": "none"}).fit(aligned.training_weights(zoo))
+    none = AlignedFlow(**{**plain.config(), "residual": "none"}).fit(aligned.SETTING.training(zoo))
     x = none.sample(20, seed=1) - none.mean
     torch.testing.assert_close(x, (x @ none.components.T) @ none.components, atol=1e-4, rtol=1e-4)
 
@@ -48,13 +48,13 @@ def test_output_permutation_keeps_the_function(zoo, fitted):
     plain.load_state(fitted.state())
     w, w_plain = fitted.sample(16, seed=2), plain.sample(16, seed=2)
     assert not torch.allclose(w, w_plain)
-    assert torch.equal(aligned.predictions(zoo, w), aligned.predictions(zoo, w_plain))
+    assert torch.equal(aligned.SETTING.predictions(zoo, w), aligned.SETTING.predictions(zoo, w_plain))
 
 
 def test_training_moves_draws_towards_the_runs(zoo, train):
     """After training, the flow's draws lie nearer the whitened runs than the N(0, I) draws it starts
     from (an untrained or sign-flipped velocity field would not)."""
-    gen = AlignedFlow(**aligned.generator_config(zoo), **{**SMALL, "max_steps": 1000}, early_stopping=False,
+    gen = AlignedFlow(**aligned.SETTING.generator_config(zoo), **{**SMALL, "max_steps": 1000}, early_stopping=False,
                       residual="none", permute_output=False).fit(train)
     data, _ = aligned.barycenter_alignment(zoo.space, train.double())
     z_runs = ((data.float() - gen.mean) @ gen.components.T) / gen.scales
@@ -89,7 +89,7 @@ def test_round_trip_and_determinism(zoo, train, fitted, tmp_path):
 
 
 def test_bad_arguments(zoo, train):
-    config = aligned.generator_config(zoo)
+    config = aligned.SETTING.generator_config(zoo)
     with pytest.raises(ConfigError, match="residual"):
         AlignedFlow(**config, residual="diagonal")
     with pytest.raises(ConfigError, match="dims"):

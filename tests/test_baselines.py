@@ -8,7 +8,7 @@ from weightspace.baselines import (
     noise_sweep,
 )
 from weightspace.errors import ConfigError, LayoutError
-from weightspace.generative.base import GENERATORS, load_generator, make_generator
+from weightspace.generator import GENERATORS, load_generator, make_generator
 
 
 @pytest.fixture

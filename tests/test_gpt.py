@@ -3,7 +3,7 @@ import torch
 
 from weightspace.data import load_dataset
 from weightspace.errors import ConfigError, LayoutError
-from weightspace.generative.base import load_generator, make_generator
+from weightspace.generator import load_generator, make_generator
 from weightspace.generative.gpt import (
     PRESETS,
     Gpt,
@@ -185,9 +185,7 @@ def test_errors(zoo):
 
 def test_built_zoo_matches_what_the_method_records(zoo):
     """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
-    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
-    from weightspace.audit import zoo_methods
     from weightspace.generative import gpt as module
-    from weightspace.generative import methods
+    from weightspace.zoo.setting import setting_for_zoo
 
-    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module
+    assert setting_for_zoo(zoo) is module.SETTING

@@ -8,7 +8,7 @@ import torch
 
 from weightspace.errors import ConfigError, LayoutError, ZooError
 from weightspace.generative import hyperdiffusion as hd
-from weightspace.generative.base import load_generator, make_generator
+from weightspace.generator import load_generator, make_generator
 from weightspace.generative.hyperdiffusion import (
     HyperDiffusion,
     build_data,
@@ -32,7 +32,7 @@ def zoo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def weights(zoo):
-    return hd.training_weights(zoo)
+    return hd.SETTING.training(zoo)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_build_data_fits_one_mlp_per_shape_from_the_first_shapes_fit(zoo, weight
 
 def test_build_data_resumes_without_refitting(zoo, weights):
     again = build_data(zoo.root, preset="tiny", progress=False)
-    assert len(again) == 4 and torch.equal(hd.training_weights(again), weights)
+    assert len(again) == 4 and torch.equal(hd.SETTING.training(again), weights)
     with pytest.raises(ConfigError, match="use another directory"):
         build_data(zoo.root, preset="default", progress=False)
 
@@ -74,7 +74,7 @@ def test_decoded_mlps_match_their_own_silhouettes(zoo, weights):
     q = quality(zoo, weights)
     torch.testing.assert_close(q, -pairwise_chamfer(shapes(zoo, weights), test).min(1).values)
     assert q.shape == (4,) and (q < 0).all()
-    assert hd.n_samples(zoo) == 5  # ceil(1.1 x 4 test shapes)
+    assert hd.SETTING.n_samples(zoo) == 5  # ceil(1.1 x 4 test shapes)
 
 
 def test_segments_are_layers_cut_into_chunks():
@@ -147,9 +147,7 @@ def test_zoo_from_another_method_is_refused(tmp_path, zoo):
 
 def test_built_zoo_matches_what_the_method_records(zoo):
     """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
-    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
-    from weightspace.audit import zoo_methods
     from weightspace.generative import hyperdiffusion as module
-    from weightspace.generative import methods
+    from weightspace.zoo.setting import setting_for_zoo
 
-    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module
+    assert setting_for_zoo(zoo) is module.SETTING

@@ -6,7 +6,7 @@ import torch
 
 from weightspace.errors import ConfigError, LayoutError
 from weightspace.generative import hyperrep as H
-from weightspace.generative.base import load_generator
+from weightspace.generator import load_generator
 from weightspace.nets import CNN, MLP
 from weightspace.symmetry import permute, random_permutation
 
@@ -16,14 +16,14 @@ SMALL = {"d_model": 32, "heads": 4, "layers": 1, "ff": 64, "latent": 32, "steps"
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    return H.build_data(tmp_path_factory.mktemp("hyperrep") / "zoo", preset="tiny", progress=False)
+    return H.SETTING.build(tmp_path_factory.mktemp("hyperrep") / "zoo", preset="tiny", progress=False)
 
 
 @pytest.fixture(scope="module")
 def fitted(zoo):
     """Fit on 3 checkpoints of different runs (a short fit: the test only needs them memorised)."""
-    weights = H.training_weights(zoo)
-    acc = H.fit_context(zoo)["accuracies"]
+    weights = H.SETTING.training(zoo)
+    acc = H.SETTING.fit_context(zoo)["accuracies"]
     rows = torch.tensor([1, 5, 9])
     gen = H.HyperRep(**SMALL).fit(weights[rows], accuracies=acc[rows], progress=False)
     return gen, weights[rows]
@@ -143,26 +143,26 @@ def test_shared_seed_picks_one_training_latent_in_every_dimension(fitted):
 
 
 def test_zoo_context_quality_and_predictions(zoo, tmp_path):
-    weights = H.training_weights(zoo)
+    weights = H.SETTING.training(zoo)
     assert weights.shape == (8 * 2, 1048)  # 8 runs x epochs 2 and 4
-    acc = H.fit_context(zoo)["accuracies"]
-    assert torch.allclose(H.quality(zoo, weights), acc, atol=1e-6)
+    acc = H.SETTING.fit_context(zoo)["accuracies"]
+    assert torch.allclose(H.SETTING.quality(zoo, weights), acc, atol=1e-6)
     assert acc.max() > 0.3  # the models learned something
-    val = H.fit_context(zoo, metric="val_acc")["accuracies"]
+    val = H.SETTING.fit_context(zoo, metric="val_acc")["accuracies"]
     assert not torch.equal(val, acc)
-    pred = H.predictions(zoo, weights[:2])
+    pred = H.SETTING.predictions(zoo, weights[:2])
     assert pred.shape == (2, 359) and pred.dtype == torch.long
-    assert H.heldout_weights(zoo).shape == (2 * 2, 1048)  # 2 held-out runs, never in the training set
+    assert H.SETTING.heldout(zoo).shape == (2 * 2, 1048)  # 2 held-out runs, never in the training set
     assert H.final_epoch(zoo).tolist() == [False, True] * 8  # each run's epoch-4 checkpoint
-    assert H.build_data(zoo.root, preset="tiny", progress=False) and len(zoo) == 20  # resumes: nothing to add
+    assert H.SETTING.build(zoo.root, preset="tiny", progress=False) and len(zoo) == 20  # resumes: nothing to add
     with pytest.raises(ConfigError, match="preset"):
-        H.build_data(zoo.root, preset="default", progress=False)
+        H.SETTING.build(zoo.root, preset="default", progress=False)
     with pytest.raises(ConfigError, match="metric"):
-        H.fit_context(zoo, metric="test_loss")
+        H.SETTING.fit_context(zoo, metric="test_loss")
 
 
 def test_bad_arguments_are_named(zoo):
-    w = H.training_weights(zoo)[:2]
+    w = H.SETTING.training(zoo)[:2]
     with pytest.raises(ConfigError, match="accuracies"):
         H.HyperRep(**SMALL).fit(w, progress=False)
     with pytest.raises(ConfigError, match="accuracies"):
@@ -179,14 +179,14 @@ def test_reference_is_the_autoencoders_reconstruction_of_every_training_checkpoi
     """As the paper's evaluation: samples are compared with encode→decode of the training checkpoints
     (all epochs), noise starts from the reconstructed top 30%, and the published sampler's samples
     sit on those reconstructions, not on the raw checkpoints."""
-    train = H.training_weights(zoo)
+    train = H.SETTING.training(zoo)
     gen = H.HyperRep(**{**SMALL, "steps": 200, "top_fraction": 0.3}).fit(train, progress=False,
-                                                                        **H.fit_context(zoo))
+                                                                        **H.SETTING.fit_context(zoo))
     ref = H.reference_weights(zoo, gen)
     assert ref.shape == train.shape
     torch.testing.assert_close(ref, gen.decode(gen.encode(train)))
     assert (ref - train).norm(dim=1).min() > 0  # reconstructions are not the checkpoints
-    top = torch.argsort(H.fit_context(zoo)["accuracies"], descending=True, stable=True)[:5]  # ceil(0.3 x 16)
+    top = torch.argsort(H.SETTING.fit_context(zoo)["accuracies"], descending=True, stable=True)[:5]  # ceil(0.3 x 16)
     torch.testing.assert_close(H.noise_source(zoo, gen), ref[top])
     samples = gen.sample(20, seed=0)  # shared random state: one anchor latent + jitter per sample
     to_ref = torch.cdist(samples.double(), ref.double()).min(1).values
@@ -196,9 +196,7 @@ def test_reference_is_the_autoencoders_reconstruction_of_every_training_checkpoi
 
 def test_built_zoo_matches_what_the_method_records(zoo):
     """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
-    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
-    from weightspace.audit import zoo_methods
     from weightspace.generative import hyperrep as module
-    from weightspace.generative import methods
+    from weightspace.zoo.setting import setting_for_zoo
 
-    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module
+    assert setting_for_zoo(zoo) is module.SETTING

@@ -3,7 +3,7 @@ import torch
 
 from weightspace.errors import ConfigError
 from weightspace.generative import pdiff
-from weightspace.generative.base import GENERATORS, load_generator
+from weightspace.generator import GENERATORS, load_generator
 from weightspace.generative.pdiff import PDiff
 
 # small enough for a test, large enough to memorise three checkpoints
@@ -19,35 +19,35 @@ def _l2(a, b):
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     torch.set_num_threads(1)
-    return pdiff.build_data(tmp_path_factory.mktemp("pdiff") / "zoo", preset="tiny", progress=False)
+    return pdiff.SETTING.build(tmp_path_factory.mktemp("pdiff") / "zoo", preset="tiny", progress=False)
 
 
 @pytest.fixture(scope="module")
 def fitted(zoo):
-    w = pdiff.training_weights(zoo)[[0, 10, 19]]  # three checkpoints along the fine-tune
-    return PDiff(**SMALL).fit(w, progress=False, **pdiff.fit_context(zoo)), w
+    w = pdiff.SETTING.training(zoo)[[0, 10, 19]]  # three checkpoints along the fine-tune
+    return PDiff(**SMALL).fit(w, progress=False, **pdiff.SETTING.fit_context(zoo)), w
 
 
 def test_build_data_tiny(zoo, tmp_path):
-    w = pdiff.training_weights(zoo)
+    w = pdiff.SETTING.training(zoo)
     _, df = zoo.load("run_id = 'finetune' AND step > 0")
     assert w.shape == (20, zoo.space.num_params)
     assert df["step"].tolist() == list(range(1, 21))
-    mask = pdiff.fit_context(zoo)["mask"]
+    mask = pdiff.SETTING.fit_context(zoo)["mask"]
     assert int(mask.sum()) == 2 * (32 + 32)  # affine weight + bias of the last two BatchNorm layers
     base = pdiff.base_weights(zoo)
     assert torch.equal(w[:, ~mask], base[~mask].expand(20, -1))  # only the BN affine parameters moved
     assert (w[:, mask] != base[mask]).any(dim=1).all()
-    acc = pdiff.quality(zoo, w)
+    acc = pdiff.SETTING.quality(zoo, w)
     assert torch.allclose(acc, torch.tensor(df["test_acc"].values, dtype=acc.dtype), atol=1e-6)
     assert acc.min() > 0.5
-    assert pdiff.predictions(zoo, w[:2]).shape == (2, 359)
+    assert pdiff.SETTING.predictions(zoo, w[:2]).shape == (2, 359)
     n = len(zoo)
-    assert len(pdiff.build_data(zoo.root, preset="tiny", progress=False)) == n  # resumes: nothing new
+    assert len(pdiff.SETTING.build(zoo.root, preset="tiny", progress=False)) == n  # resumes: nothing new
     with pytest.raises(ConfigError, match="preset"):
-        pdiff.build_data(zoo.root, preset="default", progress=False)
+        pdiff.SETTING.build(zoo.root, preset="default", progress=False)
     with pytest.raises(ConfigError, match="preset"):
-        pdiff.build_data(tmp_path, preset="huge", progress=False)
+        pdiff.SETTING.build(tmp_path, preset="huge", progress=False)
 
 
 def test_samples_reproduce_training_checkpoints(zoo, fitted):
@@ -55,7 +55,7 @@ def test_samples_reproduce_training_checkpoints(zoo, fitted):
     assert GENERATORS["pdiff"] is PDiff
     s = gen.sample(16, seed=0)
     assert s.shape == (16, w.shape[1])
-    mask = pdiff.fit_context(zoo)["mask"]
+    mask = pdiff.SETTING.fit_context(zoo)["mask"]
     gap = _l2(w[:, mask], w[:, mask])
     gap = gap[gap > 0].min()
     dist = _l2(s[:, mask], w[:, mask]).sort(dim=1).values
@@ -67,14 +67,14 @@ def test_samples_reproduce_training_checkpoints(zoo, fitted):
     assert nearest.median() < 0.2 * gap and on_checkpoint.float().mean() >= 0.75
     assert nearest.median() < 0.01 * w[:, mask].norm(dim=1).min()
     assert len(set(_l2(s[:, mask], w[:, mask]).argmin(dim=1).tolist())) >= 2  # not a single mode
-    acc = pdiff.quality(zoo, s)
-    assert acc.mean() > 0.9 * pdiff.quality(zoo, w).mean()
+    acc = pdiff.SETTING.quality(zoo, s)
+    assert acc.mean() > 0.9 * pdiff.SETTING.quality(zoo, w).mean()
 
 
 def test_only_modelled_coordinates_differ(zoo, fitted):
     gen, w = fitted
     s = gen.sample(4, seed=1)
-    mask = pdiff.fit_context(zoo)["mask"]
+    mask = pdiff.SETTING.fit_context(zoo)["mask"]
     assert torch.equal(s[:, ~mask], w[0, ~mask].expand(4, -1))
     assert torch.equal(gen.index, torch.nonzero(mask).flatten())
 
@@ -90,7 +90,7 @@ def test_seeded_and_round_trip(fitted, tmp_path):
 
 
 def test_fit_is_seeded_and_mask_defaults_to_varying(zoo):
-    w = pdiff.training_weights(zoo)[[0, 19]]
+    w = pdiff.SETTING.training(zoo)[[0, 19]]
     quick = {**SMALL, "ae_steps": 20, "ddpm_steps": 20}
     a = PDiff(**quick).fit(w, progress=False)
     b = PDiff(**quick).fit(w, progress=False)
@@ -111,9 +111,7 @@ def test_bad_config():
 
 def test_built_zoo_matches_what_the_method_records(zoo):
     """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
-    import weightspace.study  # noqa: F401  (registers the built-in methods with the audit)
-    from weightspace.audit import zoo_methods
-    from weightspace.generative import methods
+    from weightspace.zoo.setting import setting_for_zoo
     from weightspace.generative import pdiff as module
 
-    assert methods.zoo_method(zoo) is module and zoo_methods.zoo_method(zoo) is module
+    assert setting_for_zoo(zoo) is module.SETTING

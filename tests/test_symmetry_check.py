@@ -19,9 +19,9 @@ SMALL = {"d_model": 32, "heads": 4, "layers": 1, "ff": 64, "latent": 64, "steps"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    zoo = H.build_data(tmp_path_factory.mktemp("symcheck") / "zoo", preset="tiny", progress=False)
-    weights = H.training_weights(zoo)
-    gen = H.HyperRep(**SMALL).fit(weights, accuracies=H.fit_context(zoo)["accuracies"], progress=False)
+    zoo = H.SETTING.build(tmp_path_factory.mktemp("symcheck") / "zoo", preset="tiny", progress=False)
+    weights = H.SETTING.training(zoo)
+    gen = H.HyperRep(**SMALL).fit(weights, accuracies=H.SETTING.fit_context(zoo)["accuracies"], progress=False)
     return zoo, gen, weights
 
 
@@ -57,7 +57,7 @@ def test_transforms_preserve_the_function_and_values_are_finite(table):
 def test_callable_predict_matches_the_evaluator(setup, table):
     zoo, gen, weights = setup
     labels = ZooEvaluator(zoo).labels
-    other = symmetry_check(gen, zoo.space, weights, lambda w: H.predictions(zoo, w), labels=labels, seed=0)
+    other = symmetry_check(gen, zoo.space, weights, lambda w: H.SETTING.predictions(zoo, w), labels=labels, seed=0)
     cols = ["function_agreement", "agreement", "agreement_min", "latent_distance", "equivariance_l2",
             "accuracy_R", "accuracy_R_prime"]
     assert other[cols].equals(table[cols])

@@ -26,7 +26,6 @@ from .similarity import (
     prediction_agreement,
 )
 from .verdict import pooled_verdict, rule_text, verdict
-from .zoo_methods import register_zoo_method, zoo_method
 
 __all__ = [
     "ModelSet",
@@ -49,8 +48,6 @@ __all__ = [
     "novelty_table",
     "pooled_verdict",
     "prediction_agreement",
-    "register_zoo_method",
     "rule_text",
     "verdict",
-    "zoo_method",
 ]

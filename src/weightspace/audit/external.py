@@ -14,11 +14,11 @@ from torch import Tensor
 from ..errors import ConfigError, LayoutError
 from ..io import SUPPORTED_SUFFIXES, load_weights
 from ..zoo import Zoo
+from ..zoo.setting import training_weights
 from .novelty import ModelSet
 from .report import Report, write_report
-from .run import TRAINING, ZooEvaluator, audit_figures, audit_groups, baseline_sets
+from .run import TRAINING, ZooEvaluator, audit_figures, audit_with_controls
 from .verdict import rule_text
-from .zoo_methods import training_weights
 
 GENERATED = "generated"
 
@@ -95,19 +95,28 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
         sets[GENERATED] = ModelSet(GENERATED, (predictions == evaluator.labels).float().mean(1),
                                    predictions=predictions)
     n = len(sets[GENERATED])
-    interpolation, noise = baseline_sets(evaluator, train_w, n, seed=seed, generated=weights)
-    sets.update({m.name: m for m in [*interpolation, *noise.values()]})
-    audit = audit_groups(GENERATED, sets[TRAINING], [sets[GENERATED]], noise, interpolation,
-                         labels=evaluator.labels, space=zoo.space, seed=seed, backend=backend)
+    audit = audit_with_controls(GENERATED, evaluator, sets[TRAINING], [sets[GENERATED]], n, space=zoo.space,
+                                seed=seed, generated=weights, backend=backend)
     summary = pd.DataFrame(audit.summary_rows())
     report = Report(f"Memorization audit of {Path(generated).name}", summary,
                     intro=f"{n} generated models against {len(train_w)} training checkpoints of {zoo.root}.",
                     configs={"train": str(Path(train).resolve()), "generated": str(Path(generated).resolve()),
                              "task": task, "seed": seed, "noise_sigmas": audit.sigmas},
                     rule=rule_text())
+    report.tables["Controls"] = pd.DataFrame(audit.control_rows())
+    report.tables["The rule's axes on the controls"] = pd.DataFrame(
+        [{"axis": axis, **check} for axis, check in audit.axes.items()])
     audit_figures(report, audit, sets, GENERATED, evaluator, seed=seed)
     report.data["per model"] = audit.table
-    report.results = {"verdicts": audit.verdicts}
+    report.results = {"verdicts": audit.verdicts, "controls": audit.control_rows(), "axes": audit.axes,
+                      "notes": audit.notes}
     path = write_report(report, out)
     (Path(out) / "audit.json").write_text(json.dumps(report.configs, indent=2))
     return path
+
+
+def verdict_lines(out: str | Path) -> list[str]:
+    """One readable line per audited group from a finished audit's results.json."""
+    res = json.loads((Path(out) / "results.json").read_text())
+    return [f"{r['group']:<14} {r['verdict']:<21} replicates: {r['replicates']:<3} beats noise: {r['beats noise']:<3} "
+            f"interpolates: {r['interpolates']}" for r in res["summary"]]

@@ -1,8 +1,10 @@
-"""One audit: training checkpoints, generated models and the baselines, measured alike.
+"""One audit: reference models, generated models, baselines and controls, measured alike.
 
-``audit_groups`` turns evaluated model sets into the per-model novelty table, the noise frontier and
-a verdict per generated group; ``audit_figures`` draws the paper's figures from those results.
-Both serve the study (the four methods) and ``weightspace audit`` (a user's own generator).
+``baseline_sets`` and :func:`~weightspace.audit.controls.control_sets` make the groups that learn
+nothing; ``audit_groups`` turns evaluated model sets into the per-model novelty table, the noise
+frontier, the rule's checks on the controls and a verdict per group; ``audit_figures`` draws the
+paper's figures from those results. Both serve the study (every method) and ``weightspace audit``
+(a user's own generator).
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..baselines import AverageOfK, NoiseAddition, PerParameterGaussian
+from ..align import l2_distances
+from ..baselines import (
+    AlignedInterpolation,
+    AverageOfK,
+    NoiseAddition,
+    PerParameterGaussian,
+)
 from ..space import WeightSpace
+from .controls import HELDOUT, control_sets
 from .figures import (
     decision_boundaries,
     min_distance_histogram,
@@ -27,6 +36,7 @@ from .figures import (
     shapes_side_by_side,
     weight_tsne,
 )
+from .frontiers import beyond_every_table
 from .novelty import (
     ModelSet,
     NoiseFrontier,
@@ -34,14 +44,18 @@ from .novelty import (
     novelty_table,
 )
 from .report import Report
-from .verdict import verdict
-from .zoo_methods import zoo_method
+from .similarity import min_distance_to_training, nearest_spacing
+from .verdict import check_axes, control_rows, verdict, with_axes
 
 TRAINING = "training"
 NOISE_PREFIX = "noise σ="
 SCATTER_MODELS = 100  # the paper plots 100 models per group
 NOISE_POINTS = 8  # σ values in the sweep (see noise_sigmas)
 AVERAGE_KS = (2, 4, 8, 16)  # the average-of-k sweep of the interpolation baselines
+ALIGNED_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5)  # the aligned-interpolation sweep (0.5: the midpoint)
+ALIGNED_PREFIX = "aligned interpolation λ="
+GAUSSIAN = "per-parameter Gaussian"
+AVERAGES_FAMILY, MIDPOINTS_FAMILY = "averages of k and per-parameter Gaussian", "aligned midpoints"
 PAPER = " (paper)"  # suffix of the noise groups at the paper's own σ values
 DISTANCE_NAMES = {"aligned_min_l2": "aligned L2", "min_l2": "L2", "min_chamfer": "Chamfer",
                   "max_similarity": "error IoU"}
@@ -56,12 +70,13 @@ class ZooEvaluator:
         from ..data import load_dataset
         from ..task import Task
         from ..zoo.build import task_for_zoo
+        from ..zoo.setting import SHAPES, setting_for_zoo
 
         self.zoo, self.backend = zoo, backend
-        module = zoo_method(zoo)
-        self.shape_module = module if module is not None and hasattr(module, "shapes") else None
+        method = setting_for_zoo(zoo)
+        self.shape_method = method if method is not None and method.kind == SHAPES else None
         self.task = None
-        if self.shape_module is None:
+        if self.shape_method is None:
             self.task = task_for_zoo(zoo)
             if task:
                 self.task = Task(load_dataset(task), self.task.arch)
@@ -79,15 +94,30 @@ class ZooEvaluator:
         return "test accuracy" if self.classifier else "shape quality"
 
     def shapes(self, weights: Tensor) -> list[Tensor]:
-        return self.shape_module.shapes(self.zoo, weights)
+        return self.shape_method.shapes(self.zoo, weights)
 
     def predict(self, weights: Tensor, x: Tensor) -> Tensor:
         """Labels ``[n, m]`` of models on arbitrary inputs (for decision-boundary plots)."""
         return self.task.arch.logits(weights, x).argmax(-1)
 
+    def chance_quality(self, models: int = 32) -> float:
+        """The quality of a model that learned nothing: for a classifier, the accuracy of always
+        predicting the test set's most frequent label; for shapes, the median (finite) quality of
+        freshly initialised models of the zoo's architecture (NaN when none has a shape)."""
+        if self.classifier:
+            counts = torch.bincount(self.labels.long())
+            return float(counts.max()) / float(counts.sum())
+        from ..nets import build_architecture
+
+        arch = build_architecture(self.zoo.info["architecture"])
+        with torch.random.fork_rng(devices=[]):
+            q = self.shape_method.quality(self.zoo, arch.init(range(10**6, 10**6 + models)))
+        q = q[torch.isfinite(q)]
+        return float(q.median()) if len(q) else float("nan")
+
     def model_set(self, name: str, weights: Tensor, *, is_training: bool = False) -> ModelSet:
         if not self.classifier:
-            return ModelSet(name, self.shape_module.quality(self.zoo, weights), weights=weights,
+            return ModelSet(name, self.shape_method.quality(self.zoo, weights), weights=weights,
                             points=self.shapes(weights), is_training=is_training)
         predictions = self.task.predictions(weights, backend=self.backend)
         quality = (predictions == self.labels).float().mean(1)
@@ -96,7 +126,9 @@ class ZooEvaluator:
 
 @dataclass
 class Audit:
-    """What one audit found: the per-model table, the noise frontier and one verdict per group."""
+    """What one audit found: the per-model table, the noise frontier, one verdict per group, and the
+    controls behind the rule's trust in this setting (``expected`` verdicts, ``axes`` checks, ``notes``
+    on controls that could not be made)."""
 
     name: str
     table: pd.DataFrame
@@ -104,8 +136,12 @@ class Audit:
     frontier: NoiseFrontier | None
     verdicts: dict[str, dict]
     sigmas: dict[str, float] = field(default_factory=dict)
-
     generated: list[str] = field(default_factory=list)
+    expected: dict[str, str] = field(default_factory=dict)
+    axes: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    sweeps: dict[str, dict[float, str]] = field(default_factory=dict)
+    beyond_every: pd.DataFrame | None = None
 
     def summary_rows(self, generated: Sequence[str] | None = None) -> list[dict]:
         """One row per generated group (default: all of them): the verdict and, per axis, its numbers."""
@@ -128,18 +164,17 @@ class Audit:
                 "interpolates": "yes" if v["matches_interpolation"] else "no",
                 "quality (generated)": v["median_quality"],
                 "quality (reference)": v["training_median_quality"],
+                "quality floor": v["quality_floor"],
                 "similarity to reference": v.get("median_similarity", np.nan),
                 "similarity among reference": v.get("training_nn_similarity", np.nan),
                 "median test errors": v.get("median_errors", np.nan),
+                "reason": v.get("reason", ""),
                 "warnings": "; ".join(v.get("warnings", [])),
             })
         return rows
 
-
-def _spacing(varying: Tensor) -> float:
-    d = torch.cdist(varying.double(), varying.double())
-    d.fill_diagonal_(float("inf"))
-    return float(d.min(1).values.median()) if len(varying) > 1 else float(varying.norm(dim=1).median()) * 0.1
+    def control_rows(self) -> list[dict]:
+        return control_rows(self.verdicts, self.expected)
 
 
 def noise_sigmas(training: Tensor, generated: Tensor | None = None, *, points: int = NOISE_POINTS) -> list[float]:
@@ -149,59 +184,102 @@ def noise_sigmas(training: Tensor, generated: Tensor | None = None, *, points: i
     that vary across the training checkpoints, a noise of σ has norm ``σ · sqrt(P_varying)``."""
     mask = training.std(0) > 0 if len(training) > 1 else torch.ones(training.shape[1], dtype=torch.bool)
     varying = training[:, mask]
-    spacing = _spacing(varying)
+    spacing = nearest_spacing(varying)
     far = 2 * spacing
     if generated is not None and len(generated):
-        far = max(far, 1.5 * float(torch.cdist(generated[:, mask].double(), varying.double()).min(1).values.median()))
+        far = max(far, 1.5 * float(min_distance_to_training(l2_distances(generated[:, mask], varying))[0]
+                                   .double().median()))
     norms = np.geomspace(0.05 * spacing, far, int(points))
     return [float(v / max(varying.shape[1], 1) ** 0.5) for v in norms]
 
 
+@dataclass
+class Baselines:
+    """The baselines of one audit, evaluated: the interpolation baselines (average of k over a k
+    sweep, per-parameter Gaussian), aligned interpolation over a λ sweep, noise over a σ sweep."""
+
+    averages: dict[int, ModelSet]
+    gaussian: ModelSet
+    aligned: dict[float, ModelSet]
+    noise: dict[float, ModelSet]
+
+    def sets(self) -> list[ModelSet]:
+        return [*self.averages.values(), self.gaussian, *self.aligned.values(), *self.noise.values()]
+
+    def families(self) -> dict[str, list[str]]:
+        """The interpolation test's families of baselines."""
+        out = {AVERAGES_FAMILY: [m.name for m in self.averages.values()] + [self.gaussian.name]}
+        if 0.5 in self.aligned:
+            out[MIDPOINTS_FAMILY] = [self.aligned[0.5].name]
+        return out
+
+    def sweeps(self) -> dict[str, dict[float, str]]:
+        """Every baseline as a frontier: sweep value → group."""
+        out = {"noise": {s: m.name for s, m in self.noise.items()},
+               "average of k": {float(k): m.name for k, m in self.averages.items()},
+               GAUSSIAN: {0.0: self.gaussian.name}}
+        if self.aligned:
+            out["aligned interpolation"] = {lam: m.name for lam, m in self.aligned.items()}
+        return out
+
+
 def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int = 0, generated: Tensor | None = None,
                   paper_sigmas: Sequence[float] = (), noise_source: Tensor | None = None,
-                  ks: Sequence[int] = AVERAGE_KS) -> tuple[list[ModelSet], dict[float, ModelSet]]:
-    """``n`` models from each baseline, evaluated: the interpolation baselines (average of k
-    checkpoints for each of ``ks``, per-parameter Gaussian) and noise addition over the σ sweep of
-    :func:`noise_sigmas` plus the paper's own σ values (groups named with ``PAPER``). Noise is added
-    to ``noise_source`` (default: the training checkpoints; Hyper-Representations: the reconstructed
-    top 30%). All perturb only the coordinates that vary across the training checkpoints (P-diff's
-    fine-tuned layers)."""
+                  space: WeightSpace | None = None, ks: Sequence[int] = AVERAGE_KS,
+                  lambdas: Sequence[float] = ALIGNED_LAMBDAS) -> Baselines:
+    """``n`` models from each baseline, evaluated: the average of k checkpoints for each of ``ks``,
+    the per-parameter Gaussian, aligned interpolation for each of ``lambdas`` (with a ``space`` that
+    has permutation groups) and noise addition over the σ sweep of :func:`noise_sigmas` plus the
+    paper's own σ values (groups named with ``PAPER``). Noise is added to ``noise_source`` (default:
+    the training checkpoints; Hyper-Representations: the reconstructed top 30%). All perturb only the
+    coordinates that vary across the training checkpoints (P-diff's fine-tuned layers)."""
     context = {"mask": train.std(0) > 0} if len(train) > 1 else {}
     source = train if noise_source is None else noise_source
-    interpolation = [evaluator.model_set(f"average of {k}", AverageOfK(k=k).fit(train, **context).sample(n, seed + k))
-                     for k in sorted({min(k, len(train)) for k in ks})]
-    interpolation.append(evaluator.model_set("per-parameter Gaussian",
-                                             PerParameterGaussian().fit(train, **context).sample(n, seed + 1)))
+    averages = {k: evaluator.model_set(f"average of {k}", AverageOfK(k=k).fit(train, **context).sample(n, seed + k))
+                for k in sorted({min(k, len(train)) for k in ks})}
+    gaussian = evaluator.model_set(GAUSSIAN, PerParameterGaussian().fit(train, **context).sample(n, seed + 1))
+    aligned = {}
+    if space is not None and space.groups and len(train) >= 2:
+        for i, lam in enumerate(lambdas):
+            gen = AlignedInterpolation(lam=float(lam), space=space).fit(train)
+            aligned[float(lam)] = evaluator.model_set(f"{ALIGNED_PREFIX}{lam:g}", gen.sample(n, seed + 200 + i))
     sweep = [(s, "") for s in noise_sigmas(train, generated)] + [(float(s), PAPER) for s in paper_sigmas]
     noise = {s: evaluator.model_set(f"{NOISE_PREFIX}{s:.2g}{tag}",
                                     NoiseAddition(sigma=s).fit(source, **context).sample(n, seed + 100 + i))
              for i, (s, tag) in enumerate(sweep)}
-    return interpolation, noise
+    return Baselines(averages, gaussian, aligned, noise)
 
 
 def audit_groups(
     name: str,
     training: ModelSet,
     generated: Sequence[ModelSet],
-    noise: Mapping[float, ModelSet],
-    interpolation: Sequence[ModelSet] = (),
+    baselines: Baselines,
     *,
+    controls: Sequence[ModelSet] = (),
+    expected: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
     labels: Tensor | None = None,
     space: WeightSpace | None = None,
     seed: int = 0,
     progress: bool = False,
     backend=None,
 ) -> Audit:
-    """Measure every set against the training set (the reference) and classify each generated set.
-    With a ``space`` that has permutation groups, weight distances are aligned (exact matching with
-    each model's nearest candidates, :func:`~weightspace.align.refine_nearest`); shapes use Chamfer.
-    With a :class:`~weightspace.parallel.RayBackend` the pairwise blocks are Ray tasks."""
-    groups = [training, *generated, *interpolation, *noise.values()]
+    """Measure every set against the training set (the reference), check the rule's axes on the
+    ``controls`` (their ``expected`` verdicts), and classify every generated set and control with
+    those checks applied. With a ``space`` that has permutation groups, weight distances are aligned
+    (exact matching with each model's nearest candidates, :func:`~weightspace.align.refine_nearest`);
+    shapes use Chamfer. With a :class:`~weightspace.parallel.RayBackend` the pairwise blocks are Ray
+    tasks. The held-out runs, when among the controls, are the replica axis's null."""
+    expected = dict(expected or {})
+    noise = baselines.noise
+    interpolation = [*baselines.averages.values(), baselines.gaussian, *baselines.aligned.values()]
+    groups = [training, *generated, *controls, *interpolation, *noise.values()]
     aligned = "nearest" if space is not None and space.groups and training.points is None else None
     # Aligned distances where the verdict reads them (replica axis, interpolation region); the noise
     # groups are read by similarity only, and matching them would double the cost.
     table = novelty_table(groups, labels, space=space if aligned else None, aligned=aligned, progress=progress,
-                          aligned_groups=[m.name for m in [*generated, *interpolation]], backend=backend)
+                          aligned_groups=[m.name for m in [*generated, *controls, *interpolation]], backend=backend)
     if "max_similarity" in table:
         similarity = "max_similarity"
     else:  # shapes: closer = smaller Chamfer distance
@@ -210,14 +288,34 @@ def audit_groups(
     distance = "min_chamfer" if "min_chamfer" in table else None  # None: aligned L2 if present, else L2
     frontier = frontier_from_table(table, {s: m.name for s, m in noise.items()}, similarity=similarity) \
         if noise else None
-    verdicts = {
-        m.name: verdict(table, m.name, training=training.name, frontier=frontier,
-                        interpolation=[b.name for b in interpolation], similarity=similarity, distance=distance,
-                        seed=seed)
-        for m in [*generated, *interpolation]
-    }
+    null = HELDOUT if HELDOUT in expected else None
+
+    def classify(group: str) -> dict:
+        return verdict(table, group, training=training.name, frontier=frontier, interpolation=baselines.families(),
+                       similarity=similarity, distance=distance, null=null, seed=seed)
+
+    measured = {m.name: classify(m.name) for m in [*generated, *controls, *interpolation]}
+    axes = check_axes({c: measured[c] for c in expected}, expected)
+    verdicts = {g: with_axes(v, axes) for g, v in measured.items()}
+    sweeps = baselines.sweeps()
+    beyond = beyond_every_table(table, similarity, sweeps, [m.name for m in [*generated, *controls]], seed=seed)
     return Audit(name, table, similarity, frontier, verdicts, {m.name: s for s, m in noise.items()},
-                 [m.name for m in generated])
+                 [m.name for m in generated], expected, axes, list(notes), sweeps, beyond)
+
+
+def audit_with_controls(label: str, evaluator: ZooEvaluator, reference: ModelSet, groups: Sequence[ModelSet],
+                        n: int, *, space: WeightSpace | None, seed: int, generated: Tensor | None = None,
+                        paper_sigmas: Sequence[float] = (), noise_source: Tensor | None = None,
+                        heldout: ModelSet | None = None, progress: bool = False, backend=None) -> Audit:
+    """Baselines and controls drawn from ``reference`` with ``seed``, then ``groups`` and all of them
+    audited alike (:func:`audit_groups`); ``generated`` (weights, optional) extends the noise sweep
+    to where the generated models lie."""
+    baselines = baseline_sets(evaluator, reference.weights, n, seed=seed, generated=generated,
+                              paper_sigmas=paper_sigmas, noise_source=noise_source, space=space)
+    controls, expected, notes = control_sets(evaluator, reference, n, space=space, seed=seed, sweep=baselines.noise,
+                                             noise_source=noise_source, heldout=heldout)
+    return audit_groups(label, reference, groups, baselines, controls=controls, expected=expected, notes=notes,
+                        labels=evaluator.labels, space=space, seed=seed, progress=progress, backend=backend)
 
 
 def _scatter_sample(table: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -267,7 +365,7 @@ def audit_figures(
     if gen.weights is not None and train.weights is not None:
         rows = t[t["group"] == generated]
         first = rows.iloc[0]
-        d = torch.cdist(gen.weights[int(first["model"])][None].double(), train.weights.double())[0]
+        d = l2_distances(gen.weights[int(first["model"])][None], train.weights)[0]
         nearest3 = d.argsort()[:3]
         varying = train.weights.std(0) > 0
         report.add_figure(sec, png_bytes(parameter_heatmap(gen.weights[int(first["model"])][varying],

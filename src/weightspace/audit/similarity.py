@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..align import l2_distances  # noqa: F401  (core; re-exported for the audit's users)
+from ..align import l2_distances
 from ..errors import ConfigError, LayoutError
 from ..parallel import RayBackend, map_blocks, pairwise_blocks, row_blocks
 from ..shapes import normalise_points, pad_point_sets, pairwise_chamfer
@@ -258,3 +258,10 @@ def min_distance_to_training(dist: Tensor, exclude_self: bool | Tensor = False) 
     """Each model's smallest distance to any training model and that model's index: ``([A], [A])``."""
     values, indices = nearest(dist, 1, largest=False, exclude_self=exclude_self)
     return values[:, 0], indices[:, 0]
+
+
+def nearest_spacing(weights: Tensor) -> float:
+    """The median L2 distance of each model to its nearest other one: a population's own spacing."""
+    if len(weights) < 2:
+        return float(weights.double().norm(dim=1).median()) * 0.1
+    return float(min_distance_to_training(l2_distances(weights, weights), exclude_self=True)[0].double().median())

@@ -9,24 +9,24 @@ from .common import add_output, parse_sets, zoo_summary
 
 
 def _generate_data(args) -> None:
-    from ..generative.methods import method_module
+    from ..registry import setting
 
-    zoo = method_module(args.method).build_data(args.out, preset=args.preset, progress=not args.quiet)
+    zoo = setting(args.method).build(args.out, preset=args.preset, progress=not args.quiet)
     print(zoo_summary(zoo))
 
 
 def _generate_fit(args) -> None:
     import json
 
-    from ..generative import methods
-    from ..generative.base import make_generator
+    from ..generator import make_generator
     from ..zoo import Zoo
+    from ..zoo.setting import fit_inputs
 
     zoo = Zoo.open(args.zoo)
-    weights = methods.training_weights(zoo)
-    gen = make_generator(args.method, **{**methods.generator_config(zoo, args.method), **parse_sets(args.set)})
+    weights, config, context = fit_inputs(zoo, args.method)
+    gen = make_generator(args.method, **{**config, **parse_sets(args.set)})
     start = time.perf_counter()
-    gen.fit(weights, progress=not args.quiet, **methods.fit_context(zoo, args.method, weights))
+    gen.fit(weights, progress=not args.quiet, **context)
     out = gen.save(args.out)
     (out / "fit.json").write_text(json.dumps({"zoo": str(Path(args.zoo).resolve()), "generator": args.method,
                                               "config": gen.config(), "training_models": len(weights),
@@ -45,7 +45,8 @@ def register(sub) -> None:
     gen = sub.add_parser("generate", help="generative models of weights and their baselines").add_subparsers(
         dest="generate_command", required=True)
     data = gen.add_parser("data", help="build a method's training checkpoints as a zoo")
-    data.add_argument("method", choices=("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned"))
+    data.add_argument("method", help="a study method: pdiff, hyperrep, gpt, hyperdiffusion, aligned, or one "
+                      "registered with weightspace.register_method")
     add_output(data, "generate data", required=True)
     data.add_argument("--preset", default="default", help="default, or tiny for a seconds-long smoke run")
     data.add_argument("--quiet", action="store_true")

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..generator import load_generator
 from ..safe_input import read_json, safe_name
 from ..zoo import Zoo
-from .base import load_generator
-from .methods import zoo_method
+from ..zoo.setting import CLASSIFIER, setting_for_zoo
 
 MAX_SAMPLES = 100_000
 MAX_SAMPLE_VALUES = 1 << 28  # n × parameters held in memory at once (1 GiB of float32)
@@ -41,13 +41,13 @@ def write_samples(generator_dir: str | Path, n: int, out: str | Path, *, seed: i
     config = {"generator": fit["generator"], "generator_config": fit["config"], "seed": seed,
               "training_zoo": fit["zoo"], "training_method": train.info.get("config", {}).get("method")}
     zoo = Zoo.create(out, train.space, architecture=train.info["architecture"], task=train.info["task"], config=config)
-    module = zoo_method(train)
-    quality = module.quality(train, weights) if module else None
+    method = setting_for_zoo(train)
+    quality = method.quality(train, weights) if method else None
     items = []
     for i, w in enumerate(weights):
         record = {"run_id": f"{fit['generator']}-{seed}", "seed": seed, "hparams": {}, "sample": i}
         if quality is not None:  # a classifier's quality is its test accuracy; a shape's goes to extra
-            record["test_acc" if hasattr(module, "predictions") else "quality"] = float(quality[i])
+            record["test_acc" if method.kind == CLASSIFIER else "quality"] = float(quality[i])
         items.append((f"{fit['generator']}-s{seed}-{i:05d}", w, record))
     zoo.add_many(items)
     return zoo

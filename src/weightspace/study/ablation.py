@@ -152,10 +152,10 @@ def run_ablation(zoo, method: str, variants: Mapping[str, Mapping] | None = None
     set's own reference values are in ``table.attrs["training"]``.
     """
     from ..audit.run import ZooEvaluator
-    from ..generative.base import make_generator
-    from ..generative.methods import method_module
+    from ..generator import make_generator
+    from ..registry import setting
 
-    module = method_module(method)
+    s = setting(method)
     if variants is None:
         if method not in ABLATIONS:
             raise ConfigError(f"method: no built-in ablations for {method!r}; expected one of {sorted(ABLATIONS)} "
@@ -177,8 +177,8 @@ def run_ablation(zoo, method: str, variants: Mapping[str, Mapping] | None = None
         except ConfigError as e:
             raise ConfigError(f"variant {name!r}: {e}") from None
 
-    train = module.training_weights(zoo)
-    context = module.fit_context(zoo)
+    train = s.training(zoo)
+    context = s.fit_context(zoo)
     evaluator = ZooEvaluator(zoo)
     train_set = evaluator.model_set("training", train, is_training=True)
     classifier = train_set.predictions is not None

@@ -1,5 +1,5 @@
-"""The memorization study end to end: for each of the four methods, build its data setting, fit its
-generator, sample, draw the baselines, audit everything, and write one report."""
+"""The memorization study end to end: for each method, build its data setting, fit its generator,
+sample, draw the baselines and the controls, audit everything alike, and write one report."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,31 +19,34 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..align import l2_distances
+from ..audit.controls import HELDOUT
 from ..audit.figures import min_distance_histogram, png_bytes
 from ..audit.novelty import ModelSet
-from ..audit.report import Report, write_report
+from ..audit.report import Report, ReportFigure, write_report
 from ..audit.run import (
     TRAINING,
+    Audit,
     ZooEvaluator,
     audit_figures,
-    audit_groups,
-    baseline_sets,
+    audit_with_controls,
 )
 from ..audit.similarity import min_distance_to_training
 from ..audit.verdict import pooled_verdict, rule_text
 from ..errors import ConfigError
-from ..generative import methods
-from ..generative.base import load_generator, make_generator
+from ..generator import load_generator, make_generator
+from ..registry import method_names, setting
+from ..zoo.setting import DataSetting
+from ..zoo.store import Zoo
 from .ablation import ablation_figure, run_ablation
-from .frontiers import aligned_interpolation_sets, beyond_every_table
-from .paper_calls import paper_comparison
-from .presets import COPIES, COST_ORDER, HELDOUT, PAPER_NAMES, PRESETS
+from .paper_calls import headline, paper_comparison
+from .presets import COST_ORDER, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
 
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
-
-
 RAW = " (raw checkpoints)"  # suffix of the audit against the raw checkpoints where the paper's reference differs
+# Where the reference is not the training models themselves (Hyper-Representations' reconstructions),
+# the training models are audited as a group too: what a copy of a raw checkpoint scores there.
+COPIES_OF_TRAINING = "copies of training models"
 
 
 class _Stages:
@@ -70,25 +74,68 @@ class _Stages:
             self.bar.close()
 
 
-def _reference(module, zoo, evaluator: ZooEvaluator, gen, train: Tensor, raw: ModelSet) -> tuple[ModelSet, str]:
-    """The paper's reference for a method's samples, and its name: Hyper-Representations' autoencoder
-    reconstructions of the training checkpoints, HyperDiffusion's ground-truth training shapes,
-    otherwise the training checkpoints (G.pt: every training run's final checkpoint)."""
-    if hasattr(module, "reference_weights"):
-        return evaluator.model_set(TRAINING, module.reference_weights(zoo, gen), is_training=True), "reconstructions"
-    if hasattr(module, "training_shapes"):
-        points = module.training_shapes(zoo)
-        return (ModelSet(TRAINING, module.shape_quality(zoo, points), weights=train, points=points, is_training=True),
-                "ground-truth training shapes")
-    return raw, "training checkpoints"
+@dataclass
+class SeedRun:
+    """One generator fit of a method: its audit (and, where the paper's reference is not the raw
+    checkpoints, the first seed's audit against them), the evaluated groups, the generator's config."""
+
+    seed: int
+    audit: Audit
+    sets: dict[str, ModelSet]
+    generator: dict
+    raw_audit: Audit | None = None
+    final_epoch: pd.DataFrame | None = None
 
 
-def _final_epoch_histogram(module, zoo, reference: ModelSet, generated: ModelSet, label: str) -> pd.DataFrame | None:
+@dataclass
+class MethodResult:
+    """Everything one method's part of the study measured (in this process)."""
+
+    setting: DataSetting
+    zoo: Zoo
+    evaluator: ZooEvaluator
+    runs: list[SeedRun]
+    pooled: dict[str, dict]
+    timings: dict
+    samples: int
+    reference_view: str
+    reference_span: float | None
+    symmetry: pd.DataFrame | None = None
+
+
+@dataclass
+class MethodPart:
+    """What a study worker process returns for one method: numbers, tables and figures, all picklable."""
+
+    name: str
+    label: str
+    summary: list[dict]
+    seed_rows: list[dict]
+    control_rows: list[dict]
+    axes: list[dict]
+    pooled: dict[str, dict]
+    seeds: list[dict]
+    timings: dict
+    samples: int
+    data_config: dict
+    reference_view: str
+    reference_span: float | None
+    paper_sigmas: list[float]
+    noise_sigmas: dict[str, float]
+    raw_verdicts: dict | None
+    per_model: dict[int, pd.DataFrame]
+    figures: list[ReportFigure] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _final_epoch_histogram(s: DataSetting, zoo: Zoo, reference: ModelSet, generated: ModelSet,
+                           label: str) -> pd.DataFrame | None:
     """Min L2 to the final-epoch reference models only: the paper's histogram for
     Hyper-Representations (neighbouring epochs of one run would be each other's nearest)."""
-    if not hasattr(module, "final_epoch"):
+    final = s.final_epoch(zoo)
+    if final is None:
         return None
-    ref = reference.weights[module.final_epoch(zoo)]
+    ref = reference.weights[final]
     rows = []
     for group, w, exclude in ((f"{TRAINING} (final epoch)", ref, True), (label, generated.weights, False)):
         values, _ = min_distance_to_training(l2_distances(w, ref), exclude_self=exclude)
@@ -98,8 +145,9 @@ def _final_epoch_histogram(module, zoo, reference: ModelSet, generated: ModelSet
 
 def _span(weights: Tensor | None) -> float | None:
     """The reference's extent in units of its own spacing (weight references only: a shape reference's
-    spacing is in Chamfer units): the farthest pair's L2 over the median nearest-neighbour L2 (a fine-tune trajectory that drifts spans many spacings; blends of its ends
-    then land far from every checkpoint)."""
+    spacing is in Chamfer units): the farthest pair's L2 over the median nearest-neighbour L2 (a
+    fine-tune trajectory that drifts spans many spacings; blends of its ends then land far from every
+    checkpoint)."""
     if weights is None or len(weights) < 2:
         return None
     d = l2_distances(weights, weights)
@@ -107,170 +155,189 @@ def _span(weights: Tensor | None) -> float | None:
     return float(d.max() / nearest.median().clamp_min(1e-300))
 
 
-def _fitted(name: str, directory: Path, train: Tensor, module, zoo, config: dict, progress: bool):
+def _fitted(s: DataSetting, directory: Path, train: Tensor, zoo: Zoo, config: dict, progress: bool):
     """The generator fitted with ``config``: loaded from ``directory`` when a finished fit with the
     same configuration is there (a study run again after an interruption), else fitted and saved."""
-    gen = make_generator(name, **config)
+    gen = make_generator(s.generator_name, **config)
     saved = directory / "generator.json"
-    wanted = json.loads(json.dumps({"generator": name, "config": gen.config()}))
+    wanted = json.loads(json.dumps({"generator": s.generator_name, "config": gen.config()}))
     if saved.is_file() and json.loads(saved.read_text()) == wanted:
         return load_generator(directory)
-    gen.fit(train, progress=progress, **module.fit_context(zoo))
+    gen.fit(train, progress=progress, **s.fit_context(zoo))
     gen.save(directory)
     return gen
 
 
-def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int = 1, progress: bool = True,
-               stage_lines: bool = False) -> dict:
-    """Data (built once, from ``seed``), then for each fit seed ``seed``, ``seed + 1``, … (``seeds``
-    of them): generator fit, samples, baselines and their audit. Timings in seconds.
+def _reference_sets(s: DataSetting, zoo: Zoo, evaluator: ZooEvaluator, gen, raw: ModelSet,
+                    heldout: ModelSet | None) -> tuple[ModelSet, ModelSet | None, str]:
+    """The paper's reference for ``gen``'s samples as an evaluated set, the held-out runs as it sees
+    them, and the reference's name."""
+    ref = s.reference(zoo, gen)
+    if ref.heldout is not None:
+        heldout = evaluator.model_set(HELDOUT, ref.heldout)
+    if ref.points is not None:
+        weights = raw.weights if ref.weights is None else ref.weights
+        return (ModelSet(TRAINING, s.shape_quality(zoo, ref.points), weights=weights, points=ref.points,
+                         is_training=True), heldout, ref.view)
+    if ref.weights is None:
+        return raw, heldout, ref.view
+    return evaluator.model_set(TRAINING, ref.weights, is_training=True), heldout, ref.view
 
-    The generated models are audited against the paper's reference for the method (see
-    :func:`_reference`), with noise added to ``noise_source(zoo, generator)`` when the module has
-    one; held-out runs (``heldout_weights(zoo)``) are audited as a group of their own. Where the
+
+def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int = 1, progress: bool = True,
+               stage_lines: bool = False) -> MethodResult:
+    """Data (built once, from ``seed``), then for each fit seed ``seed``, ``seed + 1``, … (``seeds``
+    of them): generator fit, samples, baselines, controls and their audit. Timings in seconds.
+
+    The generated models are audited against the paper's reference for the method (its setting's
+    ``reference``), with noise added to its ``noise_source``; held-out runs are a control. Where the
     reference is not the raw checkpoints, the first seed is also audited against them as a second
     view; the verdict uses the paper's. The verdicts of all seeds are pooled per group."""
-    module = methods.method_module(name)
+    s = setting(name)
     fit_seeds = list(range(seed, seed + seeds))
     stages = _Stages(name, fit_seeds, progress, stage_lines)
-    zoo = module.build_data(out / name / "zoo", preset=preset["data"], progress=progress, seed=seed)
-    train = module.training_weights(zoo)
+    zoo = s.build(out / name / "zoo", preset=preset["data"], progress=progress, seed=seed)
+    train = s.training(zoo)
     evaluator = ZooEvaluator(zoo)
     raw = evaluator.model_set(TRAINING, train, is_training=True)
-    label = PAPER_NAMES[name]
-    heldout = None
-    if hasattr(module, "heldout_weights") and len(held := module.heldout_weights(zoo)):
-        heldout = evaluator.model_set(HELDOUT, held)
+    held = s.heldout(zoo)
+    heldout = evaluator.model_set(HELDOUT, held) if held is not None and len(held) else None
     stages.done("data")
-    n = preset["samples"] or module.n_samples(zoo)
-    paper_sigmas = preset.get("paper_sigmas", {}).get(name, ())
-    runs = []
-    for s in fit_seeds:
-        gen = _fitted(name, out / name / f"generator-seed{s}", train, module, zoo,
-                      {**methods.generator_config(zoo, name), **preset["generators"].get(name, {}), "seed": s},
-                      progress)
-        stages.done(f"fit (seed {s})")
-        generated = gen.sample(n, s)
-        stages.done(f"sample (seed {s})")
-
-        reference, view = _reference(module, zoo, evaluator, gen, train, raw)
-        source = module.noise_source(zoo, gen) if hasattr(module, "noise_source") else None
-        sets = {TRAINING: reference, label: evaluator.model_set(label, generated)}
-        if heldout is not None:
-            sets[HELDOUT] = heldout
-        if reference is not raw:
-            sets[COPIES] = dataclasses.replace(raw, name=COPIES, is_training=False)
-        groups = [sets[g] for g in (label, HELDOUT, COPIES) if g in sets]
-        interpolation, noise = baseline_sets(evaluator, reference.weights, n, seed=s, generated=generated,
-                                             paper_sigmas=paper_sigmas, noise_source=source)
-        sets.update({m.name: m for m in [*interpolation, *noise.values()]})
-        # methods that ask for it (weightspace's own) also face interpolation between aligned runs
-        aligned = (aligned_interpolation_sets(evaluator, reference.weights, zoo.space, n, seed=s)
-                   if getattr(module, "ALIGNED_INTERPOLATION", False) else [])
-        sets.update({m.name: m for m in aligned})
-        audit = audit_groups(label, reference, groups + aligned, noise, interpolation, labels=evaluator.labels,
-                             space=zoo.space, seed=s)
-        beyond = (beyond_every_table(audit, [g.name for g in groups],
-                                     {float(m.name.rsplit("=", 1)[1]): m.name for m in aligned}, seed=s)
-                  if aligned else None)
+    n = preset["samples"] or s.n_samples(zoo)
+    runs, symmetry, view = [], None, ""
+    for fs in fit_seeds:
+        config = {**s.generator_config(zoo), **s.generator_options(preset["data"]), "seed": fs}
+        gen = _fitted(s, out / name / f"generator-seed{fs}", train, zoo, config, progress)
+        stages.done(f"fit (seed {fs})")
+        generated = gen.sample(n, fs)
+        stages.done(f"sample (seed {fs})")
+        reference, seen_heldout, view = _reference_sets(s, zoo, evaluator, gen, raw, heldout)
+        sets = {TRAINING: reference, s.label: evaluator.model_set(s.label, generated)}
+        own = reference is raw or reference.points is not None  # compared with the training models themselves
+        if not own:
+            sets[COPIES_OF_TRAINING] = dataclasses.replace(raw, name=COPIES_OF_TRAINING, is_training=False)
+        groups = [sets[g] for g in (s.label, COPIES_OF_TRAINING) if g in sets]
+        audit = audit_with_controls(s.label, evaluator, reference, groups, n, space=zoo.space, seed=fs,
+                                    generated=generated, paper_sigmas=s.paper_sigmas,
+                                    noise_source=s.noise_source(zoo, gen), heldout=seen_heldout)
         raw_audit = None
-        if reference.weights is not train and s == seed:  # the other view, shown beside the paper's
-            raw_interp, raw_noise = baseline_sets(evaluator, train, n, seed=s, generated=generated,
-                                                  paper_sigmas=paper_sigmas)
-            raw_audit = audit_groups(label + RAW, raw, [g for g in groups if g.name != COPIES], raw_noise, raw_interp,
-                                     labels=evaluator.labels, space=zoo.space, seed=s)
-        stages.done(f"audit (seed {s})")
-        runs.append({"seed": s, "audit": audit, "raw_audit": raw_audit, "sets": sets, "view": view, "beyond_every": beyond,
-                     "generator": {"name": name, "config": gen.config()}, "gen": gen,
-                     "final_epoch": _final_epoch_histogram(module, zoo, reference, sets[label], label)})
-    first = runs[0]
-    symmetry = None
-    if hasattr(first["gen"], "encode") and hasattr(first["gen"], "decode"):  # did the autoencoder learn the symmetries?
-        symmetry = symmetry_check(first["gen"], zoo.space, train[:SYMMETRY_MODELS], evaluator, seed=seed)
-    pooled = {g: pooled_verdict([r["audit"].verdicts[g] for r in runs]) for g in first["audit"].generated}
+        if not own and fs == seed:  # the other view, shown beside the paper's
+            raw_audit = audit_with_controls(s.label + RAW, evaluator, raw, [sets[s.label]], n, space=zoo.space,
+                                            seed=fs, generated=generated, paper_sigmas=s.paper_sigmas, heldout=heldout)
+        stages.done(f"audit (seed {fs})")
+        runs.append(SeedRun(fs, audit, sets, {"name": s.generator_name, "config": gen.config()}, raw_audit,
+                            _final_epoch_histogram(s, zoo, reference, sets[s.label], s.label)))
+        if fs == seed and hasattr(gen, "encode") and hasattr(gen, "decode"):  # did the autoencoder learn the symmetries?
+            symmetry = symmetry_check(gen, zoo.space, train[:SYMMETRY_MODELS], evaluator, seed=seed)
+    pooled = {g: pooled_verdict([r.audit.verdicts[g] for r in runs]) for g in runs[0].audit.verdicts}
     timings = {"data": stages.timings["data"],
-               "seeds": [{k: stages.timings[f"{k} (seed {s})"] for k in ("fit", "sample", "audit")} for s in fit_seeds]}
-    return {"name": name, "label": label, "module": module, "zoo": zoo, "runs": runs, "audit": first["audit"],
-            "raw_audit": first["raw_audit"], "sets": first["sets"], "timings": timings, "samples": n,
-            "data_config": zoo.info.get("config", {}), "evaluator": evaluator, "symmetry": symmetry,
-            "views": {"reference": first["view"]}, "paper_sigmas": list(paper_sigmas), "pooled": pooled,
-            "reference_span": _span(first["sets"][TRAINING].weights if first["sets"][TRAINING].points is None else None)}
+               "seeds": [{k: stages.timings[f"{k} (seed {x})"] for k in ("fit", "sample", "audit")} for x in fit_seeds]}
+    first = runs[0].sets[TRAINING]
+    return MethodResult(s, zoo, evaluator, runs, pooled, timings, n, view,
+                        _span(first.weights if first.points is None else None), symmetry)
 
 
-def _figures(report: Report, result: dict, seed: int) -> None:
-    label = result["label"]
-    audit_figures(report, result["audit"], result["sets"], label, result["evaluator"], seed=seed,
-                  paper_sigmas=result["paper_sigmas"])
-    if result["raw_audit"] is not None:
-        report.tables[f"{label}: against the raw checkpoints"] = pd.DataFrame(result["raw_audit"].summary_rows())
-    hist = result["runs"][0]["final_epoch"]
-    if hist is not None:
-        report.add_figure(label, png_bytes(min_distance_histogram(hist, title=f"{label}: final-epoch reference")),
+def _shown_run(result: MethodResult) -> SeedRun:
+    """The seed whose figures the report shows: the first seed that makes the pooled call on the
+    generated group (the first seed when the seeds have no majority)."""
+    call = result.pooled[result.setting.label]["verdict"]
+    return next((r for r in result.runs if r.audit.verdicts[result.setting.label]["verdict"] == call), result.runs[0])
+
+
+def _figures(report: Report, result: MethodResult, run: SeedRun) -> None:
+    label = result.setting.label
+    audit_figures(report, run.audit, run.sets, label, result.evaluator, seed=run.seed,
+                  paper_sigmas=result.setting.paper_sigmas)
+    if run.raw_audit is not None:
+        report.tables[f"{label}: against the raw checkpoints"] = pd.DataFrame(run.raw_audit.summary_rows())
+    if run.final_epoch is not None:
+        report.add_figure(label, png_bytes(min_distance_histogram(run.final_epoch,
+                                                                  title=f"{label}: final-epoch reference")),
                           f"{label}: L2 distance to the nearest final-epoch reconstruction (the paper's histogram; "
                           "neighbouring epochs of one run would otherwise be each other's nearest). Generated models "
-                          "far left of the reference's own spacing are replicas.", f"{result['name']}-final-epoch-hist")
-    table = result["symmetry"]
+                          "far left of the reference's own spacing are replicas.", f"{result.setting.name}-final-epoch-hist")
+    table = result.symmetry
     if table is not None:
         name = f"{label}: symmetry check"
         report.tables[name] = table  # shown under the figure's heading of the same name
         report.add_figure(name, png_bytes(symmetry_figure(table)),
                           f"{label}: the autoencoder's reconstructions of a model and of a function-preserving "
                           "transform of it (neuron permutation, positive scaling). Agreement 1 would mean it treats "
-                          "both as the same function, i.e. it learned the symmetry.", f"{result['name']}-symmetry")
+                          "both as the same function, i.e. it learned the symmetry.", f"{result.setting.name}-symmetry")
 
 
 def _yes(flags: Sequence[bool]) -> str:
     return f"{'yes' if 2 * sum(flags) > len(flags) else 'no'} ({sum(flags)}/{len(flags)})"
 
 
-def pooled_rows(result: dict) -> list[dict]:
-    """One summary row per audited group: the pooled verdict over seeds and the axes' medians."""
-    rows = []
-    for i, (group, v) in enumerate(result["pooled"].items()):
-        ci = v.get("fraction_ci", (float("nan"), float("nan")))
+def pooled_rows(result: MethodResult) -> list[dict]:
+    """One summary row per audited group that is not a baseline: the pooled verdict over seeds and the axes' medians."""
+    label, rows = result.setting.label, []
+    shown = [label, *(g for g in result.runs[0].audit.generated if g != label), *result.runs[0].audit.expected]
+    for group in shown:
+        v = result.pooled[group]
+        ci = v.get("fraction_ci_range", (float("nan"), float("nan")))
         rows.append({
-            "method": result["label"], "group": "generated" if i == 0 else group, "verdict": v["label"],
+            "method": label, "group": "generated" if group == label else group, "verdict": v["label"],
             "replicates": _yes(v["replicates"]), "distance / spacing": v.get("distance_ratio", float("nan")),
+            "replica bar": v.get("replica_threshold_ratio", float("nan")),
             "beats noise": _yes(v["beats_noise"]),
             "beyond noise frontier": v.get("fraction_beyond_frontier", float("nan")),
-            "CI low": ci[0], "CI high": ci[1], "interpolates": _yes(v["matches_interpolation"]),
-            "quality (generated)": v.get("median_quality", float("nan")),
+            "range of CI low over seeds": ci[0], "range of CI high over seeds": ci[1],
+            "interpolates": _yes(v["matches_interpolation"]),
+            "quality": v.get("median_quality", float("nan")),
             "quality (reference)": v.get("training_median_quality", float("nan")),
+            "quality floor": v.get("quality_floor", float("nan")),
             "median test errors": v.get("median_errors", float("nan")),
-            "seeds": len(v["seed_verdicts"]), "warnings": "; ".join(v["warnings"]),
+            "seeds": len(v["seed_verdicts"]), "reasons": "; ".join(v["reasons"]), "warnings": "; ".join(v["warnings"]),
         })
     return rows
 
 
-def seed_rows(result: dict) -> list[dict]:
+def seed_rows(result: MethodResult) -> list[dict]:
     """Every seed's summary rows, with the seed."""
-    return [{"seed": r["seed"], **row} for r in result["runs"] for row in r["audit"].summary_rows()]
+    return [{"seed": r.seed, **row} for r in result.runs for row in r.audit.summary_rows()]
+
+
+def control_table(result: MethodResult) -> list[dict]:
+    """Every seed's controls: expected, got, pass, with the reason where the rule was inconclusive."""
+    return [{"method": result.setting.label, "seed": r.seed, **row} for r in result.runs for row in r.audit.control_rows()]
+
+
+def axes_table(result: MethodResult) -> list[dict]:
+    """Every seed's check of each axis on the controls."""
+    return [{"method": result.setting.label, "seed": r.seed, "axis": axis, **check}
+            for r in result.runs for axis, check in r.audit.axes.items()]
+
+
+def _seed_record(r: SeedRun) -> dict:
+    return {"seed": r.seed, "verdicts": r.audit.verdicts, "generator": r.generator,
+            "controls": r.audit.control_rows(), "axes": r.audit.axes, "notes": r.audit.notes,
+            "beyond_every": r.audit.beyond_every.to_dict("records") if r.audit.beyond_every is not None else []}
 
 
 def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: bool = True,
-                stage_lines: bool = False, seeds: int = 1) -> dict:
+                stage_lines: bool = False, seeds: int = 1) -> MethodPart:
     """:func:`run_method` plus its report figures and tables, keeping only what pickles (a study
     worker process returns this)."""
     r = run_method(name, out, preset, seed=seed, seeds=seeds, progress=progress, stage_lines=stage_lines)
+    part = MethodPart(name, r.setting.label, pooled_rows(r), seed_rows(r), control_table(r), axes_table(r),
+                      r.pooled, [_seed_record(x) for x in r.runs], r.timings, r.samples,
+                      r.zoo.info.get("config", {}), r.reference_view, r.reference_span, list(r.setting.paper_sigmas),
+                      r.runs[0].audit.sigmas, r.runs[0].raw_audit.verdicts if r.runs[0].raw_audit else None,
+                      {x.seed: x.audit.table for x in r.runs})
     # this method's numbers on disk at once: a study stopped before its last method keeps them
     (out / name / "results.json").write_text(json.dumps(
-        {"pooled": r["pooled"], "seeds": [{"seed": x["seed"], "verdicts": x["audit"].verdicts,
-                                           **({"beyond_every": x["beyond_every"].to_dict("records")}
-                                              if x["beyond_every"] is not None else {})} for x in r["runs"]],
-         "timings_s": r["timings"], "summary": pooled_rows(r)}, default=str, indent=1))
-    part = Report(name, pd.DataFrame())
-    _figures(part, r, seed)
-    keep = ("name", "label", "audit", "raw_audit", "timings", "samples", "data_config", "views", "paper_sigmas",
-            "pooled", "reference_span")
-    runs = [{"seed": x["seed"], "verdicts": x["audit"].verdicts, "generator": x["generator"],
-             **({"beyond_every": x["beyond_every"].to_dict("records")} if x["beyond_every"] is not None else {})}
-            for x in r["runs"]]
-    beyond = [x["beyond_every"].assign(seed=x["seed"]) for x in r["runs"] if x["beyond_every"] is not None]
+        {"pooled": part.pooled, "seeds": part.seeds, "timings_s": part.timings, "summary": part.summary},
+        default=str, indent=1))
+    report = Report(name, pd.DataFrame())
+    shown = _shown_run(r)
+    _figures(report, r, shown)
+    beyond = [x.audit.beyond_every.assign(seed=x.seed) for x in r.runs if x.audit.beyond_every is not None]
     if beyond:
-        part.tables[f"{r['label']}: beyond every baseline frontier"] = pd.concat(beyond, ignore_index=True)
-    return {**{k: r[k] for k in keep}, "runs": runs, "summary": pooled_rows(r), "seed_rows": seed_rows(r),
-            "per_model": {x["seed"]: x["audit"].table for x in r["runs"]}, "figures": part.figures,
-            "tables": part.tables}
+        report.tables[f"{r.setting.label}: beyond every baseline frontier"] = pd.concat(beyond, ignore_index=True)
+    part.figures, part.tables = report.figures, report.tables
+    return part
 
 
 def _one_thread() -> None:
@@ -280,7 +347,7 @@ def _one_thread() -> None:
 
 
 def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, workers: int, progress: bool,
-                  seeds: int = 1) -> list[dict]:
+                  seeds: int = 1) -> list[MethodPart]:
     """One part per method, in ``names`` order; ``workers > 1`` runs methods in that many processes
     at once (one torch thread each), each method's own progress bars then silenced."""
     if workers <= 1 or len(names) <= 1:
@@ -299,17 +366,19 @@ def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, work
     return [done[m] for m in names]
 
 
-def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_: Sequence[str] = methods.METHODS,
+def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_: Sequence[str] | None = None,
               seed: int = 0, seeds: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
     """Run the study and write ``report.html``, ``results.json`` and CSV tables under ``out``.
-    ``seed`` seeds everything: the data (zoos, built once) and the first of ``seeds`` generator fits
-    (seeds ``seed``, ``seed + 1``, …, each with its own samples, baselines and bootstrap; default:
-    the preset's). ``workers``: methods run at once in separate processes (default: one per core,
-    at most one per method); results do not depend on it."""
+    ``methods_``: registered method names (default: the built-in ones). ``seed`` seeds everything:
+    the data (zoos, built once) and the first of ``seeds`` generator fits (seeds ``seed``, ``seed +
+    1``, …, each with its own samples, baselines, controls and bootstrap; default: the preset's).
+    ``workers``: methods run at once in separate processes (default: one per core, at most one per
+    method); results do not depend on it."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    methods_ = list(method_names()[:5] if methods_ is None else methods_)
     for m in methods_:
-        methods.method_module(m)
+        setting(m)
     if workers is None:
         workers = min(len(methods_), os.cpu_count() or 1)
     if int(workers) != workers or workers < 1:
@@ -323,47 +392,45 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = _method_parts(list(methods_), out, p, int(seed), int(workers), progress, int(seeds))
-    summary = pd.DataFrame([row for r in results for row in r["summary"]])
+    parts = _method_parts(methods_, out, p, int(seed), int(workers), progress, int(seeds))
     fit_seeds = list(range(int(seed), int(seed) + int(seeds)))
+    comparison = paper_comparison({r.name: r for r in parts})
     report = Report(
-        "Generative models of weights: generalization or memorization?", summary,
+        "Generative models of weights: generalization or memorization?", headline(parts, comparison),
         intro=("For each method: its generated models, and held-out runs trained like the training runs but never "
                "shown to the generator, against the method's reference set (as in the paper: the training "
                "checkpoints; for Hyper-Representations, the autoencoder's reconstructions of them; for "
                "HyperDiffusion, the ground-truth training shapes) and against baselines that learn nothing: noise "
                "added to a reference model over a σ sweep, the average of k reference models for k = 2 to 16, a "
-               "per-parameter Gaussian. Where the reference is not the training models themselves, the training "
-               f"models are audited as a group too ('{COPIES}'): what an exact copy of one scores on the replica "
-               "axis, the floor of what that axis can call a replica in this setting. Similarity is the intersection over union of test errors with the most "
-               "similar reference model; for HyperDiffusion's shapes it is minus the Chamfer distance to the "
-               "nearest reference shape, so that larger means closer there too. "
+               "per-parameter Gaussian, interpolation between two aligned reference models. Controls whose answer "
+               "is fixed in advance are audited alike in every setting and seed; a rule that gets one wrong is "
+               "inconclusive there. Similarity is the intersection over union of test errors with the most similar "
+               "reference model; for HyperDiffusion's shapes it is minus the Chamfer distance to the nearest "
+               "reference shape, so that larger means closer there too. "
                f"Each generator is fitted with {len(fit_seeds)} seed(s) ({', '.join(map(str, fit_seeds))}) on data "
-               "built once; the summary pools their verdicts (the most frequent, marked unstable when they "
-               "disagree; numbers are medians over seeds, the interval spans the seeds' intervals), the table "
-               "'Verdicts per seed' has each seed's, the figures show the first seed's."),
+               "built once; a verdict is the call of more than half of the seeds, else 'no majority'."),
         rule=rule_text(),
         configs={"preset": preset, "seed": int(seed), "seeds": fit_seeds, "methods": {
-            r["name"]: {"data": r["data_config"], "generators": [x["generator"] for x in r["runs"]],
-                        "samples": r["samples"], "noise_sigmas": r["audit"].sigmas, "paper_sigmas": r["paper_sigmas"]}
-            for r in results}},
+            r.name: {"data": r.data_config, "generators": [x["generator"] for x in r.seeds],
+                     "samples": r.samples, "noise_sigmas": r.noise_sigmas, "paper_sigmas": r.paper_sigmas}
+            for r in parts}},
     )
-    comparison = paper_comparison({r["name"]: {"pooled": r["pooled"], "first": r["runs"][0]["verdicts"],
-                                               "span": r["reference_span"]} for r in results})
     if len(comparison):
         report.tables["Verdicts against the paper's"] = comparison
-    report.tables["Verdicts per seed"] = pd.DataFrame([row for r in results for row in r["seed_rows"]])
-    for r in results:
-        report.figures += r["figures"]
-        report.tables.update(r["tables"])
-        for s, table in r["per_model"].items():
-            report.data[f"{r['name']} per model seed {s}"] = table
-        if r["raw_audit"] is not None:
-            report.data[f"{r['name']} per model, raw checkpoints"] = r["raw_audit"].table
-    report.results = {r["name"]: {"pooled": r["pooled"], "seeds": r["runs"], "timings_s": r["timings"],
-                                  "reference": r["views"], "reference_span": r["reference_span"],
-                                  "raw_checkpoint_verdicts": r["raw_audit"].verdicts if r["raw_audit"] else None}
-                      for r in results}
+    report.tables["Controls"] = pd.DataFrame([row for r in parts for row in r.control_rows])
+    report.tables["The rule's axes on the controls"] = pd.DataFrame([row for r in parts for row in r.axes])
+    report.tables["Pooled verdicts per group"] = pd.DataFrame([row for r in parts for row in r.summary])
+    report.tables["Verdicts per seed"] = pd.DataFrame([row for r in parts for row in r.seed_rows])
+    for r in parts:
+        report.figures += r.figures
+        report.tables.update(r.tables)
+        for s, table in r.per_model.items():
+            report.data[f"{r.name} per model seed {s}"] = table
+    report.results = {r.name: {"pooled": r.pooled, "seeds": r.seeds, "timings_s": r.timings,
+                               "reference": r.reference_view, "reference_span": r.reference_span,
+                               "controls": r.control_rows, "axes": r.axes,
+                               "raw_checkpoint_verdicts": r.raw_verdicts}
+                      for r in parts}
     report.results["paper_comparison"] = comparison.to_dict("records")
     report.results["total_seconds"] = time.perf_counter() - start
     path = write_report(report, out)
@@ -380,10 +447,10 @@ def run_ablation_study(out: str | Path = "runs/ablation", *, method: str = "hype
     if preset not in PRESETS:
         raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     p = PRESETS[preset]
-    module = methods.method_module(method)
+    s = setting(method)
     out = Path(out)
-    zoo = module.build_data(out / method / "zoo", preset=p["data"], progress=progress)
-    table = run_ablation(zoo, method, base_config=p["generators"].get(method, {}), n_samples=p["samples"] or 100,
+    zoo = s.build(out / method / "zoo", preset=p["data"], progress=progress)
+    table = run_ablation(zoo, method, base_config=s.generator_options(p["data"]), n_samples=p["samples"] or 100,
                          seed=seed, progress=progress)
     report = Report(f"Ablation of {method}", table,
                     intro=("Each row refits the generator with one change and measures its samples against the full "
@@ -398,9 +465,10 @@ def run_ablation_study(out: str | Path = "runs/ablation", *, method: str = "hype
 
 
 def verdict_lines(out: str | Path) -> list[str]:
-    """One readable line per method and group from a finished study's results.json (the pooled
-    verdict over seeds; "(k/n)": seeds that say yes)."""
+    """One readable line per method from a finished study's results.json: the headline (the paper's
+    call, ours, seeds agreeing)."""
     res = json.loads((Path(out) / "results.json").read_text())
-    width = max([14, *(len(r["group"]) for r in res["summary"])])
-    return [f"{r['method']:<22} {r['group']:<{width}} {r['verdict']:<21} replicates: {r['replicates']:<3} "
-            f"beats noise: {r['beats noise']:<3} interpolates: {r['interpolates']}" for r in res["summary"]]
+    rows = res["summary"]
+    width = max([14, *(len(str(r.get("method", ""))) for r in rows)])
+    return [f"{r['method']:<{width}} paper: {r.get('paper', '—'):<21} ours: {r['ours']:<40} "
+            f"seeds: {r['seeds agreeing']}" for r in rows]

@@ -1,123 +1,17 @@
-"""weightspace's own generator: a low-rank Gaussian over many independent runs aligned to their barycenter.
-
-The paper traces the published generators' memorisation to three causes: few training checkpoints,
-generators too big for their data, and weight-space symmetries left in the data. This method answers
-each one directly:
-
-- **many runs**: hundreds of independent runs of the G.pt-style MLP 784→10→10 on Fashion-MNIST (one
-  final checkpoint each), made in one batched training call, plus held-out runs trained alike;
-- **symmetry removed**: every run's hidden neurons are reordered to match a barycenter, found by
-  alternating weight matching (exact for one hidden layer: one Hungarian assignment per run) and
-  averaging; samples get a fresh random neuron order on output, so the audit sees ordinary models;
-- **a generator matched to its data**: a Gaussian in the aligned space with ``rank`` principal
-  directions and an isotropic remainder (probabilistic PCA): ``rank × P`` numbers learned from
-  ``N`` runs, no training loop that could run on into memorisation.
-"""
+"""weightspace's own generator: a low-rank Gaussian over many independent runs aligned to their barycenter."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ..align import match_permutations
-from ..data import load_dataset
-from ..errors import ConfigError, LayoutError
-from ..nets import build_architecture
-from ..safe_input import check_int, check_str
-from ..symmetry import permute, random_permutation, scale_neurons
-from ..zoo.build import accuracy_on_test, predictions_on_test
-from ..zoo.method_record import Fields, Record
-from ..zoo.store import Zoo
-from ..zoo.train import HParams, Run, TrainConfig, train_population
-from .base import Generator, seeded
+from ...align import match_permutations
+from ...errors import ConfigError, LayoutError
+from ...generator import Generator, seeded
+from ...nets import build_architecture
+from ...symmetry import permute, random_permutation, scale_neurons
 
-DATASET = {"name": "fashion-mnist", "max_train": 6000}
-ARCHITECTURE = {"kind": "mlp", "in_features": 784, "widths": [10], "out_features": 10, "activation": "relu"}
-# G.pt's MLP and training recipe (3 epochs of SGD on 6,000 Fashion-MNIST images), but many runs with
-# one final checkpoint each instead of a few runs' trajectories.
-PRESETS = {
-    "default": {"runs": 512, "heldout_runs": 100, "epochs": 3, "lr": 0.05, "dataset": DATASET,
-                "architecture": ARCHITECTURE},
-    "tiny": {"runs": 48, "heldout_runs": 12, "epochs": 6, "lr": 0.05, "dataset": {"name": "digits", "seed": 0},
-             "architecture": {**ARCHITECTURE, "in_features": 64}},
-}
-HELDOUT_PREFIX = "heldout"
 RESIDUALS = ("diagonal", "isotropic", "none")
-ALIGNED_INTERPOLATION = True  # the study adds interpolation between aligned runs to the baselines
-# What build_data records (checked when a zoo is opened as this method's).
-ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int}))
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def build_data(out: str | Path, *, preset: str = "default", progress: bool = True, seed: int = 0,
-               runs: int | None = None, width: int | None = None) -> Zoo:
-    """``runs`` (default: the preset's) independent runs of the MLP differing only in their seed,
-    then the held-out runs (seeds after theirs). ``seed`` shifts every run's seed by ``seed * 100_000``.
-    ``width`` (default: the preset's) is the hidden layer's number of neurons. Re-running skips runs
-    already in the zoo."""
-    if preset not in PRESETS:
-        raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    p = dict(PRESETS[preset])
-    if runs is not None:
-        p["runs"] = int(runs)
-    if width is not None:
-        p["architecture"] = {**p["architecture"], "widths": [check_int(width, "width", 1)]}
-    dataset = load_dataset(**p["dataset"])
-    arch = build_architecture(p["architecture"])
-    train_cfg = TrainConfig(batch_size=64)
-    config = {"method": "aligned", "preset": preset, "seed": int(seed), **p,
-              "training": {"batch_size": train_cfg.batch_size, "optimizer": "sgd", "momentum": 0.9}}
-    zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
-    if zoo.info["config"] != json.loads(json.dumps(config)):
-        raise ConfigError(f"out: {out} holds a zoo built with another preset, seed or number of runs; "
-                          "use another directory")
-    hp = HParams(lr=p["lr"], momentum=0.9, optimizer="sgd", epochs=p["epochs"])
-    first = int(seed) * 100_000
-    todo = [Run(f"run{i:05d}", first + i, hp) for i in range(p["runs"])]
-    todo += [Run(f"{HELDOUT_PREFIX}{i:05d}", first + 50_000 + i, hp) for i in range(p["heldout_runs"])]
-    train_population(arch, dataset, todo, zoo, train_cfg, progress=progress)
-    return zoo
-
-
-def _held_out(df) -> Tensor:
-    return torch.tensor(df["run_id"].str.startswith(HELDOUT_PREFIX).to_numpy(dtype=bool))
-
-
-def training_weights(zoo: Zoo) -> Tensor:
-    """The final checkpoint of every training run."""
-    weights, df = zoo.load()
-    return weights[~_held_out(df)]
-
-
-def heldout_weights(zoo: Zoo) -> Tensor:
-    """The final checkpoint of every held-out run: fresh training runs, the novelty ceiling."""
-    weights, df = zoo.load()
-    return weights[_held_out(df)]
-
-
-def generator_config(zoo: Zoo) -> dict:
-    return {"architecture": dict(zoo.info["architecture"])}
-
-
-def fit_context(zoo: Zoo) -> dict:
-    return {}
-
-
-def n_samples(zoo: Zoo) -> int:
-    return 200
-
-
-# a classifier method: its quality is test accuracy, its predictions are test labels
-quality = accuracy_on_test
-predictions = predictions_on_test
-
-
-# ----------------------------------------------------------------------------- generator
 
 
 def barycenter_alignment(space, weights: Tensor, *, iterations: int = 10) -> tuple[Tensor, dict[str, Tensor]]:

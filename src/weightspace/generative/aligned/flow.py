@@ -25,12 +25,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, LayoutError
-from ..nets import build_architecture
-from ..symmetry import permute, random_permutation
-from .aligned import barycenter_alignment
-from .base import Generator, seeded, seeded_global_rng
-from .diffusion import timestep_embedding
+from ...errors import ConfigError, LayoutError
+from ...generator import Generator, seeded, seeded_global_rng
+from ...nets import build_architecture
+from ...symmetry import permute, random_permutation
+from ..diffusion import timestep_embedding
+from .generator import barycenter_alignment
 
 RESIDUALS = ("isotropic", "none")
 TIME_FEATURES = 32

@@ -1,162 +1,25 @@
-"""G.pt (Peebles et al. 2022, "Learning to Learn with Generative Models of Neural Network Checkpoints").
-
-A diffusion transformer over parameter vectors, trained on pairs of checkpoints from the same SGD
-run: given the starting parameters θ, their loss and a target loss, it denoises the later
-parameters θ' and predicts them directly (x0-prediction). Tokens are per-layer chunks of the
-flattened vectors (one linear embedder per chunk, a mirrored linear decoder per chunk) for θ and
-for the noised θ', plus three scalar tokens (starting loss, target loss, diffusion timestep)
-embedded with sinusoids of geometric frequencies, as in the original. Augmentation applies one
-neuron permutation to both members of a pair, so the pair still describes one run of one function.
-
-Sampling is "one-step prompting": θ = fresh random inits of the architecture (seeds no training
-run used), prompted with their loss and target loss 0; one reverse diffusion gives θ'.
-
-Scale: the original generated the 7,960 weights of an MLP 784→10→10 on MNIST from 10,228 runs ×
-200 checkpoints. Here: the same MLP 784→10→10 (7,960 weights) on Fashion-MNIST (scored on its full
-10,000-image test set, where a run makes over a thousand errors; trained on a 5,000-image subset
-to keep a run's trajectory short), 32 runs × 21 checkpoints (every 12 SGD steps over 3 epochs, the
-init included), plus 16 held-out runs trained alike and never shown to the generator. The
-``tiny`` preset keeps the 64→10→10 MLP on scikit-learn's digits for tests. A CPU-sized denoiser
-(a few minutes of training) memorises a few dozen runs; on digits with 256 runs (3,000 steps) its
-prompted samples averaged 15% test accuracy against the runs' 95%, so the default keeps the number
-of runs it can learn.
-"""
+"""G.pt's generator: loss-conditioned diffusion over checkpoints, trained on pairs of checkpoints of
+one run, sampled by one-step prompting from fresh random inits."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data import load_dataset
-from ..errors import ConfigError, LayoutError
-from ..nets import build_architecture
-from ..safe_input import check_int, check_str
-from ..space import WeightSpace
-from ..symmetry import permutation_pool, random_permutation
-from ..zoo.build import accuracy_on_test, predictions_on_test
-from ..zoo.method_record import Fields, Record
-from ..zoo.store import Zoo
-from ..zoo.train import HParams, Run, TrainConfig, train_population
-from .base import Generator, seeded
-from .diffusion import EMA, Diffusion, NoiseSchedule
+from ...errors import ConfigError, LayoutError
+from ...generator import Generator, seeded
+from ...nets import build_architecture
+from ...space import WeightSpace
+from ...symmetry import permutation_pool, random_permutation
+from ..diffusion import EMA, Diffusion, NoiseSchedule
+from .network import GptDenoiser, chunk_splits
+from .setting import ARCHITECTURE
 
-# The paper's MLP 784→10→10 on Fashion-MNIST (MNIST's drop-in replacement, offline here).
-DATASET = {"name": "fashion-mnist", "max_train": 6000}
-ARCHITECTURE = {"kind": "mlp", "in_features": 784, "widths": [10], "out_features": 10, "activation": "relu"}
-# Runs differ only in their seed (init and data order), as G.pt's MNIST runs do; held-out runs are
-# trained alike (seeds after the training runs') and never shown to the generator.
-PRESETS = {
-    "default": {"runs": 32, "heldout_runs": 16, "epochs": 3, "every_steps": 12, "lr": 0.05,
-                "dataset": DATASET, "architecture": ARCHITECTURE,
-                # chunks of 640 keep the token count of the 760-weight digits MLP at 64 (16 per model);
-                # 3,000 steps: a step costs 0.037 CPU s here, and the study fits three seeds within its
-                # 15-minute budget on 2 cores (9,000 steps would take 17 CPU minutes for G.pt alone)
-                "generator": {"chunk_size": 640, "train_steps": 3000}},
-    "tiny": {"runs": 6, "heldout_runs": 2, "epochs": 6, "every_steps": 34, "lr": 0.05,
-             "dataset": {"name": "digits", "seed": 0},
-             "architecture": {**ARCHITECTURE, "in_features": 64}, "generator": {}},
-}
-HELDOUT_PREFIX = "heldout"  # run ids of the held-out runs
-LOSS_METRICS = ("train_loss", "val_loss", "test_loss")
-# What build_data records and the code below reads (checked when a zoo is opened as G.pt's): the
-# preset's generator settings become constructor arguments, so no other key is accepted there.
-ZOO_RECORD = Record(Fields(
-    {"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int},
-    {"generator": Fields(optional={"chunk_size": lambda v, k: check_int(v, k, 1),
-                                   "train_steps": lambda v, k: check_int(v, k, 1)}, closed=True)}))
 SAMPLERS = ("ddpm", "ddim")
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def build_data(out: str | Path, *, preset: str = "default", progress: bool = True, seed: int = 0) -> Zoo:
-    """SGD trajectories of many seeds of the MLP, one checkpoint every ``every_steps`` steps (step 0,
-    the random init, included), then the held-out runs. ``seed`` shifts every run's seed by
-    ``seed * 10_000``. Re-running skips runs already in the zoo."""
-    if preset not in PRESETS:
-        raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    p = PRESETS[preset]
-    dataset = load_dataset(**p["dataset"])
-    arch = build_architecture(p["architecture"])
-    train_cfg = TrainConfig(batch_size=64, every_steps=p["every_steps"])
-    config = {"method": "gpt", "preset": preset, "seed": int(seed), **p,
-              "training": {"batch_size": train_cfg.batch_size, "every_steps": train_cfg.every_steps,
-                           "optimizer": "sgd", "momentum": 0.9}}
-    zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
-    if zoo.info["config"] != json.loads(json.dumps(config)):
-        raise ConfigError(f"out: {out} holds a G.pt zoo built with another preset or seed "
-                          f"({zoo.info['config'].get('preset')!r}, seed {zoo.info['config'].get('seed')!r}); "
-                          "use another directory")
-    hp = HParams(lr=p["lr"], momentum=0.9, optimizer="sgd", epochs=p["epochs"])
-    first = int(seed) * 10_000
-    runs = [Run(f"run{i:04d}", first + i, hp) for i in range(p["runs"])]
-    runs += [Run(f"{HELDOUT_PREFIX}{i:04d}", first + p["runs"] + i, hp) for i in range(p["heldout_runs"])]
-    train_population(arch, dataset, runs, zoo, train_cfg, progress=progress)
-    return zoo
-
-
-def generator_config(zoo: Zoo) -> dict:
-    """Constructor arguments the generator takes from the zoo: its architecture and the preset's
-    token size."""
-    return {"architecture": dict(zoo.info["architecture"]), **zoo.info["config"].get("generator", {})}
-
-
-def _final_rows(df) -> Tensor:
-    last = df.groupby("run_id")["step"].transform("max")
-    return torch.tensor((df["step"] == last).to_numpy(dtype=bool))
-
-
-def _held_out(df) -> Tensor:
-    return torch.tensor(df["run_id"].str.startswith(HELDOUT_PREFIX).to_numpy(dtype=bool))
-
-
-def training_weights(zoo: Zoo) -> Tensor:
-    """The final checkpoint of every training run: what the paper compares G.pt's samples against
-    (a training run's own final checkpoint is compared with the other runs' only)."""
-    weights, df = zoo.load()
-    return weights[_final_rows(df) & ~_held_out(df)]
-
-
-def heldout_weights(zoo: Zoo) -> Tensor:
-    """The final checkpoint of every held-out run (trained like the training runs, never fitted on)."""
-    weights, df = zoo.load()
-    return weights[_final_rows(df) & _held_out(df)]
-
-
-def fit_context(zoo: Zoo, metric: str = "test_loss") -> dict:
-    """Every checkpoint of the training runs with its run, step and loss (G.pt conditions on test
-    loss for MNIST); the held-out runs are left out."""
-    if metric not in LOSS_METRICS:
-        raise ConfigError(f"metric: expected one of {LOSS_METRICS}, got {metric!r}")
-    weights, df = zoo.load()
-    keep = ~_held_out(df)
-    df = df[keep.numpy()]
-    return {
-        "checkpoints": weights[keep],
-        "run_ids": df["run_id"].tolist(),
-        "steps": torch.tensor(df["step"].to_numpy(dtype="int64")),
-        "losses": torch.tensor(df[metric].to_numpy(dtype="float32")),
-    }
-
-
-def n_samples(zoo: Zoo) -> int:
-    """The paper prompts G.pt 128 times."""
-    return 128
-
-
-# a classifier method: its quality is test accuracy, its predictions are test labels
-quality = accuracy_on_test
-predictions = predictions_on_test
-
-
-# ----------------------------------------------------------------------------- pairs
 
 
 def checkpoint_pairs(run_ids: Sequence[str], steps: Tensor) -> Tensor:
@@ -185,113 +48,10 @@ def permute_pairs(space: WeightSpace, start: Tensor, target: Tensor,
     return torch.gather(start, 1, idx), torch.gather(target, 1, idx)
 
 
-# ----------------------------------------------------------------------------- denoiser
-
-
-def chunk_splits(space: WeightSpace, chunk_size: int) -> list[int]:
-    """Token sizes: each tensor's flat values cut into chunks of ``chunk_size`` and a remainder, so
-    no token mixes layers (G.pt's ``chunk_within_layer`` policy)."""
-    splits = []
-    for e in space.entries:
-        full, rest = divmod(e.numel, chunk_size)
-        splits += [chunk_size] * full + ([rest] if rest else [])
-    return splits
-
-
-class _Tokens(nn.Module):
-    """Per-token linear maps between parameter chunks (padded to one width) and ``d_model``."""
-
-    def __init__(self, splits: Sequence[int]):
-        super().__init__()
-        width = max(splits)
-        gather = torch.full((len(splits), width), sum(splits), dtype=torch.long)  # pads read a zero
-        place = []
-        start = 0
-        for k, n in enumerate(splits):
-            gather[k, :n] = torch.arange(start, start + n)
-            place.append(torch.arange(n) + k * width)
-            start += n
-        self.register_buffer("gather", gather, persistent=False)
-        self.register_buffer("place", torch.cat(place), persistent=False)
-
-    def chunk(self, x: Tensor) -> Tensor:
-        """``[B, P]`` → ``[B, T, width]``."""
-        padded = torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=1)
-        return padded[:, self.gather]
-
-    def unchunk(self, chunks: Tensor) -> Tensor:
-        """``[B, T, width]`` → ``[B, P]``."""
-        return chunks.flatten(1)[:, self.place]
-
-
-class FrequencyEmbedder(nn.Module):
-    """A scalar ``x`` → ``[sin(f x), cos(f x), x]`` over geometric frequencies (G.pt's scalar tokens)."""
-
-    def __init__(self, num_frequencies: int, max_freq_log2: float):
-        super().__init__()
-        self.register_buffer("freqs", 2.0 ** torch.linspace(0, max_freq_log2, num_frequencies), persistent=False)
-
-    @property
-    def dim(self) -> int:
-        return 2 * self.freqs.numel() + 1
-
-    def forward(self, x: Tensor) -> Tensor:
-        scaled = x[..., None] * self.freqs
-        return torch.cat([scaled.sin(), scaled.cos(), x[..., None]], dim=-1)
-
-
-class GptDenoiser(nn.Module):
-    """``model(x_t, t, cond)`` for the diffusion core: ``x_t`` the noised normalised target
-    parameters ``[B, P]``, ``cond = [θ_start (P), start loss, target loss]`` normalised → x0 ``[B, P]``.
-
-    Sequence: 3 scalar tokens, the start parameters' tokens, the noised target's tokens, plus learned
-    positions; a pre-norm transformer without masking; per-token linear decoders on the target
-    tokens only, zero-initialised, so the untrained model predicts 0 (or θ_start with
-    ``global_residual``: G.pt's ``θ' = θ + decoder(...)``).
-    """
-
-    def __init__(self, splits: Sequence[int], *, diffusion_steps: int, d_model: int, n_layers: int,
-                 n_heads: int, num_frequencies: int, max_freq_log2: float, global_residual: bool):
-        super().__init__()
-        self.num_params = sum(splits)
-        self.diffusion_steps = diffusion_steps
-        self.global_residual = global_residual
-        n_tok, width = len(splits), max(splits)
-        self.tokens = _Tokens(splits)
-        self.scalars = FrequencyEmbedder(num_frequencies, max_freq_log2)
-        self.embed_target = nn.Parameter(torch.randn(n_tok, width, d_model) * 0.02)
-        self.embed_start = nn.Parameter(torch.randn(n_tok, width, d_model) * 0.02)
-        self.embed_scalar = nn.Parameter(torch.randn(3, self.scalars.dim, d_model) * 0.02)
-        self.ln_in = nn.LayerNorm(d_model)
-        self.pos = nn.Parameter(torch.randn(1, 3 + 2 * n_tok, d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
-        self.ln_out = nn.LayerNorm(d_model)
-        self.unembed = nn.Parameter(torch.zeros(n_tok, d_model, width))
-
-    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        p = self.num_params
-        start, losses = cond[:, :p], cond[:, p:]
-        scalars = torch.cat([losses, (t.to(x_t.dtype) / self.diffusion_steps)[:, None]], dim=1)
-        seq = torch.cat([
-            torch.einsum("bkf,kfd->bkd", self.scalars(scalars), self.embed_scalar),
-            torch.einsum("bkc,kcd->bkd", self.tokens.chunk(start), self.embed_start),
-            torch.einsum("bkc,kcd->bkd", self.tokens.chunk(x_t), self.embed_target),
-        ], dim=1)
-        h = self.blocks(self.ln_in(seq) + self.pos)
-        n_tok = self.unembed.shape[0]
-        out = self.tokens.unchunk(torch.einsum("bkd,kdc->bkc", self.ln_out(h[:, -n_tok:]), self.unembed))
-        return out + start if self.global_residual else out
-
-
-# ----------------------------------------------------------------------------- generator
-
-
 class Gpt(Generator):
     """Loss-conditioned diffusion over checkpoints; samples by one-step prompting from fresh inits.
 
-    ``fit(weights, checkpoints=, run_ids=, steps=, losses=)`` takes what :func:`fit_context`
+    ``fit(weights, checkpoints=, run_ids=, steps=, losses=)`` takes what the setting's ``fit_context``
     returns; ``weights`` (the final checkpoints) only fixes the layout, G.pt learns from the pairs.
 
     ``fresh_init_prob``: the probability that a pair starting at a run's init gets a fresh random
@@ -425,7 +185,7 @@ class Gpt(Generator):
         space = self.space
         if any(v is None for v in (checkpoints, run_ids, steps, losses)):
             raise ConfigError("gpt.fit: needs checkpoints=, run_ids=, steps= and losses= (all checkpoints of "
-                              "every run, as gpt.fit_context(zoo) returns)")
+                              "every run, as the G.pt setting's fit_context(zoo) returns)")
         for name, w in (("weights", weights), ("checkpoints", checkpoints)):
             if w.dim() != 2 or w.shape[1] != space.num_params:
                 raise LayoutError(f"{name}: expected [N, {space.num_params}] for layout '{space.name}', "

@@ -11,10 +11,11 @@ Without a key, the candidates are the dicts with string keys (the file itself in
 tensors and, below them, nothing but tensors, nested dicts of them and plain values (numbers,
 strings); lists, optimizer states (keyed by parameter number) and the like rule a dict out. Of a
 candidate nested in another, the inner one is taken when it is named like a container
-(:data:`CONTAINER_NAMES`: ``state_dict``, ``model``, ``ema``, ...), else the outer one (it is a
-nested state dict, like ``{"encoder": {...}, "head.weight": ...}``). Of the rest the largest by
-parameter count wins, unless another holds at least :data:`AMBIGUOUS_SHARE` of its parameters
-(a model and its EMA copy): then the choice is the user's.
+(:data:`CONTAINER_NAMES`: ``state_dict``, ``model``, ``ema``, ...) or has a sibling with the same
+tensor names and shapes (``{"student": ..., "teacher": ...}``), else the outer one (a nested state
+dict, like ``{"encoder": {...}, "head.weight": ...}``). Of the rest the largest by parameter count
+wins, unless another holds at least :data:`AMBIGUOUS_SHARE` of its parameters (a model and its EMA
+copy): then the choice is the user's.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ CONTAINER_NAMES = frozenset({
     "ema_weights",
 })
 AMBIGUOUS_SHARE = 0.9
-DATA_PARALLEL_PREFIX = "module."  # what torch.nn.DataParallel and DistributedDataParallel add to every name
+# What wrappers add to every name, removed: DataParallel and DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = {"module.": "DataParallel", "_orig_mod.": "torch.compile"}
 MAX_DEPTH = 32
-MAX_ENTRIES = 1_000_000  # shared sub-dicts count at every use, so a pickle cannot expand without bound
+MAX_ENTRIES = 100_000  # shared sub-dicts count at every use, so a pickle cannot expand without bound
 _SHOWN = 4
 
 
@@ -105,14 +107,16 @@ def _found(state_dict: StateDict, key: str | None, left_out: list[str], others: 
     if left_out:
         what = "entry that is not a tensor" if len(left_out) == 1 else "entries that are not tensors"
         notes.append(f"left out {len(left_out)} {what} ({_listed(left_out)})")
-    if len(state_dict) > 1 and all(name.startswith(DATA_PARALLEL_PREFIX) for name in state_dict):
-        state_dict = {name.removeprefix(DATA_PARALLEL_PREFIX): t for name, t in state_dict.items()}
-        notes.append(f"removed '{DATA_PARALLEL_PREFIX}' (added by DataParallel) from every name")
+    removed = []
+    while prefix := next((p for p in WRAPPER_PREFIXES if all(n.startswith(p) for n in state_dict)), None):
+        state_dict = {name.removeprefix(prefix): t for name, t in state_dict.items()}
+        removed.append(f"'{prefix}' (added by {WRAPPER_PREFIXES[prefix]})")
+    if removed:
+        notes.append(f"removed {' and '.join(removed)} from every name")
     first = {name.split(".", 1)[0] for name in state_dict}
-    if len(state_dict) > 1 and len(first) == 1 and all("." in name for name in state_dict):
-        prefix = next(iter(first))
-        notes.append(f"every name starts with '{prefix}.' (--key {key + '.' if key else ''}{prefix} reads "
-                     "them without it)")
+    if key is not None and len(first) == 1 and first <= CONTAINER_NAMES and all("." in n for n in state_dict):
+        prefix = next(iter(first))  # Lightning's self.model, say
+        notes.append(f"every name starts with '{prefix}.' (--key {key}.{prefix} reads them without it)")
     return FoundStateDict(state_dict, key, "; ".join(notes) or None)
 
 
@@ -130,6 +134,7 @@ def _candidates(tree: dict, budget: list[int]) -> list[_Candidate]:
         tensors = params = 0
         plain = True
         below: list[_Candidate] = []
+        sizes: dict[tuple[int, int], list[dict]] = {}  # of the dicts in node that hold tensors
         for name, value in node.items():
             _spend(budget)
             if name == "_metadata":  # torch's record of module versions, not a tensor
@@ -142,12 +147,16 @@ def _candidates(tree: dict, budget: list[int]) -> list[_Candidate]:
                 t, p, inner_plain, inner = visit(value, (*path, name))
                 tensors, params, plain = tensors + t, params + p, plain and inner_plain
                 below += inner
+                if t:
+                    sizes.setdefault((t, p), []).append(value)
             elif not _is_plain_value(value):
                 plain = False
         if not (plain and tensors):
             return tensors, params, plain, below
         named = [c for c in below if c.path[-1] in CONTAINER_NAMES]
-        return tensors, params, plain, named or [_Candidate(path, node, tensors, params)]
+        if named or any(_copies(same_size, budget) for same_size in sizes.values()):
+            return tensors, params, plain, named or below
+        return tensors, params, plain, [_Candidate(path, node, tensors, params)]
 
     unique = []
     for c in visit(tree, ())[3]:  # one dict saved under two names is one candidate
@@ -155,6 +164,19 @@ def _candidates(tree: dict, budget: list[int]) -> list[_Candidate]:
             seen.add(id(c.node))
             unique.append(c)
     return unique
+
+
+def _copies(dicts: list[dict], budget: list[int]) -> bool:
+    """Whether two of ``dicts`` hold tensors of the same names and shapes (a model and its EMA, a
+    student and its teacher: copies of one network, not parts of one)."""
+    shapes = set()
+    for d in dicts:
+        flat, _ = _flatten(d, budget)
+        signature = tuple((name, tuple(t.shape)) for name, t in flat.items())
+        if signature in shapes:
+            return True
+        shapes.add(signature)
+    return False
 
 
 def _is_plain_value(value) -> bool:
@@ -195,7 +217,7 @@ def _at_key(tree: dict, key: str, budget: list[int]) -> tuple[str, StateDict, li
     state_dict, left_out = _flatten(node, budget)
     if not state_dict:
         raise CheckpointError(f"--key '{key}' names a dict that holds no tensors; {_suggest(tree, budget)}")
-    return ".".join(taken), state_dict, left_out
+    return key, state_dict, left_out
 
 
 def _entry(node, part: str):
@@ -269,7 +291,7 @@ def _listed(names: list[str]) -> str:
 
 
 def _size(tensors: int, params: int) -> str:
-    return f"{tensors} tensor{'s' * (tensors != 1)}, {params:,} parameters"
+    return f"{tensors} tensor{'s' * (tensors != 1)}, {params:,} parameter{'s' * (params != 1)}"
 
 
 def _a(noun: str) -> str:

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-
-import sqlite3
 
 import torch
 import yaml
@@ -131,7 +130,7 @@ def measure_budgets(root: Path) -> dict:
     sql = f"SELECT {', '.join(COLUMNS)} FROM models ORDER BY run_id, epoch, step, model_id"
     best = {"bounded": float("inf"), "plain": float("inf")}
     for _ in range(REPEATS):
-        for kind in best:
+        for kind in ("bounded", "plain"):
             con = connect_sqlite(index) if kind == "bounded" else sqlite3.connect(index)
             start = time.perf_counter()
             rows = con.execute(sql).fetchall()

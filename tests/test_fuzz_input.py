@@ -69,9 +69,9 @@ SCHEMAS = [
     "ALTER TABLE models DROP COLUMN extra;",
     "ALTER TABLE models RENAME COLUMN seed TO seeds;",
     "ALTER TABLE models ADD COLUMN more TEXT;",
-    "CREATE TABLE m2 (model_id, run_id, seed, epoch, step, hparams, train_loss, train_acc, val_loss, val_acc, "
-    "test_loss, test_acc, file, sha256, created, extra); INSERT INTO m2 SELECT * FROM models; DROP TABLE models; "
-    "ALTER TABLE m2 RENAME TO models;",
+    ("CREATE TABLE m2 (model_id, run_id, seed, epoch, step, hparams, train_loss, train_acc, val_loss, val_acc, "
+     "test_loss, test_acc, file, sha256, created, extra); INSERT INTO m2 SELECT * FROM models; DROP TABLE models; "
+     "ALTER TABLE m2 RENAME TO models;"),
     "CREATE VIRTUAL TABLE notes USING fts5(text);",
     "CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('kept by another tool');",
     "CREATE INDEX by_acc ON models (test_acc);",

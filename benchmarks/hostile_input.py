@@ -10,6 +10,11 @@
    into zoo.json) is replayed by its own two calls; the new one refuses it before anything is built.
    Peak memory from tracemalloc (Python allocations; it slows the "before" path several-fold),
    seconds and bytes that would go to zoo.json; each level multiplies them by ten.
+3. Query budgets on a zoo index: the seconds until an endless ``--where`` (a recursive WITH with no
+   end; before, it ran until killed) and an endless view named ``models`` are refused; and what the
+   budget costs a legitimate read: every row of an index of ``ROWS`` models fetched through the
+   bounded connection against a plain ``sqlite3`` one (best of ``REPEATS``), with the steps it used
+   against the budget it had (both grow with the rows, so the share holds for larger indexes).
 
 Last line: one JSON object with the figures.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
 import time
 import tracemalloc
@@ -26,12 +32,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from weightspace.errors import ConfigError
+from weightspace.errors import ConfigError, ZooError
 from weightspace.nets import MLP
-from weightspace.safe_input import read_yaml
+from weightspace.safe_input import connect_sqlite, read_yaml
 from weightspace.zoo import Zoo
+from weightspace.zoo.store import COLUMNS
 
 REPEATS = 5
+ROWS = 200_000
+ENDLESS = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r)"
 ZOOS = {"digits_mlp_1024": (MLP(64, (32,), 10), 1024), "mnist_mlp_128": (MLP(784, (300, 100), 10), 128)}
 
 
@@ -96,13 +105,58 @@ def _chained(levels: int) -> str:
             f"  runs: 1\n  hparams:\n    lr: {{choice: {inner}}}\n")
 
 
+def measure_budgets(root: Path) -> dict:
+    arch = MLP(64, (32,), 10)
+    zoo = _zoo(root / "budget", arch, 1)
+    index = zoo.root / "index.sqlite"
+
+    def refused_after(call) -> dict:
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            call()
+        except ZooError:
+            return {"seconds": round(time.perf_counter() - start, 2), "cpu_seconds": round(time.process_time() - cpu, 2)}
+        raise AssertionError("not refused")
+
+    endless_where = refused_after(lambda: zoo.index(f"epoch IN ({ENDLESS} SELECT x FROM r)"))
+    con = sqlite3.connect(index)
+    columns = ", ".join(c if c not in ("model_id", "run_id", "seed", "hparams") else
+                        {"model_id": "printf('m%07d', x)", "run_id": "printf('r%06d', x / 20)", "seed": "x / 20",
+                         "hparams": "json_object('lr', 0.001 * (x % 7), 'epochs', 20)"}[c] for c in COLUMNS)
+    con.execute(f"INSERT INTO models {ENDLESS.replace('FROM r)', f'FROM r WHERE x < {ROWS})')} "
+                f"SELECT {columns} FROM r, (SELECT * FROM models LIMIT 1)")
+    con.commit()
+    con.close()
+    sql = f"SELECT {', '.join(COLUMNS)} FROM models ORDER BY run_id, epoch, step, model_id"
+    best = {"bounded": float("inf"), "plain": float("inf")}
+    for _ in range(REPEATS):
+        for kind in ("bounded", "plain"):
+            con = connect_sqlite(index) if kind == "bounded" else sqlite3.connect(index)
+            start = time.perf_counter()
+            rows = con.execute(sql).fetchall()
+            best[kind] = min(best[kind], time.perf_counter() - start)
+            if kind == "bounded":
+                used, budget = con.steps, con.budget
+            con.close()
+    con = sqlite3.connect(index)
+    con.executescript(f"ALTER TABLE models RENAME TO m2; CREATE VIEW models AS {ENDLESS} SELECT m2.* FROM m2, r;")
+    con.close()
+    endless_view = refused_after(lambda: Zoo.open(zoo.root))
+    return {"endless_where_refused_after": endless_where, "endless_view_refused_after": endless_view,
+            "rows": len(rows), "index_megabytes": round(index.stat().st_size / 1e6, 1),
+            "steps_used": used, "budget": budget, "share_of_budget": round(used / budget, 3),
+            "read_seconds_bounded": round(best["bounded"], 3), "read_seconds_plain": round(best["plain"], 3),
+            "ratio_bounded_vs_plain": round(best["bounded"] / best["plain"], 3)}
+
+
 def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         loads = time_loads(root)
         bombs = [measure_bomb(root, levels) for levels in (5, 6)]
-    print(json.dumps({"load": loads, "alias_bomb": bombs, "load_avg": os.getloadavg()[0]}))
+        budgets = measure_budgets(root)
+    print(json.dumps({"load": loads, "alias_bomb": bombs, "query_budget": budgets, "load_avg": os.getloadavg()[0]}))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Seeded, time-bounded fuzzing of everything weightspace reads from users: configs, zoo indexes,
-zoo.json, safetensors headers and Hugging Face index files are mutated and fed to the commands.
+"""Seeded, time-bounded fuzzing of everything weightspace reads from users: configs, zoo indexes
+(their rows and their schema), zoo.json, safetensors headers, Hugging Face index files and training
+checkpoints (nested dicts around a state dict) are mutated and fed to the commands.
 
-Every case must end with exit 0, or exit 2 and one line on stderr; no traceback; no code from the
+Every case must end with exit 0, or exit 2 and one error line on stderr (after any ``note:`` lines); no traceback; no code from the
 input runs (a sentinel file that payloads try to create never appears); memory stays under an
 address-space limit set in the worker process; and nothing outside the case's output directory
 changes. The cases run in one subprocess (one import of torch), for a fixed time budget.
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 SECONDS = 12.0  # the budget for cases, after the fixtures are built
@@ -46,6 +48,59 @@ def _sentinel_payloads(sentinel: Path) -> list[str]:
             '!!python/name:os.system', "&a [*a]", "&x [" + ",".join(["*y"] * 3) + "]"]
 
 
+class _Payload:
+    """Unpickled the unsafe way, this would create the sentinel file."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+# Schemas another tool, or someone meaning harm, might give an index; the last two are still a zoo index.
+ENDLESS = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r)"
+SCHEMAS = [
+    f"ALTER TABLE models RENAME TO m2; CREATE VIEW models AS {ENDLESS} SELECT m2.* FROM m2, r;",
+    "ALTER TABLE models RENAME TO m2; CREATE VIEW models AS SELECT * FROM m2;",
+    f"CREATE VIEW v AS {ENDLESS} SELECT x FROM r;",
+    "CREATE TRIGGER t AFTER INSERT ON models BEGIN INSERT INTO models SELECT * FROM models; END;",
+    f"CREATE TRIGGER t BEFORE DELETE ON models BEGIN SELECT count(*) FROM ({ENDLESS} SELECT x FROM r); END;",
+    "ALTER TABLE models DROP COLUMN extra;",
+    "ALTER TABLE models RENAME COLUMN seed TO seeds;",
+    "ALTER TABLE models ADD COLUMN more TEXT;",
+    ("CREATE TABLE m2 (model_id, run_id, seed, epoch, step, hparams, train_loss, train_acc, val_loss, val_acc, "
+     "test_loss, test_acc, file, sha256, created, extra); INSERT INTO m2 SELECT * FROM models; DROP TABLE models; "
+     "ALTER TABLE m2 RENAME TO models;"),
+    "CREATE VIRTUAL TABLE notes USING fts5(text);",
+    "CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('kept by another tool');",
+    "CREATE INDEX by_acc ON models (test_acc);",
+]
+KEYS = [None, None, "model_state", "ema", "model_state.layers", "checkpoint/model_state", "optimizer_state", "step",
+        "model_state.layers.0", "", "nope"]
+
+
+def _training_checkpoint(rng: random.Random, state: dict, sentinel: Path):
+    """A training checkpoint around ``state``, mutated: leaves replaced, keys dropped or added, the
+    state dict nested deeper, copied as an EMA, prefixed, or beside a pickle payload."""
+    tree = {"step": 7, "model_state": dict(state),
+            "optimizer_state": {"state": {0: {"step": 1, "exp_avg": torch.zeros(3)}},
+                                "param_groups": [{"lr": 0.1, "params": [0]}]}}
+    roll = rng.random()
+    if roll < 0.15:
+        tree["ema"] = {k: v * 0.5 for k, v in state.items()}
+    elif roll < 0.25:
+        tree = {"checkpoint": tree, "pytorch-lightning_version": "2.4"}
+    elif roll < 0.35:
+        tree["model_state"] = {f"module.{k}": v for k, v in state.items()}
+    elif roll < 0.45:
+        where = rng.choice([tree, tree["model_state"], tree["optimizer_state"]["state"][0]])
+        where[rng.choice(["extra", "exp_avg", "step"])] = _Payload(sentinel)
+    if rng.random() < 0.7:
+        tree = _mutate_tree(rng, tree)
+    return tree
+
+
 def _mutate_tree(rng: random.Random, tree, depth: int = 0):
     """A copy of a JSON-like tree with one leaf replaced, a key dropped or an unknown key added."""
     if isinstance(tree, dict) and tree and depth < 6:
@@ -55,7 +110,7 @@ def _mutate_tree(rng: random.Random, tree, depth: int = 0):
         if roll < 0.1:
             del out[key]
         elif roll < 0.2:
-            out[rng.choice(["epochs", "threads", "bogus", key + "x"])] = rng.choice(VALUES)
+            out[rng.choice(["epochs", "threads", "bogus", f"{key}x"])] = rng.choice(VALUES)
         else:
             out[key] = _mutate_tree(rng, tree[key], depth + 1)
         return out
@@ -128,7 +183,7 @@ def _case(rng: random.Random, base: Path, case: Path, sentinel: Path) -> tuple[s
     zoo, hf, cfg = case / "in" / "zoo", case / "in" / "hf", case / "in" / "cfg.yaml"
     out = case / "out"
     inserts = _sentinel_payloads(sentinel) + ["\n  - ", ": ", "{", "]", "\x00", "\n", "'", "1e999", "-", "&a ", "*a"]
-    kind = rng.choice(["config", "config-bytes", "index", "zoo.json", "header", "hf-index"])
+    kind = rng.choice(["config", "config-bytes", "index", "schema", "zoo.json", "header", "hf-index", "checkpoint"])
     if kind == "config":
         cfg.write_text(yaml.safe_dump(_mutate_tree(rng, BASE_CONFIG)))
     elif kind == "config-bytes":
@@ -150,6 +205,17 @@ def _case(rng: random.Random, base: Path, case: Path, sentinel: Path) -> tuple[s
         con.close()
         if rng.random() < 0.2:
             (zoo / "index.sqlite").write_bytes(_mutate_bytes(rng, (zoo / "index.sqlite").read_bytes(), inserts))
+    elif kind == "schema":
+        con = sqlite3.connect(zoo / "index.sqlite")
+        for script in rng.sample(SCHEMAS, rng.randint(1, 2)):
+            with contextlib.suppress(sqlite3.Error):
+                con.executescript(script)
+        con.close()
+    elif kind == "checkpoint":
+        from weightspace.io import load_checkpoint
+
+        state, _ = load_checkpoint(next((zoo / "models").iterdir()))
+        torch.save(_training_checkpoint(rng, state, sentinel), case / "in" / "train.pt")
     elif kind == "zoo.json":
         info = json.loads((zoo / "zoo.json").read_text())
         text = json.dumps(_mutate_tree(rng, info))
@@ -184,6 +250,12 @@ def _case(rng: random.Random, base: Path, case: Path, sentinel: Path) -> tuple[s
             shard.symlink_to(case / "in" / "zoo" / "models" / next((zoo / "models").iterdir()).name)
     if kind.startswith("config"):
         return kind, [["zoo", "train", str(cfg), "--out", str(out), "--quiet"]]
+    if kind == "checkpoint":
+        ckpt, key = str(case / "in" / "train.pt"), rng.choice(KEYS)
+        with_key = [] if key is None else ["--key", key]
+        model = f"{zoo}::{next((zoo / 'models').iterdir()).stem}"
+        return kind, [["analyze", ckpt, "--quiet", "--no-figures", "--out", str(out / "a"), *with_key],
+                      ["align", model, ckpt, "--out", str(out / "b.safetensors"), *with_key]]
     if kind == "hf-index":
         patched = {**BASE_CONFIG, "init_from": str(hf), "training": {**BASE_CONFIG["training"], "max_steps": 1}}
         cfg.write_text(yaml.safe_dump(patched))
@@ -228,10 +300,11 @@ def fuzz_worker(work: str, seconds: float, seed: int) -> None:
             except BaseException as e:  # noqa: BLE001 - anything escaping main is a failure to report
                 rc = f"escaped {type(e).__name__}: {e}"
             message = err.getvalue()
+            errors = [line for line in message.splitlines() if not line.startswith("note: ")]
             problem = None
             if rc not in (0, 2):
                 problem = f"exit {rc}"
-            elif "Traceback" in message or message.count("\n") > 1 or (rc == 2 and not message.startswith("error: ")):
+            elif "Traceback" in message or len(errors) > 1 or (rc == 2 and not (errors and errors[0].startswith("error: "))):
                 problem = "not one line"
             elif sentinel.exists():
                 problem = "code ran"

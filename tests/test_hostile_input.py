@@ -25,6 +25,7 @@ from weightspace.errors import CheckpointError, IdxFormatError, UnsafeCheckpoint
 from weightspace.io import load_checkpoint, load_hf_folder
 from weightspace.safe_input import OUTPUT_MARKER, read_idx
 from weightspace.zoo import Zoo
+from weightspace.zoo.store import COLUMN_TYPES
 
 CONFIG = {
     "name": "tiny",
@@ -338,6 +339,52 @@ def test_damaged_index_is_one_line(zoo_copy, tmp_path, capsys, damage, message):
                  ["zoo", "export", zoo_copy, tmp_path / "e"]):
         refused(capsys, argv, message)
     assert not (tmp_path / "e").exists()
+
+
+def _contents(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+ENDLESS = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r)"
+_TYPED = ", ".join(f"{c} {'TEXT' if c == 'seed' else t}" for c, t in COLUMN_TYPES)
+_RETYPED = f"CREATE TABLE m2 ({_TYPED}); INSERT INTO m2 SELECT * FROM models; DROP TABLE models; " \
+           "ALTER TABLE m2 RENAME TO models;"
+
+
+@pytest.mark.parametrize("schema,message", [
+    (f"ALTER TABLE models RENAME TO m2; CREATE VIEW models AS {ENDLESS} SELECT m2.* FROM m2, r;",
+     "holds view 'models', which would run a query its author wrote on every read"),
+    ("CREATE VIEW recent AS SELECT * FROM models WHERE epoch > 0;", "holds view 'recent'"),
+    ("CREATE TRIGGER grow AFTER INSERT ON models BEGIN INSERT INTO models SELECT * FROM models; END;",
+     "holds trigger 'grow', which would run statements on every write"),
+    ("ALTER TABLE models DROP COLUMN extra;", "table 'models' has columns model_id, run_id, seed"),
+    (_RETYPED, "column models.seed is declared 'TEXT' (TEXT affinity); expected INTEGER"),
+    ("CREATE VIRTUAL TABLE notes USING fts5(text);", "holds virtual table 'notes'"),
+], ids=["endless view", "view", "trigger", "missing column", "wrong type", "virtual table"])
+def test_index_schema_is_checked_before_the_first_query(zoo_copy, tmp_path, capsys, schema, message):
+    """Each command that reads (or writes) the index refuses it in one line, quickly (the endless view is
+    never queried), and leaves the zoo as it was."""
+    for name in ("index.sqlite-wal", "index.sqlite-shm"):
+        (zoo_copy / name).unlink(missing_ok=True)
+    _sql(zoo_copy, schema)
+    before = _contents(zoo_copy)
+    for argv in (["zoo", "info", zoo_copy], ["zoo", "info", zoo_copy, "--verify"],
+                 ["zoo", "export", zoo_copy, tmp_path / "e"], ["analyze", zoo_copy, "--quiet"],
+                 ["soup", zoo_copy, "--out", tmp_path / "s.safetensors", "--quiet"],
+                 ["zoo", "train", _cfg(tmp_path), "--out", zoo_copy, "--quiet"]):
+        refused(capsys, argv, f"{zoo_copy / 'index.sqlite'}: not a zoo index: {message}")
+    assert _contents(zoo_copy) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "zoo"]
+
+
+def test_endless_where_ends_in_one_line_and_changes_nothing(zoo_copy, tmp_path, capsys):
+    where = f"epoch IN ({ENDLESS} SELECT x FROM r)"
+    before = _contents(zoo_copy)
+    err = refused(capsys, ["zoo", "export", zoo_copy, tmp_path / "e", "--where", where],
+                  f"where condition {where!r}: the query ran past its budget of")
+    assert "SQLite steps" in err
+    assert _contents(zoo_copy) == before and not (tmp_path / "e").exists()
+    ok(capsys, ["zoo", "export", zoo_copy, tmp_path / "e", "--where", f"epoch IN ({ENDLESS} SELECT x FROM r LIMIT 3)"])
 
 
 def test_models_dir_that_is_a_file(zoo_copy, capsys):

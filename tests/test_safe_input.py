@@ -10,9 +10,11 @@ import pytest
 from weightspace.errors import CheckpointError, ConfigError, InputError, OutputError
 from weightspace.safe_input import (
     OUTPUT_MARKER,
+    SQLITE_STEPS,
     check_float,
     check_int,
     check_list,
+    check_sqlite_schema,
     claimed_output,
     connect_sqlite,
     inside_root,
@@ -21,6 +23,8 @@ from weightspace.safe_input import (
     read_bytes,
     read_json,
     read_safetensors_header,
+    sqlite_affinity,
+    sqlite_over_budget,
 )
 
 
@@ -107,6 +111,88 @@ def test_readers_cannot_write_and_side_files_go(tmp_path):
     with pytest.raises(sqlite3.OperationalError):
         connect_sqlite(tmp_path / "absent.sqlite")
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+ENDLESS = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r"
+
+
+def test_a_statement_past_the_budget_is_stopped_and_told_apart(tmp_path):
+    db = tmp_path / "i.sqlite"
+    connect_sqlite(db, write=True).close()
+    con = connect_sqlite(db)
+    assert con.budget == SQLITE_STEPS + db.stat().st_size
+    con.budget = 1_000_000
+    with pytest.raises(sqlite3.OperationalError, match="interrupted") as info:
+        con.execute(ENDLESS).fetchall()
+    assert sqlite_over_budget(con, info.value) and 1_000_000 < con.steps <= 1_010_000
+    other = sqlite3.OperationalError("no such table: models")
+    assert not sqlite_over_budget(con, other)
+    con.close()
+
+
+def test_ctrl_c_during_a_statement_stays_a_keyboard_interrupt(tmp_path):
+    import _thread
+    import threading
+
+    db = tmp_path / "i.sqlite"
+    con = connect_sqlite(db, write=True)
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            con.execute(ENDLESS).fetchall()
+        except sqlite3.OperationalError as e:
+            sqlite_over_budget(con, e)
+    timer.join()
+    assert not con.over_budget
+    con.close()
+
+
+COLUMNS = (("id", "TEXT"), ("n", "INTEGER"), ("x", "REAL"))
+
+
+@pytest.mark.parametrize("script, message", [
+    ("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL, x REAL); CREATE INDEX t_n ON t (n);", None),
+    ("CREATE TABLE t (id VARCHAR(9), n BIGINT, x DOUBLE PRECISION);", None),
+    ("CREATE TABLE t (id TEXT, n INTEGER, x REAL); CREATE TABLE other (y);", None),
+    ("CREATE TABLE u (id TEXT, n INTEGER, x REAL); CREATE VIEW t AS SELECT * FROM u;", "holds view 't'"),
+    ("CREATE TABLE t (id TEXT, n INTEGER, x REAL); CREATE VIEW v AS SELECT 1;", "holds view 'v'"),
+    ("CREATE TABLE t (id TEXT, n INTEGER, x REAL); CREATE TRIGGER g AFTER DELETE ON t BEGIN SELECT 1; END;",
+     "holds trigger 'g', which would run statements on every write"),
+    ("CREATE TABLE t (id TEXT, n INTEGER, x REAL); CREATE VIRTUAL TABLE f USING fts5(a);", "holds virtual table 'f'"),
+    ("CREATE TABLE u (id TEXT, n INTEGER, x REAL);", "has no table 't' (with columns id TEXT, n INTEGER, x REAL)"),
+    ("CREATE TABLE t (id TEXT, x REAL, n INTEGER);", "table 't' has columns id, x, n; expected id TEXT"),
+    ("CREATE TABLE t (id TEXT, n INTEGER);", "table 't' has columns id, n;"),
+    ("CREATE TABLE t (id TEXT, n INTEGER, x REAL, y GENERATED ALWAYS AS (n + 1));", "has columns id, n, x, y;"),
+    ("CREATE TABLE t (id TEXT, n TEXT, x REAL);", "column t.n is declared 'TEXT' (TEXT affinity); expected INTEGER"),
+    ("CREATE TABLE t (id, n INTEGER, x REAL);", "column t.id is declared 'without a type' (BLOB affinity)"),
+])
+def test_sqlite_schema_is_plain_tables_of_the_expected_columns(tmp_path, script, message):
+    con = sqlite3.connect(tmp_path / "i.sqlite")
+    con.executescript(script)
+    if message is None:
+        check_sqlite_schema(con, "i.sqlite", {"t": COLUMNS})
+    else:
+        with pytest.raises(InputError, match="^i.sqlite: ") as info:
+            check_sqlite_schema(con, "i.sqlite", {"t": COLUMNS})
+        assert message in str(info.value)
+    con.close()
+
+
+@pytest.mark.parametrize("declared", ["INT", "INTEGER", "BIGINT", "FLOATING POINT", "VARCHAR(20)", "CLOB", "TEXT",
+                                      "BLOB", "", "REAL", "DOUBLE", "FLOAT", "NUMERIC", "DECIMAL(10,5)", "BOOLEAN",
+                                      "DATE"])
+def test_affinity_is_the_one_sqlite_gives(declared):
+    """What SQLite stores for an integer, a text of digits and a text with a decimal point tells its
+    affinity apart (INTEGER and NUMERIC differ only in CAST, so they are told apart by name)."""
+    con = sqlite3.connect(":memory:")
+    con.execute(f"CREATE TABLE t (c {declared})")
+    con.executemany("INSERT INTO t VALUES (?)", [(1,), ("1",), ("1.5",)])
+    stored = tuple(r[0] for r in con.execute("SELECT typeof(c) FROM t ORDER BY rowid"))
+    expected = {"INTEGER": ("integer", "integer", "real"), "NUMERIC": ("integer", "integer", "real"),
+                "REAL": ("real", "real", "real"), "TEXT": ("text", "text", "text"), "BLOB": ("integer", "text", "text")}
+    assert stored == expected[sqlite_affinity(declared)]
+    con.close()
 
 
 def test_safetensors_header_checked_before_read(tmp_path):

@@ -43,3 +43,12 @@ class IdxFormatError(WeightspaceError, ValueError):
 
 class BackendError(WeightspaceError):
     """An execution backend (Ray) is missing, unreachable, or lost a block of work."""
+
+
+class AmbiguousCheckpointError(CheckpointError):
+    """A training checkpoint holds several state dicts of about the same size (a model and its EMA
+    copy, say); ``candidates`` are their keys, for ``--key``."""
+
+    def __init__(self, message: str, candidates: list[str]):
+        super().__init__(message)
+        self.candidates = candidates

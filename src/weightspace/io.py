@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -25,8 +26,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from weightspace.errors import CheckpointError, InputError, UnsafeCheckpointError
+from weightspace.errors import AmbiguousCheckpointError, CheckpointError, InputError, UnsafeCheckpointError
 from weightspace.safe_input import inside_root, read_json, read_safetensors_header
+from weightspace.training_checkpoint import find_state_dict
 
 StateDict = dict[str, torch.Tensor]
 
@@ -34,8 +36,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SUPPORTED_SUFFIXES = (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES)
 
-# Keys under which training scripts commonly nest the model's state_dict.
-_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict")
+_log = logging.getLogger(__name__)
 
 # Files of a Hugging Face model folder, in the order they are tried.
 _HF_WEIGHT_FILES = (
@@ -89,13 +90,16 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", sha256: str | None = None
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", sha256: str | None = None,
+    key: str | None = None,
 ) -> tuple[StateDict, dict[str, str]]:
     """Load tensors and metadata from a .safetensors or pickle-based checkpoint.
 
-    Pickle checkpoints have no metadata; wrappers like ``{"state_dict": ..., "epoch": 3}``
-    are unwrapped and nested dicts flattened to '.'-joined names. With ``sha256`` the file's bytes
-    are checked against that checksum before they are decoded (read once, hashed, then parsed).
+    Pickle checkpoints have no metadata; in a training checkpoint (``{"epoch", "model_state_dict",
+    "optimizer_state_dict"}`` and the like) the model's state dict is found, or taken from ``key``
+    (see :mod:`weightspace.training_checkpoint`), and nested dicts are flattened to '.'-joined
+    names; what was taken is logged in one line. With ``sha256`` the file's bytes are checked
+    against that checksum before they are decoded (read once, hashed, then parsed).
     """
     path = Path(path)
     device = torch.device(device)
@@ -105,6 +109,9 @@ def load_checkpoint(
             f"{path}: unsupported checkpoint suffix {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
     _require_file(path)
+    if key is not None and suffix not in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{path}: --key {key!r} picks an entry of a training checkpoint "
+                              f"({', '.join(PICKLE_SUFFIXES)}); a {suffix} file holds one state dict")
     data = None
     if sha256 is not None:
         with open(path, "rb") as f:
@@ -116,7 +123,7 @@ def load_checkpoint(
     if suffix == SAFETENSORS_SUFFIX:
         tensors, metadata = _load_safetensors(path, data)
     else:
-        tensors, metadata = _load_pickle(path if data is None else io.BytesIO(data), path), {}
+        tensors, metadata = _load_pickle(path if data is None else io.BytesIO(data), path, key), {}
     # Tensors are read on the CPU, so that a device problem cannot pass for a corrupt file.
     if device.type != "cpu":
         tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
@@ -159,12 +166,21 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load_weights(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
-    """Load a Hugging Face model folder (no metadata) or a single checkpoint file."""
+def load_weights(path: str | os.PathLike, key: str | None = None) -> tuple[StateDict, dict[str, str]]:
+    """Load a Hugging Face model folder (no metadata) or a single checkpoint file (``key``: see
+    :func:`load_checkpoint`)."""
     path = Path(path)
     if path.is_dir():
+        if key is not None:
+            raise CheckpointError(f"{path}: --key {key!r} picks an entry of a training checkpoint file; "
+                                  "this is a model folder")
         return load_hf_folder(path), {}
-    return load_checkpoint(path)
+    return load_checkpoint(path, key=key)
+
+
+def is_training_checkpoint_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a pickle-based file, the kind ``key`` picks an entry of."""
+    return Path(path).suffix.lower() in PICKLE_SUFFIXES
 
 
 def _require_file(path: Path) -> None:
@@ -250,7 +266,7 @@ def _safetensors_problem(path: Path, error: Exception) -> str:
     return str(error)
 
 
-def _load_pickle(source: Path | io.BytesIO, path: Path | None = None) -> StateDict:
+def _load_pickle(source: Path | io.BytesIO, path: Path | None = None, key: str | None = None) -> StateDict:
     path = source if path is None else path
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
@@ -261,13 +277,15 @@ def _load_pickle(source: Path | io.BytesIO, path: Path | None = None) -> StateDi
         kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
         reason = str(e).splitlines()[0] if str(e) else "file ends unexpectedly (truncated?)"
         raise CheckpointError(f"{path}: not a valid PyTorch checkpoint: {kind}: {reason}") from e
-    if not isinstance(loaded, dict):
-        raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a dict of tensors")
-    for key in _CONTAINER_KEYS:
-        inner = loaded.get(key)
-        if isinstance(inner, dict) and _only_tensors(inner):
-            return _flatten(inner, path)
-    return _flatten(loaded, path)
+    try:
+        found = find_state_dict(loaded, key)
+    except AmbiguousCheckpointError as e:
+        raise AmbiguousCheckpointError(f"{path}: {e}", e.candidates) from None
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if found.note:
+        _log.info("%s", found.note, extra={"checkpoint": str(path)})
+    return found.state_dict
 
 
 def _refusal_error(path: Path, message: str) -> CheckpointError:
@@ -302,30 +320,6 @@ def _ends_inside_name(path: Path, qualified_name: str) -> bool:
     # A name that ends in a newline was read whole: the file goes on (or stops) after a complete
     # GLOBAL, so it asked for that object; it is not cut off.
     return tail[:-1] == name and tail[-1:] != b"\n"
-
-
-def _only_tensors(tree: dict) -> bool:
-    return all(
-        isinstance(value, torch.Tensor) or (isinstance(value, dict) and _only_tensors(value))
-        for value in tree.values()
-    )
-
-
-def _flatten(tree: dict, path: Path, prefix: str = "") -> StateDict:
-    flat: StateDict = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            items = _flatten(value, path, f"{name}.").items()
-        elif isinstance(value, torch.Tensor):
-            items = [(name, value)]
-        else:
-            raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor")
-        for flat_name, tensor in items:
-            if flat_name in flat:
-                raise CheckpointError(f"{path}: two entries flatten to the same name {flat_name!r}")
-            flat[flat_name] = tensor
-    return flat
 
 
 def _load_sharded(index_path: Path) -> StateDict:

@@ -17,7 +17,7 @@ import os
 import shutil
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -43,6 +43,12 @@ MAX_JSON_BYTES = 64 << 20
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on its JSON header
 MAX_IDX_BYTES = 1 << 30  # Fashion-MNIST's training images are 47 MB
 SQLITE_BUSY_TIMEOUT_S = 60.0
+# SQLite virtual-machine steps one connection may run (one operation on an index, a few queries): a
+# second or two, plus one step per byte of the database, so that an index of any size can be read
+# whole (about 52 steps per row of some 210 bytes) while the work a hostile file can cause grows
+# only with its size. Measured in benchmarks/hostile_input.py.
+SQLITE_STEPS = 20_000_000
+_SQLITE_STEPS_PER_CHECK = 10_000
 
 OUTPUT_MARKER = ".weightspace-output.json"
 
@@ -177,28 +183,118 @@ def safe_name(value, what: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- SQLite
-def connect_sqlite(path: str | os.PathLike, *, write: bool = False) -> sqlite3.Connection:
-    """A connection to an index. Readers cannot write through it (``query_only``). Where the
-    storage is writable they open it as writers do, so that SQLite removes its WAL side files when
-    the last connection closes (a ``mode=ro`` connection leaves them behind in the zoo); where it
-    is not, ``mode=ro``, and if the side files cannot be made there either, ``immutable=1``: nothing
-    can write to such storage anyway."""
+class BoundedConnection(sqlite3.Connection):
+    """An SQLite connection whose statements together run at most ``budget`` steps of SQLite's
+    virtual machine, so that a query over an untrusted index (an endless recursive view or
+    condition) ends. A statement stopped for it raises ``sqlite3.OperationalError`` ("interrupted")
+    with :attr:`over_budget` set; see :func:`sqlite_over_budget`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = 0
+        self.budget = SQLITE_STEPS
+        self.set_progress_handler(self._count, _SQLITE_STEPS_PER_CHECK)
+
+    def _count(self) -> bool:
+        self.steps += _SQLITE_STEPS_PER_CHECK
+        return self.over_budget
+
+    @property
+    def over_budget(self) -> bool:
+        return self.steps > self.budget
+
+
+def sqlite_over_budget(con: BoundedConnection, error: sqlite3.Error) -> bool:
+    """Whether ``error`` is a statement stopped for running past its budget. A Ctrl-C also stops a
+    statement this way (Python hands it to the progress handler, which cannot raise): that one is
+    raised again as ``KeyboardInterrupt``."""
+    if getattr(error, "sqlite_errorname", None) != "SQLITE_INTERRUPT":
+        return False
+    if not con.over_budget:
+        raise KeyboardInterrupt from None
+    return True
+
+
+def connect_sqlite(path: str | os.PathLike, *, write: bool = False) -> BoundedConnection:
+    """A connection to an index whose statements together may run :data:`SQLITE_STEPS` steps plus one
+    per byte of the database and its write-ahead log (:class:`BoundedConnection`).
+    Readers cannot write through it (``query_only``). Where the storage is writable they open it as
+    writers do, so that SQLite removes its WAL side files when the last connection closes (a
+    ``mode=ro`` connection leaves them behind in the zoo); where it is not, ``mode=ro``, and if the
+    side files cannot be made there either, ``immutable=1``: nothing can write to such storage anyway."""
     path = Path(path)
     if not write and not path.is_file():  # sqlite3 would create an empty database there
         raise sqlite3.OperationalError(f"no index file {path}")
+    options = {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None, "factory": BoundedConnection}
     if write or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) and not _read_only_mount(path)):
-        con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+        con = sqlite3.connect(path, **options)
         if not write:
             con.execute("PRAGMA query_only = 1")
-        return con
+        return _budgeted(con, path)
     uri = f"file:{quote(str(path.resolve()))}"
-    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+    con = sqlite3.connect(f"{uri}?mode=ro", uri=True, **options)
     try:
         con.execute("PRAGMA schema_version").fetchone()
-        return con
+        return _budgeted(con, path)
     except sqlite3.OperationalError:
         con.close()
-    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    return _budgeted(sqlite3.connect(f"{uri}?immutable=1", uri=True, **options), path)
+
+
+def _budgeted(con: BoundedConnection, path: Path) -> BoundedConnection:
+    size = 0
+    for file in (path, path.with_name(f"{path.name}-wal")):
+        try:
+            size += os.stat(file).st_size
+        except OSError:
+            pass
+    con.steps, con.budget = 0, SQLITE_STEPS + size
+    return con
+
+
+def check_sqlite_schema(con: sqlite3.Connection, what: str, tables: Mapping[str, Sequence[tuple[str, str]]],
+                        *, error: type[WeightspaceError] = InputError) -> None:
+    """Before the first query: the database holds plain tables and their indexes only (no view,
+    whose query its author wrote runs on every read; no trigger, whose statements run on every write;
+    no virtual table, which is code, not rows), and each table of ``tables`` has exactly the columns
+    ``(name, type)`` given, in order, each declared with the type's affinity (as SQLite derives it
+    from the declared type: ``INT`` is an INTEGER column, a ``CREATE TABLE ... AS SELECT`` copy keeps
+    its columns' affinities)."""
+    objects = con.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+    for kind, name, sql in objects:
+        if kind in ("view", "trigger"):
+            runs = "a query its author wrote on every read" if kind == "view" else "statements on every write"
+            raise error(f"{what}: holds {kind} {name!r}, which would run {runs}; only plain tables are read")
+        if kind == "table" and (sql or "").startswith("CREATE VIRTUAL TABLE"):
+            raise error(f"{what}: holds virtual table {name!r} (code of a module, not stored rows); only plain "
+                        "tables are read")
+    present = {name for kind, name, _ in objects if kind == "table"}
+    for table, columns in tables.items():
+        expected = ", ".join(f"{c} {t}" for c, t in columns)
+        if table not in present:
+            raise error(f"{what}: has no table {table!r} (with columns {expected})")
+        found = [(r[1], r[2], r[6]) for r in con.execute("SELECT * FROM pragma_table_xinfo(?)", (table,))]
+        names = [n for n, _, _ in found]
+        if names != [c for c, _ in columns] or any(hidden for _, _, hidden in found):
+            raise error(f"{what}: table {table!r} has columns {', '.join(names)}; expected {expected}")
+        for (column, declared, _), (_, wanted) in zip(found, columns):
+            if sqlite_affinity(declared) != sqlite_affinity(wanted):
+                raise error(f"{what}: column {table}.{column} is declared {declared or 'without a type'!r} "
+                            f"({sqlite_affinity(declared)} affinity); expected {wanted}")
+
+
+def sqlite_affinity(declared: str) -> str:
+    """The type affinity SQLite gives a column of this declared type (its rules, in their order)."""
+    upper = (declared or "").upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if any(s in upper for s in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in upper or not upper:
+        return "BLOB"
+    if any(s in upper for s in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
 
 
 def _read_only_mount(path: Path) -> bool:

@@ -119,9 +119,11 @@ class SpectralAnalyzer:
         self.progress = progress
 
     # ------------------------------------------------------------------ public
-    def fit(self, source, *, where: str | None = None, backend=None, block_size: int = 256) -> SpectralAnalyzer:
+    def fit(self, source, *, where: str | None = None, backend=None, block_size: int = 256,
+            key: str | None = None) -> SpectralAnalyzer:
         """Analyse ``source``: a state dict, a checkpoint path, an HF folder, a zoo directory, a Zoo, or
-        ``(weights [N, P], WeightSpace)`` (models named 0..N-1).
+        ``(weights [N, P], WeightSpace)`` (models named 0..N-1). ``key``: the entry of a training
+        checkpoint file that holds the model (see :func:`weightspace.io.load_checkpoint`).
 
         ``backend`` (``"ray"`` or a :class:`~weightspace.parallel.RayBackend`; zoos only): the zoo is
         analysed in blocks of ``block_size`` models, one Ray task each (:func:`~weightspace.zoo.blocks.map_zoo`),
@@ -134,8 +136,11 @@ class SpectralAnalyzer:
 
         backend = resolve_backend(backend)
         if backend is not None:
+            if key is not None:
+                raise ConfigError(f"--key {key!r}: only a zoo is analysed on Ray, and --key picks an entry of a "
+                                  "training checkpoint file")
             return self._fit_blocks(source, where, backend, block_size)
-        batched, models, table = as_batched(source, where=where)
+        batched, models, table = as_batched(source, where=where, key=key)
         layers = layer_matrices(batched, conv=self.conv)
         details, spectra = self._analyse(layers, models)
         return self._finish(details, spectra, models, table)
@@ -470,17 +475,21 @@ def _flat(m: Tensor | Shuffled):
     return m if isinstance(m, Shuffled) else m.reshape(-1, *m.shape[-2:])
 
 
-def as_batched(source, *, where: str | None = None) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:
-    """``{name: Tensor[B, *shape]}``, model names and (for a zoo) its index rows, from any source."""
+def as_batched(source, *, where: str | None = None, key: str | None = None
+               ) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:
+    """``{name: Tensor[B, *shape]}``, model names and (for a zoo) its index rows, from any source
+    (``key``: see :meth:`SpectralAnalyzer.fit`)."""
     from ..io import load_weights
     from ..zoo import Zoo
 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir() and (path / "zoo.json").is_file():
+            if key is not None:
+                raise ConfigError(f"--key {key!r}: {path} is a zoo; --key picks an entry of a training checkpoint file")
             source = Zoo.open(path)
         else:
-            sd, _ = load_weights(path)
+            sd, _ = load_weights(path, key)
             return {k: v.unsqueeze(0) for k, v in sd.items()}, [path.name], None
     if isinstance(source, Zoo):
         weights, table = source.load(where)

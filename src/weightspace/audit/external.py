@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, LayoutError
-from ..io import SUPPORTED_SUFFIXES, load_weights
+from ..io import SUPPORTED_SUFFIXES, is_training_checkpoint_file, load_weights
 from ..zoo import Zoo
 from ..zoo.setting import training_weights
 from .novelty import ModelSet
@@ -26,11 +26,15 @@ GENERATED = "generated"
 MAX_NPY_BYTES = 1 << 32
 
 
-def load_generated(path: str | Path, zoo: Zoo) -> tuple[Tensor | None, Tensor | None]:
+def load_generated(path: str | Path, zoo: Zoo, key: str | None = None) -> tuple[Tensor | None, Tensor | None]:
     """``(weights [n, P], None)`` from a zoo or a folder of checkpoint files, or ``(None,
     predictions [n, examples])`` from a ``.npy`` array of predicted labels. Suffixes are matched
-    in any case, as the checkpoint loader does; an empty set or non-finite weights are refused."""
+    in any case, as the checkpoint loader does; an empty set or non-finite weights are refused.
+    ``key``: the entry of each training checkpoint file (.pt, ...) in the folder that holds the model."""
     p = Path(path)
+    if key is not None and not (p.is_dir() and not (p / "zoo.json").exists()):
+        raise ConfigError(f"--key {key!r}: picks an entry of the training checkpoints in a folder; {p} is not "
+                          "such a folder")
     if p.suffix.lower() == ".npy":
         return None, _load_predictions(p)
     if (p / "zoo.json").exists():
@@ -39,7 +43,9 @@ def load_generated(path: str | Path, zoo: Zoo) -> tuple[Tensor | None, Tensor | 
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES and f.is_file())
         if not files:
             raise ConfigError(f"{p}: no zoo.json and no checkpoint files ({', '.join(SUPPORTED_SUFFIXES)})")
-        weights = torch.stack([_flatten(zoo, f) for f in files])
+        if key is not None and not any(is_training_checkpoint_file(f) for f in files):
+            raise ConfigError(f"--key {key!r}: {p} holds no training checkpoint files (.pt, .pth, .bin, .ckpt)")
+        weights = torch.stack([_flatten(zoo, f, key if is_training_checkpoint_file(f) else None) for f in files])
     else:
         raise ConfigError(f"{p}: expected a zoo directory, a directory of checkpoints, or a .npy of predictions")
     if len(weights) == 0:
@@ -50,9 +56,9 @@ def load_generated(path: str | Path, zoo: Zoo) -> tuple[Tensor | None, Tensor | 
     return weights, None
 
 
-def _flatten(zoo: Zoo, file: Path) -> Tensor:
+def _flatten(zoo: Zoo, file: Path, key: str | None) -> Tensor:
     try:
-        return zoo.space.flatten(load_weights(file)[0])
+        return zoo.space.flatten(load_weights(file, key)[0])
     except LayoutError as e:
         raise LayoutError(f"{file}: {e}") from None
 
@@ -73,7 +79,7 @@ def _load_predictions(p: Path) -> Tensor:
 
 
 def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *, task: str | None = None,
-                    seed: int = 0, backend=None) -> Path:
+                    seed: int = 0, backend=None, key: str | None = None) -> Path:
     """Write the audit report of ``generated`` against the training zoo ``train``; returns report.html.
 
     ``backend`` (``None``, or a :class:`~weightspace.parallel.RayBackend`): where model evaluation
@@ -81,7 +87,7 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
     """
     zoo = Zoo.open(train)
     evaluator = ZooEvaluator(zoo, task, backend=backend)
-    weights, predictions = load_generated(generated, zoo)
+    weights, predictions = load_generated(generated, zoo, key)
     train_w = training_weights(zoo)
     sets = {TRAINING: evaluator.model_set(TRAINING, train_w, is_training=True)}
     if weights is not None:
@@ -101,7 +107,8 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
     report = Report(f"Memorization audit of {Path(generated).name}", summary,
                     intro=f"{n} generated models against {len(train_w)} training checkpoints of {zoo.root}.",
                     configs={"train": str(Path(train).resolve()), "generated": str(Path(generated).resolve()),
-                             "task": task, "seed": seed, "noise_sigmas": audit.sigmas},
+                             "task": task, "seed": seed, "noise_sigmas": audit.sigmas,
+                             **({"key": key} if key else {})},
                     rule=rule_text())
     report.tables["Controls"] = pd.DataFrame(audit.control_rows())
     report.tables["The rule's axes on the controls"] = pd.DataFrame(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
+from collections import Counter
 
 from ..errors import WeightspaceError
 from ..safe_input import claim_output_file, claimed_output
@@ -46,14 +48,54 @@ def _claimed(args):
     return claimed_output(args.out, command, force=args.force)
 
 
+class _Notes(logging.Handler):
+    """The library's notes (which entry of a training checkpoint was read, ...) on stderr, one line
+    each, as ``note: FILE: ...``; a note repeated for other files is shown once, and counted."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.seen: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        self.seen[text] += 1
+        if self.seen[text] == 1:
+            source = getattr(record, "checkpoint", None)
+            print(f"note: {f'{source}: ' if source else ''}{text}", file=sys.stderr)
+
+    def repeats(self) -> int:
+        return sum(n - 1 for n in self.seen.values())
+
+
+@contextlib.contextmanager
+def _notes_on_stderr():
+    logger, notes = logging.getLogger("weightspace"), _Notes()
+    level = logger.level
+    logger.addHandler(notes)
+    logger.setLevel(logging.INFO)
+    try:
+        yield notes
+    finally:
+        logger.removeHandler(notes)
+        logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success; 2 with one line on stderr for bad input (files, arguments, values); 1
-    with one line for an unexpected error (``WEIGHTSPACE_TRACEBACK=1`` shows its traceback)."""
+    with one line for an unexpected error (``WEIGHTSPACE_TRACEBACK=1`` shows its traceback).
+    Notes (``note: ...`` lines on stderr) may come before either."""
     args = build_parser().parse_args(argv)
+    with _notes_on_stderr() as notes:
+        return _run(args, notes)
+
+
+def _run(args, notes: _Notes) -> int:
     try:
         with _claimed(args):
             args.func(args)
         sys.stdout.flush()
+        if notes.repeats():
+            print(f"note: the same for {notes.repeats()} more files", file=sys.stderr)
     except WeightspaceError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError
-from .common import add_output
+from .common import add_key_option, add_output
 
 
 def _predict_accuracy(args) -> None:
@@ -48,12 +48,15 @@ def _score_checkpoints(args) -> None:
     import torch
 
     from ..analysis.predictors import load_predictor
-    from ..io import load_weights
+    from ..io import is_training_checkpoint_file, load_weights
     from ..zoo import Zoo
     from ..zoo.build import model_activations
 
     if not args.paths:
         raise ConfigError("predict-accuracy --model: give the checkpoint files (or zoo directories) to score")
+    if args.key is not None and not any(is_training_checkpoint_file(p) for p in args.paths):
+        raise ConfigError(f"--key {args.key!r}: none of the paths is a training checkpoint file (.pt, .pth, .bin, "
+                          ".ckpt); --key picks an entry inside those")
     pred = load_predictor(args.model)
     names, rows, activations = [], [], []
     for path in args.paths:
@@ -65,7 +68,7 @@ def _score_checkpoints(args) -> None:
             recorded = model_activations(df) or [None] * len(df)
             activations += [a or args.activation for a in recorded]
         else:
-            sd, _ = load_weights(p)
+            sd, _ = load_weights(p, args.key if is_training_checkpoint_file(p) else None)
             names.append(str(p))
             rows.append(pred.space.flatten(sd)[None])
             activations.append(args.activation)
@@ -105,6 +108,7 @@ def register(sub) -> None:
     p.add_argument("--predictors", help="comma list of gbt-statistics, gbt, gbt-spectral, neuron-set, probe (default: all)")
     p.add_argument("--activation", help="with --model: the activation the checkpoint files compute with, for "
                    "predictors that run them (default: the architecture's own; a zoo's models use their records)")
+    add_key_option(p, "each training checkpoint scored with --model")
     p.add_argument("--target", default="test_acc", help="index column to predict (default test_acc)")
     p.add_argument("--where", help="SQL filter over the zoo index, e.g. \"epoch >= 2\"")
     p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of runs held out (default 0.2)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import add_backend_options, add_output, backend_from
+from .common import add_backend_options, add_key_option, add_output, backend_from
 
 TABLE_COLUMNS = ["name", "status", "N", "M", "num_evals", "alpha", "alpha_lo", "alpha_hi", "xmin", "D",
                  "log_norm", "log_spectral_norm", "stable_rank", "num_spikes", "mp_softrank", "rand_distance"]
@@ -24,7 +24,7 @@ def _analyze(args) -> None:
     start = time.perf_counter()
     analyzer = SpectralAnalyzer(fit=args.fit, mp_fit=args.mp_fit, randomize=args.randomize, conv=args.conv,
                                 seed=args.seed, threads=args.threads, progress=not args.quiet)
-    analyzer.fit(args.path, where=args.where, backend=backend)
+    analyzer.fit(args.path, where=args.where, backend=backend, key=args.key)
     seconds = time.perf_counter() - start
     details, summary = analyzer.details_, analyzer.summary_
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 400,
@@ -52,7 +52,7 @@ def _analyze(args) -> None:
         out = Path(args.out)  # claimed for this command by weightspace.cli.main
         details.to_csv(out / "details.csv", index=False)
         summary.to_csv(out / "summary.csv", index=False)
-        config = dict(path=str(Path(args.path).resolve()), where=args.where, **analyzer.params_)
+        config = dict(path=str(Path(args.path).resolve()), where=args.where, key=args.key, **analyzer.params_)
         (out / "config.json").write_text(json.dumps(config, indent=2))
         figures = [] if args.no_figures else save_spectral_figures(analyzer, out / "figures")
         print(f"wrote {out}/details.csv, summary.csv, config.json and {len(figures)} figures")
@@ -71,6 +71,7 @@ def register(sub) -> None:
                    help="conv weights: one matrix per kernel position, spectra pooled (default) or each "
                         "its own row (slices), or one out x in*k*k matrix (flatten)")
     p.add_argument("--where", help="zoo only: SQL filter over index columns, e.g. \"epoch = 20\"")
+    add_key_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the shuffles")
     p.add_argument("--threads", type=int, help="matrices decomposed at once, one thread each (default: torch's "
                    "thread count); the numbers do not depend on it")

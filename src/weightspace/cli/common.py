@@ -74,6 +74,13 @@ def add_output_file(parser, command: str, *, positional: bool = False, default: 
     parser.set_defaults(output_is_file=True)
 
 
+def add_key_option(parser, applies_to: str = "the checkpoint file") -> None:
+    """``--key NAME``: the entry of a training checkpoint that holds the model's state dict."""
+    parser.add_argument("--key", metavar="NAME", help=f"the entry of {applies_to} (.pt, .pth, .bin, .ckpt) that "
+                        "holds the model's state dict, e.g. model_state, ema or state_dict.model (nested: a.b or "
+                        "a/b); default: found, and named in a note")
+
+
 def add_backend_options(parser) -> None:
     """``--backend local|ray`` and ``--address``, for commands whose heavy parts can run on Ray."""
     parser.add_argument("--backend", choices=("local", "ray"), default="local",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .common import add_output_file
+from .common import add_key_option, add_output_file
 
 
 def _merge(args) -> None:
     from ..merge.run import merge_from_config
 
-    path = merge_from_config(args.config, args.out)
+    path = merge_from_config(args.config, args.out, key=args.key)
     print(f"merged → {path} (settings: {path.with_suffix('.yaml')})")
 
 
@@ -32,14 +32,15 @@ def _soup(args) -> None:
 def _align(args) -> None:
     from ..merge.run import align_models
 
-    path, d = align_models(args.a, args.b, args.out, method=args.method, zoo=args.zoo)
+    path, d = align_models(args.a, args.b, args.out, method=args.method, zoo=args.zoo, key=args.key)
     print(f"L2 to A: {d['l2_before']:.4f} before, {d['l2_after']:.4f} after {args.method} matching → {path}")
 
 
 def _barrier(args) -> None:
     from ..merge.run import barrier_curves, barrier_table
 
-    curves = barrier_curves(args.a, args.b, align=args.align, repair=args.repair, zoo=args.zoo, points=args.points)
+    curves = barrier_curves(args.a, args.b, align=args.align, repair=args.repair, zoo=args.zoo, points=args.points,
+                            key=args.key)
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
         print(curves.pivot(index="lam", columns="variant", values="loss").to_string())
         print()
@@ -55,6 +56,7 @@ def register(sub) -> None:
     merge = sub.add_parser("merge", help="merge models as a mergekit-style YAML config says")
     merge.add_argument("config", help="YAML: merge_method, base_model, models (files, HF folders, ZOO::ID), parameters")
     add_output_file(merge, "merge", positional=True, help="output .safetensors file, or a folder (gets model.safetensors)")
+    add_key_option(merge, "each training checkpoint among the models")
     merge.set_defaults(func=_merge)
 
     soup = sub.add_parser("soup", help="a model soup of a zoo's models (uniform by default)")
@@ -74,6 +76,7 @@ def register(sub) -> None:
     add_output_file(align, "align", required=True, help="output .safetensors file or folder")
     align.add_argument("--method", choices=("weight", "activation"), default="weight")
     align.add_argument("--zoo", help="a zoo of the models' architecture (and data, for activation matching)")
+    add_key_option(align, "A and B, where they are training checkpoints")
     align.set_defaults(func=_align)
 
     bar = sub.add_parser("barrier", help="loss/error along the linear path between two models, and its barrier")
@@ -85,4 +88,5 @@ def register(sub) -> None:
     bar.add_argument("--points", type=int, default=11, help="λ grid size (default 11)")
     bar.add_argument("--zoo", help="zoo giving the data set and architecture (default: A's zoo)")
     bar.add_argument("--figure", help="write the curves' figure here (.png/.svg)")
+    add_key_option(bar, "A and B, where they are training checkpoints")
     bar.set_defaults(func=_barrier)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_backend_options, add_output, backend_from
+from .common import add_backend_options, add_key_option, add_output, backend_from
 
 
 def parse_methods(text: str) -> list[str]:
@@ -43,7 +43,7 @@ def _audit(args) -> None:
     from ..audit.external import audit_generated, verdict_lines
 
     path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed,
-                           backend=backend_from(args))
+                           backend=backend_from(args), key=args.key)
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}")
 
@@ -69,6 +69,7 @@ def register(sub) -> None:
     audit.add_argument("--generated", required=True,
                        help="a zoo, a folder of checkpoints, or a .npy of test predictions [models, examples]")
     audit.add_argument("--task", help="score on another data set with the same inputs (default: the zoo's)")
+    add_key_option(audit, "each training checkpoint in the --generated folder")
     add_output(audit, "audit", default="runs/audit")
     audit.add_argument("--seed", type=int, default=0)
     add_backend_options(audit)

@@ -25,6 +25,7 @@ from .soups import greedy_soup, learned_soup, uniform_soup
 from .sources import (
     DTYPES,
     LoadedModel,
+    check_key_applies,
     load_model,
     parse_merge_config,
     read_yaml_mapping,
@@ -49,15 +50,17 @@ def _write(out: str | Path, state_dict, settings: dict, extra_meta: dict | None 
     return path
 
 
-def merge_from_config(config: str | Path, out: str | Path) -> Path:
-    """``weightspace merge CONFIG OUT``: merge the models a mergekit-style YAML names."""
+def merge_from_config(config: str | Path, out: str | Path, *, key: str | None = None) -> Path:
+    """``weightspace merge CONFIG OUT``: merge the models a mergekit-style YAML names (``key``: the
+    entry of each training checkpoint file among them that holds the model)."""
     cfg = parse_merge_config(read_yaml_mapping(config))
-    models = [load_model(ref).state_dict for ref in cfg.models]
-    base = load_model(cfg.base).state_dict if cfg.base else None
+    check_key_applies(key, [*cfg.models, cfg.base])
+    models = [load_model(ref, key).state_dict for ref in cfg.models]
+    base = load_model(cfg.base, key).state_dict if cfg.base else None
     merged = merge_state_dicts(models, cfg.method, base=base, parameters=cfg.parameters, seed=cfg.seed)
     if cfg.dtype:
         merged = {k: v.to(DTYPES[cfg.dtype]) if v.is_floating_point() else v for k, v in merged.items()}
-    return _write(out, merged, {"command": "merge", **cfg.to_dict()})
+    return _write(out, merged, {"command": "merge", **cfg.to_dict(), **({"key": key} if key else {})})
 
 
 def _context(a: LoadedModel, b: LoadedModel, zoo_dir: str | None, need_data: bool):
@@ -85,8 +88,9 @@ def _arch_of(zoo: Zoo):
     return build_architecture(zoo.info["architecture"])
 
 
-def _pair(a_ref: str, b_ref: str, zoo_dir: str | None, need_data: bool):
-    a, b = load_model(a_ref), load_model(b_ref)
+def _pair(a_ref: str, b_ref: str, zoo_dir: str | None, need_data: bool, key: str | None):
+    check_key_applies(key, [a_ref, b_ref])
+    a, b = load_model(a_ref, key), load_model(b_ref, key)
     arch, space, task = _context(a, b, zoo_dir, need_data)
     try:
         wa, wb = space.flatten(a.state_dict), space.flatten(b.state_dict)
@@ -106,22 +110,24 @@ def _aligned(method: str, arch, space, task: Task | None, wa, wb, examples: int 
 
 
 def align_models(a_ref: str, b_ref: str, out: str | Path, *, method: str = "weight",
-                 zoo: str | None = None) -> tuple[Path, dict]:
+                 zoo: str | None = None, key: str | None = None) -> tuple[Path, dict]:
     """``weightspace align A B --out``: B with its neurons reordered to match A; returns the path and
     the L2 distance to A before and after."""
-    arch, space, task, wa, wb = _pair(a_ref, b_ref, zoo, need_data=method == "activation")
+    arch, space, task, wa, wb = _pair(a_ref, b_ref, zoo, need_data=method == "activation", key=key)
     aligned = _aligned(method, arch, space, task, wa, wb)
     distances = {"l2_before": float((wa.double() - wb.double()).norm()),
                  "l2_after": float((wa.double() - aligned.double()).norm())}
-    settings = {"command": "align", "a": a_ref, "b": b_ref, "method": method, "zoo": zoo, **distances}
+    settings = {"command": "align", "a": a_ref, "b": b_ref, "method": method, "zoo": zoo, **({"key": key} if key else {}),
+                **distances}
     return _write(out, space.unflatten(aligned), settings), distances
 
 
 def barrier_curves(a_ref: str, b_ref: str, *, align: str = "weight", repair: bool = False,
-                   zoo: str | None = None, points: int = 11, split: str = "test") -> pd.DataFrame:
+                   zoo: str | None = None, points: int = 11, split: str = "test", key: str | None = None
+                   ) -> pd.DataFrame:
     """``weightspace barrier A B``: interpolation curves (rows: variant, lam, loss, acc, error) for
     the plain path, the aligned path (unless ``align='none'``) and, with ``repair``, REPAIR on it."""
-    arch, space, task, wa, wb = _pair(a_ref, b_ref, zoo, need_data=True)
+    arch, space, task, wa, wb = _pair(a_ref, b_ref, zoo, need_data=True, key=key)
     curves = [interpolation_curve(task, wa, wb, lambdas=points, split=split).assign(variant="plain")]
     target = wb
     if align != "none":

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from ..io import load_weights
+from ..io import is_training_checkpoint_file, load_weights
 from ..nets import Architecture, build_architecture
 from ..safe_input import read_yaml
 from ..space import StateDict, WeightSpace
@@ -73,8 +73,9 @@ def _ref_string(ref) -> str:
     return ref
 
 
-def load_model(ref) -> LoadedModel:
-    """Read one model reference (see the module docstring)."""
+def load_model(ref, key: str | None = None) -> LoadedModel:
+    """Read one model reference (see the module docstring); ``key`` picks the entry of a training
+    checkpoint file (.pt, .bin, ...) that holds the model, and leaves other references alone."""
     ref = _ref_string(ref)
     if "::" in ref and not Path(ref).exists():
         root, _, model_id = ref.rpartition("::")
@@ -85,13 +86,20 @@ def load_model(ref) -> LoadedModel:
             arch = with_activation(build_architecture(zoo.info["architecture"]), zoo_activation(zoo, rows))
         return LoadedModel(ref, zoo.space.unflatten(weights[0]), zoo, arch, zoo.space, model_id)
     path = Path(ref)
-    state_dict, meta = load_weights(path)
+    state_dict, meta = load_weights(path, key if is_training_checkpoint_file(path) else None)
     arch = layout = None
     if meta.get("architecture") and json.loads(meta["architecture"]):
         arch = build_architecture(json.loads(meta["architecture"]))
     if meta.get("layout"):
         layout = WeightSpace.from_json(meta["layout"])
     return LoadedModel(ref, state_dict, None, arch, layout)
+
+
+def check_key_applies(key: str | None, refs) -> None:
+    """``--key`` is refused where none of the models is a training checkpoint file it could apply to."""
+    if key is not None and not any(is_training_checkpoint_file(_ref_string(r)) for r in refs if r is not None):
+        raise ConfigError(f"--key {key!r}: none of the models is a training checkpoint file (.pt, .pth, .bin, "
+                          ".ckpt); --key picks an entry inside those")
 
 
 @dataclass(frozen=True)

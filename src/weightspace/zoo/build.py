@@ -68,7 +68,8 @@ def _build(cfg: dict, runs, progress: bool, append: bool, ray_backend) -> Zoo:
         arch.space.mask(train_cfg.trainable)  # a pattern that matches nothing fails here, not mid-way
     init = None
     if cfg["init_from"]:
-        sd, _ = load_weights(cfg["init_from"])
+        source = cfg["init_from"]  # a path, or {path, key} for a training checkpoint
+        sd, _ = load_weights(*((source["path"], source["key"]) if isinstance(source, dict) else (source,)))
         init = arch.space.flatten(sd)
     zoo = Zoo.create(cfg["out"], arch.space, architecture=arch.config, task=dataset.describe(), config=cfg)
     extra = _appended_config(zoo, cfg, runs) if append else _require_same_config(zoo, cfg)

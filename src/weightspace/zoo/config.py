@@ -157,7 +157,12 @@ def resolve_config(raw: Mapping, out: str | None = None) -> dict:
     if out_value is not None:
         check_str(out_value, "out")
     init_from = raw.get("init_from")
-    if init_from is not None:
+    if isinstance(init_from, Mapping):
+        if set(init_from) != {"path", "key"}:
+            raise ConfigError(f"init_from: expected a checkpoint path or {{path: FILE, key: ENTRY}}, got {init_from!r}")
+        init_from = {"path": check_str(init_from["path"], "init_from.path"),
+                     "key": check_str(init_from["key"], "init_from.key")}
+    elif init_from is not None:
         check_str(init_from, "init_from")
     return {
         "name": name,

@@ -14,6 +14,10 @@ Writers may run in many processes at once. A file is written and fsynced in ``.s
 writers racing on one id keep exactly one row *and* the file that row's checksum describes, and a
 kill leaves either nothing visible or an unindexed file in ``models/`` that :meth:`Zoo.verify`
 reports as an orphan. SQLite's WAL needs a local file system (not NFS).
+
+A zoo may come from someone else, so every connection to its index first checks the schema (plain
+tables, no views or triggers, the expected columns), and its queries run within a budget of steps
+(:func:`~weightspace.safe_input.connect_sqlite`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ from torch import Tensor
 
 from ..errors import CheckpointError, InputError, LayoutError, ZooError
 from ..io import load_checkpoint, read_tensor_specs, save_checkpoint, sha256_file
-from ..safe_input import connect_sqlite, inside_root, prepare_output, read_json
+from ..safe_input import (
+    check_sqlite_schema,
+    connect_sqlite,
+    inside_root,
+    prepare_output,
+    read_json,
+    sqlite_over_budget,
+)
 from ..space import StateDict, WeightSpace
 
 FORMAT = "weightspace-zoo"
@@ -45,7 +56,10 @@ MODELS = "models"
 STAGING = ".staging"
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
-COLUMNS = ("model_id", "run_id", "seed", "epoch", "step", "hparams", *METRICS, "file", "sha256", "created", "extra")
+COLUMN_TYPES = (("model_id", "TEXT"), ("run_id", "TEXT"), ("seed", "INTEGER"), ("epoch", "INTEGER"),
+                ("step", "INTEGER"), ("hparams", "TEXT"), *((m, "REAL") for m in METRICS), ("file", "TEXT"),
+                ("sha256", "TEXT"), ("created", "REAL"), ("extra", "TEXT"))
+COLUMNS = tuple(name for name, _ in COLUMN_TYPES)
 # Record keys the store fills in itself; a record may not set them.
 _RESERVED = {"model_id", "file", "sha256", "created", "extra"}
 _ORDER = "ORDER BY run_id, epoch, step, model_id"
@@ -118,12 +132,15 @@ class Zoo:
         text = _dumps(info, "zoo.json", indent=2)  # fail on unserialisable configs before touching disk
         for d in (root, root / MODELS, root / STAGING):
             d.mkdir(parents=True, exist_ok=True)
-        con = connect_sqlite(root / INDEX, write=True)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-        finally:
-            con.close()
+            con = connect_sqlite(root / INDEX, write=True)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            raise ZooError(f"{root / INDEX}: cannot make the zoo's index there ({e})") from None
         # zoo.json last: its presence is what makes the directory a zoo.
         if not _write_atomic(root / ZOO_JSON, text.encode(), replace=False):
             return cls.open(root)._require_layout(space)
@@ -316,27 +333,31 @@ class Zoo:
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection per operation: nothing to share wrongly across threads, forks or processes.
-        Readers open the index read-only, so a zoo on read-only storage can be read."""
+        Readers open the index read-only, so a zoo on read-only storage can be read. The schema is
+        checked before the first query, and the operation's queries share one budget of work."""
+        index = self.root / INDEX
         try:
-            con = connect_sqlite(self.root / INDEX, write=write)
+            con = connect_sqlite(index, write=write)
         except sqlite3.Error as e:
-            raise ZooError(f"{self.root / INDEX}: cannot open the index ({e})") from None
+            raise ZooError(f"{index}: cannot open the index ({e})") from None
         try:
+            check_sqlite_schema(con, f"{index}: not a zoo index", {"models": COLUMN_TYPES}, error=ZooError)
             yield con
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                 raise
-            raise ZooError(f"{self.root / INDEX}: not a readable zoo index ({e})") from None
+            if sqlite_over_budget(con, e):
+                raise ZooError(f"{index}: a query ran past its budget of {con.budget:,} SQLite steps; the index is "
+                               "damaged or not a zoo index") from None
+            raise ZooError(f"{index}: not a readable zoo index ({e})") from None
         finally:
             con.close()
 
     def _check_index(self) -> None:
-        """The index is an SQLite database with the zoo's table and columns (a corrupt or foreign
-        file is named here, not as a query error later)."""
-        with self._db() as con:
-            columns = [r[1] for r in con.execute("PRAGMA table_info(models)")]
-        if tuple(columns) != COLUMNS:
-            raise ZooError(f"{self.root / INDEX}: not a zoo index (table 'models' with columns {', '.join(COLUMNS)})")
+        """The index is an SQLite database of the zoo's schema (a corrupt, foreign or hostile file is
+        named here, not as a query error later)."""
+        with self._db():
+            pass
 
     def _existing(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -365,19 +386,20 @@ class Zoo:
         sql = f"SELECT {', '.join(COLUMNS)} FROM models"
         if where:
             sql += f" WHERE ({where})"
-        try:
-            con = connect_sqlite(self.root / INDEX)
+        with self._db() as con:
             try:
                 rows = con.execute(f"{sql} {_ORDER}", tuple(params)).fetchall()
-            finally:
-                con.close()
-        except sqlite3.Error as e:
-            if not where:  # a corrupt index (open() names one that is corrupt from the start)
-                raise ZooError(f"{self.root / INDEX}: not a readable zoo index ({e})") from None
-            raise ZooError(
-                f"bad where clause {where!r} with params {tuple(params)!r}: {e}. Columns: {', '.join(COLUMNS)}; "
-                "hyperparameters are filtered with json_extract(hparams, '$.name')"
-            ) from e
+            except sqlite3.Error as e:
+                if not where:  # a corrupt index: _db names it
+                    raise
+                if sqlite_over_budget(con, e):
+                    raise ZooError(f"where condition {where!r}: the query ran past its budget of {con.budget:,} "
+                                   "SQLite steps (an endless or very costly condition, such as an unbounded WITH "
+                                   "RECURSIVE); simplify it") from None
+                raise ZooError(
+                    f"bad where clause {where!r} with params {tuple(params)!r}: {e}. Columns: {', '.join(COLUMNS)}; "
+                    "hyperparameters are filtered with json_extract(hparams, '$.name')"
+                ) from e
         self._check_rows(rows)  # before pandas turns a column of ints and NULLs into floats and NaN
         df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
         for c in ("seed", "epoch", "step"):

@@ -54,8 +54,18 @@ def test_models_sharing_nothing_or_interchangeable_neurons_have_no_margin():
     w = arch.init([0]).expand(4, -1).clone()
     for name in ("convs.2.weight", "fcs.0.weight"):  # group convs.2: shared, but its neurons interchangeable
         w[:, arch.space.slice(name)] = 0.0
-    w[:, arch.space.slice("norms.0.bias")] += torch.randn(4, 6, generator=_gen(1))
-    assert symmetry_margin(arch.space, w) == 0.0
+    differ = w.clone()
+    differ[:, arch.space.slice("norms.2.bias")] += torch.randn(4, 4, generator=_gen(1))
+    assert symmetry_margin(arch.space, differ) == 0.0
+    # A group whose tensors the models all share cannot bring their differing coordinates closer:
+    # interchangeable neurons there leave the margin of the group that reaches them.
+    elsewhere = w.clone()
+    elsewhere[:, arch.space.slice("norms.0.bias")] += torch.randn(4, 6, generator=_gen(1))
+    margin = symmetry_margin(arch.space, elsewhere)
+    assert margin > 0
+    plain = l2_distances(elsewhere, elsewhere)
+    exact = aligned_l2(arch.space, elsewhere, elsewhere)
+    assert torch.allclose(exact[plain.square() <= margin], plain[plain.square() <= margin], atol=1e-5)
 
 
 ARCHS = {

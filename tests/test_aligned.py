@@ -11,7 +11,7 @@ from weightspace.baselines import AlignedInterpolation
 from weightspace.errors import ConfigError, LayoutError, ZooError
 from weightspace.generative import aligned
 from weightspace.generator import load_generator, make_generator
-from weightspace.study.frontiers import beyond_every_frontier
+from weightspace.audit.frontiers import beyond_every_frontier
 from weightspace.symmetry import permute, random_permutation
 
 

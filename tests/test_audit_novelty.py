@@ -204,7 +204,7 @@ def test_replicas_of_training_models_replicate(audit):
 
 def test_averages_of_training_pairs_interpolate(audit):
     v = _verdict(audit, "pair-averages")
-    assert v["verdict"] == "interpolates" and v["matched_baselines"] == ["average-of-2", "gaussian"]
+    assert v["verdict"] == "interpolates" and v["matched_baselines"] == ["interpolation baselines"]
     # Closer in errors than training models are to each other, and about 0.6 of a spacing away in
     # weights, closer than almost every checkpoint is to its neighbour: the replica axis alone would
     # call a blend a copy, which is why the rule tests the interpolation region first.

@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import norm
 
 from weightspace.audit import noise_frontier, pooled_verdict, rule_text, verdict
-from weightspace.audit.verdict import VERDICTS
+from weightspace.audit.verdict import check_axes, control_rows, with_axes
 
 N = 100
 
@@ -134,27 +134,113 @@ def _seed(call: str, seed: int, ratio: float, fraction: float, ci: tuple) -> dic
             "thresholds": {"seed": seed}, "warnings": []}
 
 
-def test_pooled_verdict_marks_disagreeing_seeds_unstable():
+def test_pooled_verdict_is_the_majority_of_seeds():
     seeds = [_seed("no better than noise", 0, 0.9, 0.4, (0.28, 0.5)), _seed("novel and good", 1, 1.0, 0.7, (0.55, 0.8)),
              _seed("novel and good", 2, 1.1, 0.75, (0.59, 0.9))]
     p = pooled_verdict(seeds)
-    assert p["verdict"] == "novel and good" and not p["stable"]
-    assert p["label"] == "novel and good (unstable: no better than noise, novel and good, novel and good)"
-    assert p["seeds"] == [0, 1, 2] and p["distance_ratio"] == 1.0 and p["fraction_ci"] == (0.28, 0.9)
+    assert p["verdict"] == "novel and good" and not p["stable"] and p["agreeing_seeds"] == 2
+    assert p["label"] == "novel and good (2/3 seeds)"
+    assert p["seeds"] == [0, 1, 2] and p["distance_ratio"] == 1.0 and p["fraction_ci_range"] == (0.28, 0.9)
     assert p["beats_noise"] == [False, True, True]
 
 
-def test_pooled_verdict_of_agreeing_seeds_and_ties():
+def test_a_split_with_no_majority_says_so():
+    """1/1/1 has no majority, and neither has a 1/1 tie: no call is made (none agrees with the paper)."""
+    split = pooled_verdict([_seed("novel and good", 0, 1, 0.7, (0.6, 0.8)), _seed("no better than noise", 1, 1, 0.4, (0.3, 0.5)),
+                            _seed("interpolates", 2, 0.7, 0.3, (0.2, 0.4))])
+    assert split["verdict"] == "no majority" and split["agreeing_seeds"] == 0
+    assert split["label"] == "no majority (novel and good / no better than noise / interpolates)"
+    tie = pooled_verdict([_seed("novel and good", 0, 1, 0.7, (0.6, 0.8)), _seed("no better than noise", 1, 1, 0.4, (0.3, 0.5))])
+    assert tie["verdict"] == "no majority" and not tie["stable"]
+
+
+def test_pooled_verdict_of_agreeing_seeds():
     same = pooled_verdict([_seed("replicates", s, 0.2, 0.1, (0.0, 0.2)) for s in range(3)])
     assert same["stable"] and same["label"] == "replicates" and same["seed_verdicts"] == ["replicates"] * 3
-    tie = pooled_verdict([_seed("novel and good", 0, 1, 0.7, (0.6, 0.8)), _seed("no better than noise", 1, 1, 0.4, (0.3, 0.5))])
-    assert tie["verdict"] == "no better than noise" and not tie["stable"]  # the more cautious call
-    assert VERDICTS.index("no better than noise") < VERDICTS.index("novel and good")
+
+
+def test_quality_is_compared_by_difference_so_negative_qualities_read_the_right_way():
+    """Minus Chamfer: a group as good as the reference (−0.0106) is good; the old ratio rule asked
+    q >= 0.9 × q_ref = −0.00955, which a group equal to the reference fails."""
+    table = pd.concat([rows("training", min_l2=spread(1.0, 0.1), quality=spread(-0.0106, 0.05)),
+                       rows("same", min_l2=spread(1.0, 0.1), quality=spread(-0.0106, 0.05)),
+                       rows("a bit worse", min_l2=spread(1.0, 0.1), quality=spread(-0.0106 * 1.02, 0.05)),
+                       rows("worse", min_l2=spread(1.0, 0.1), quality=spread(-0.0106 * 1.2, 0.05))])
+    same, bit, worse = (verdict(table, g) for g in ("same", "a bit worse", "worse"))
+    assert same["quality_ok"] and bit["quality_ok"] and not worse["quality_ok"]
+    # the floor is the reference's median minus one robust sd (IQR / 1.349) of its qualities
+    sd = 0.0106 * 0.05
+    assert same["thresholds"]["quality_spread"] == pytest.approx(sd, rel=0.02)
+    assert same["quality_floor"] == pytest.approx(-0.0106 - same["thresholds"]["quality_spread"], rel=1e-9)
+
+
+def test_the_replica_bar_reads_held_out_runs_when_given():
+    """The null is what a new model's distance looks like: with held-out runs, their distances."""
+    table = pd.concat([rows("training", min_l2=spread(1.0, 0.05), quality=spread(0.9, 0.01)),
+                       rows("held-out runs", min_l2=spread(2.0, 0.2), quality=spread(0.9, 0.01)),
+                       rows("g", min_l2=spread(1.2, 0.05), quality=spread(0.9, 0.01))])
+    own, held = verdict(table, "g"), verdict(table, "g", null="held-out runs")
+    assert not own["replicates"] and own["replica_threshold_ratio"] == pytest.approx(0.8)
+    # held-out runs sit at 2 × the spacing: their 10% quantile, 2 × (1 − 1.2816 × 0.2), is the bar
+    # (below 0.8 × their median)
+    assert held["replica_threshold_ratio"] == pytest.approx(2.0 * (1 - 0.2 * norm.ppf(0.9)), rel=0.01)
+    assert held["replicates"] and held["replica_null"] == "held-out runs"
+    lo, hi = held["replica_threshold_ci"]
+    assert lo <= held["replica_threshold_ratio"] <= hi
+
+
+def _controlled_table(noise_quality: float, noise_distance: float = 2.0, blend: float = 0.6) -> tuple[pd.DataFrame, dict]:
+    """Controls of known answer: copies (replicas), midpoints (inside the interpolation box), held-out
+    runs (new and good) and strong noise, whose quality the caller sets."""
+    table = pd.concat([
+        rows("training", min_l2=spread(1.0, 0.05), max_similarity=spread(0.8, 0.05), quality=spread(0.9, 0.01)),
+        rows("midpoints", min_l2=spread(blend, 0.05), max_similarity=spread(0.7, 0.05), quality=spread(0.7, 0.02)),
+        rows("control: midpoints", min_l2=spread(blend, 0.05), max_similarity=spread(0.7, 0.05), quality=spread(0.7, 0.02)),
+        rows("copies", min_l2=spread(0.001, 0.05), max_similarity=spread(1.0, 0.001), quality=spread(0.9, 0.01)),
+        rows("held-out runs", min_l2=spread(1.0, 0.05), max_similarity=spread(0.8, 0.05), quality=spread(0.9, 0.01)),
+        rows("strong noise", min_l2=spread(noise_distance, 0.05), max_similarity=spread(0.7, 0.05),
+             quality=spread(noise_quality, 0.02)),
+        rows("g", min_l2=spread(blend, 0.05), max_similarity=spread(0.7, 0.05), quality=spread(0.7, 0.02)),
+    ])
+    expected = {"copies": "replicates", "control: midpoints": "interpolates", "held-out runs": "novel and good",
+                "strong noise": "no better than noise"}
+    return table, expected
+
+
+def _classify(table, group):
+    frontier = frontier_through([0.99, 0.9, 0.7, 0.5], [0.9, 0.8, 0.5, 0.2])
+    return verdict(table, group, frontier=frontier, interpolation={"midpoints": ["midpoints"]}, null="held-out runs")
+
+
+def test_controls_that_the_rule_gets_right_leave_the_call_as_it_is():
+    table, expected = _controlled_table(noise_quality=0.3)
+    axes = check_axes({g: _classify(table, g) for g in expected}, expected)
+    assert {a: c["status"] for a, c in axes.items()} == {"interpolation": "passes", "replica": "passes",
+                                                        "noise": "passes"}
+    got = {g: with_axes(_classify(table, g), axes)["verdict"] for g in expected}
+    assert got == expected
+    assert with_axes(_classify(table, "g"), axes)["verdict"] == "interpolates"
+    rows_ = control_rows({g: with_axes(_classify(table, g), axes) for g in expected}, expected)
+    assert [r["result"] for r in rows_] == ["pass"] * 4
+
+
+def test_a_call_that_a_control_of_another_answer_shares_is_inconclusive():
+    """Strong noise whose medians fall in the midpoints' box: a group there is an interpolation or no
+    better than noise, and the rule cannot say which; controls outside the box keep their calls."""
+    # blends at 0.9 × the spacing: above the replica bar (0.8), so only the interpolation axis is confused
+    table, expected = _controlled_table(noise_quality=0.7, noise_distance=0.9, blend=0.9)
+    axes = check_axes({g: _classify(table, g) for g in expected}, expected)
+    assert axes["interpolation"]["status"] == "fails" and axes["interpolation"]["false_positives"] == ["strong noise"]
+    v = with_axes(_classify(table, "g"), axes)
+    assert v["verdict"] == "inconclusive" and "strong noise" in v["reason"] and "interpolation axis" in v["reason"]
+    assert with_axes(_classify(table, "copies"), axes)["verdict"] == "replicates"  # outside the box: unaffected
+    assert with_axes(_classify(table, "held-out runs"), axes)["verdict"] == "novel and good"
 
 
 def test_rule_text_states_the_thresholds():
     text = " ".join(rule_text({"replica_quantile": 0.1, "beats_fraction": 0.5}))
-    assert "10% quantile" in text and "0.50" in text and "k = 2 to 16" in text
+    assert "10% quantile" in text and "0.50" in text and "k = 2 to 16" in text and "aligned midpoints" in text
+    assert "Controls" in text and "half-way to chance" in text
 
 
 def test_runs_a_few_percent_closer_are_not_replicas_where_the_spacing_barely_varies():
@@ -164,4 +250,4 @@ def test_runs_a_few_percent_closer_are_not_replicas_where_the_spacing_barely_var
                        rows("held-out runs", aligned_min_l2=spread(3.0 * 0.96, 0.005), quality=spread(0.9, 0.01))])
     v = verdict(table, "held-out runs")
     assert v["distance_ratio_ci"][1] < v["replica_quantile_ratio"]  # the quantile alone would call replicas
-    assert not v["replicates"] and v["replica_threshold_ratio"] == 0.8
+    assert not v["replicates"] and v["replica_threshold_ratio"] == pytest.approx(0.8)

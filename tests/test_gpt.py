@@ -4,20 +4,12 @@ import torch
 from weightspace.data import load_dataset
 from weightspace.errors import ConfigError, LayoutError
 from weightspace.generator import load_generator, make_generator
-from weightspace.generative.gpt import (
-    PRESETS,
-    Gpt,
-    build_data,
-    checkpoint_pairs,
-    fit_context,
-    heldout_weights,
-    permute_pairs,
-    predictions,
-    quality,
-    training_weights,
-)
+from weightspace.generative.gpt import PRESETS, SETTING, Gpt, checkpoint_pairs, permute_pairs
 from weightspace.nets import build_architecture
 from weightspace.symmetry import permutation_pool
+
+build_data, training_weights, heldout_weights = SETTING.build, SETTING.training, SETTING.heldout
+fit_context, quality, predictions = SETTING.fit_context, SETTING.quality, SETTING.predictions
 
 # the tiny preset's digits MLP 64→10→10 (the default is the paper's 784→10→10)
 SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ddim_steps": 20, "architecture": PRESETS["tiny"]["architecture"]}

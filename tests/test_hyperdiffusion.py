@@ -9,16 +9,12 @@ import torch
 from weightspace.errors import ConfigError, LayoutError, ZooError
 from weightspace.generative import hyperdiffusion as hd
 from weightspace.generator import load_generator, make_generator
-from weightspace.generative.hyperdiffusion import (
-    HyperDiffusion,
-    build_data,
-    fit_context,
-    quality,
-    shapes,
-)
+from weightspace.generative.hyperdiffusion import SETTING, HyperDiffusion
 from weightspace.nets import OccupancyMLP
 from weightspace.shapes import pairwise_chamfer
 from weightspace.zoo import Zoo
+
+build_data, fit_context, quality, shapes = SETTING.build, SETTING.fit_context, SETTING.quality, SETTING.shapes
 
 # small enough to fit in seconds, large enough to memorise 4 models
 SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "chunk_size": 128, "batch_size": 32, "lr": 3e-3,
@@ -79,10 +75,10 @@ def test_decoded_mlps_match_their_own_silhouettes(zoo, weights):
 
 def test_segments_are_layers_cut_into_chunks():
     space = OccupancyMLP(widths=(16, 16), n_frequencies=3).space  # weights 224, 16, 256, 16, 16, 1
-    seg = hd._segments(space.num_params, space, 128)
+    seg = hd.segments(space.num_params, space, 128)
     assert seg[:, 1].tolist() == [112, 112, 16, 128, 128, 16, 16, 1]
     assert seg[:, 0].tolist() == [0, 112, 224, 240, 368, 496, 512, 528]
-    assert hd._segments(10, None, 4)[:, 1].tolist() == [3, 4, 3]
+    assert hd.segments(10, None, 4)[:, 1].tolist() == [3, 4, 3]
 
 
 def test_samples_reproduce_the_training_mlps(zoo, weights, fitted):

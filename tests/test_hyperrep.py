@@ -153,7 +153,7 @@ def test_zoo_context_quality_and_predictions(zoo, tmp_path):
     pred = H.SETTING.predictions(zoo, weights[:2])
     assert pred.shape == (2, 359) and pred.dtype == torch.long
     assert H.SETTING.heldout(zoo).shape == (2 * 2, 1048)  # 2 held-out runs, never in the training set
-    assert H.final_epoch(zoo).tolist() == [False, True] * 8  # each run's epoch-4 checkpoint
+    assert H.SETTING.final_epoch(zoo).tolist() == [False, True] * 8  # each run's epoch-4 checkpoint
     assert H.SETTING.build(zoo.root, preset="tiny", progress=False) and len(zoo) == 20  # resumes: nothing to add
     with pytest.raises(ConfigError, match="preset"):
         H.SETTING.build(zoo.root, preset="default", progress=False)
@@ -182,12 +182,12 @@ def test_reference_is_the_autoencoders_reconstruction_of_every_training_checkpoi
     train = H.SETTING.training(zoo)
     gen = H.HyperRep(**{**SMALL, "steps": 200, "top_fraction": 0.3}).fit(train, progress=False,
                                                                         **H.SETTING.fit_context(zoo))
-    ref = H.reference_weights(zoo, gen)
+    ref = H.SETTING.reference(zoo, gen).weights
     assert ref.shape == train.shape
     torch.testing.assert_close(ref, gen.decode(gen.encode(train)))
     assert (ref - train).norm(dim=1).min() > 0  # reconstructions are not the checkpoints
     top = torch.argsort(H.SETTING.fit_context(zoo)["accuracies"], descending=True, stable=True)[:5]  # ceil(0.3 x 16)
-    torch.testing.assert_close(H.noise_source(zoo, gen), ref[top])
+    torch.testing.assert_close(H.SETTING.noise_source(zoo, gen), ref[top])
     samples = gen.sample(20, seed=0)  # shared random state: one anchor latent + jitter per sample
     to_ref = torch.cdist(samples.double(), ref.double()).min(1).values
     to_raw = torch.cdist(samples.double(), train.double()).min(1).values

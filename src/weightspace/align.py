@@ -162,12 +162,23 @@ def match_permutations(
     return perms
 
 
+_PAIR_ELEMENTS = 1 << 25  # values held per block of pairs: K·P coordinates or K·n² costs (256 MiB of float64)
+
+
 def aligned_l2_pairs(space: WeightSpace, weights_a: Tensor, weights_b: Tensor, *, max_sweeps: int = 50) -> Tensor:
-    """Aligned L2 of each pair (``weights_a[k]``, ``weights_b[k]``): ``[K, P]``, ``[K, P]`` → ``[K]``."""
+    """Aligned L2 of each pair (``weights_a[k]``, ``weights_b[k]``): ``[K, P]``, ``[K, P]`` → ``[K]``,
+    in blocks of pairs whose coordinates and cost matrices stay within ``_PAIR_ELEMENTS`` values (a
+    992-channel layer's costs are a million values per pair)."""
     wa, wb = _check_pair(space, weights_a, weights_b)
-    perms = match_permutations(space, wa, wb, max_sweeps=max_sweeps)
-    diff = wa.to(torch.float64) - permute(space, wb, perms).to(torch.float64)
-    return diff.norm(dim=1).to(torch.promote_types(wa.dtype, wb.dtype))
+    widest = max([g.size for g in space.groups], default=1)
+    step = max(1, _PAIR_ELEMENTS // max(space.num_params, widest * widest))
+    out = []
+    for i in range(0, wb.shape[0], step):
+        a, b = wa[i:i + step], wb[i:i + step]
+        perms = match_permutations(space, a, b, max_sweeps=max_sweeps)
+        out.append((a.to(torch.float64) - permute(space, b, perms).to(torch.float64)).norm(dim=1))
+    dist = torch.cat(out) if out else wa.new_zeros(0, dtype=torch.float64)
+    return dist.to(torch.promote_types(wa.dtype, wb.dtype))
 
 
 def aligned_l2(
@@ -241,6 +252,9 @@ def aligned_l2_fast(
     return torch.minimum(l2_distances(a, b), l2_distances(weights_a, weights_b))
 
 
+_GAP_ELEMENTS = 1 << 24  # block distances held at once by _slice_gaps (128 MiB of float64)
+
+
 def _slice_gaps(space: WeightSpace, name: str, axis: int, tensor: Tensor) -> Tensor:
     """``[n, n]`` lower bounds on the squared distance between neuron slice j of ``tensor`` (along
     ``axis``) and slice k, whatever permutation other groups apply to its other axes: exact when no
@@ -256,8 +270,10 @@ def _slice_gaps(space: WeightSpace, name: str, axis: int, tensor: Tensor) -> Ten
         other = others[0] - (others[0] > axis)  # its index once ``axis`` moved to the front
         blocks = x.movedim(other + 1, 1).reshape(n, x.shape[other + 1], -1)  # [n, blocks, block size]
         flat = blocks.reshape(-1, blocks.shape[-1])
-        d = torch.cdist(flat, flat).square().reshape(n, blocks.shape[1], n, blocks.shape[1])
-        return d.amin(3).sum(1)
+        m = blocks.shape[1]
+        step = max(1, _GAP_ELEMENTS // max(m * m * n, 1))  # slices j per chunk: [step·m, n·m] distances at once
+        return torch.cat([torch.cdist(blocks[j:j + step].reshape(-1, blocks.shape[-1]), flat).square()
+                          .reshape(-1, m, n, m).amin(3).sum(1) for j in range(0, n, step)])
     rows = x.reshape(n, -1).sort(dim=1).values
     return torch.cdist(rows, rows).square()
 
@@ -272,13 +288,17 @@ def symmetry_margin(space: WeightSpace, weights: Tensor) -> float:
 
     Permuting a group moves at least two neuron slices of every shared tensor of the group, each at
     a cost of at least the gap to the slice it replaces (:func:`_slice_gaps`); the margin is the
-    smallest group's total."""
+    smallest total of a group that reaches a coordinate the models do not share. A group whose every
+    tensor is shared never helps: it leaves the differing coordinates where they are and only adds
+    distance, so the identity beats every permutation that moves only such groups."""
     if not space.groups:
         return float("inf")
     shared = (weights == weights[:1]).all(0)  # no double copy of all N models: only the first is read
     first = space.unflatten(weights[0].double())
     margin = float("inf")
     for g in space.groups:
+        if all(bool(shared[space.slice(name)].all()) for name, _ in g.axes):
+            continue
         cost = 0.0
         for name, axis in g.axes:
             if bool(shared[space.slice(name)].all()):

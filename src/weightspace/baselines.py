@@ -187,12 +187,12 @@ class AlignedInterpolation(Generator):
 
     name = "aligned-interpolation"
 
-    def __init__(self, lam: float = 0.5, space: str | WeightSpace | None = None):
+    def __init__(self, lam: float = 0.5, space: str | WeightSpace | None = None, align: bool = True):
         if not 0 <= float(lam) <= 1:
             raise ConfigError(f"lam: expected a number in [0, 1], got {lam!r}")
         if space is None:
             raise ConfigError("space: expected the checkpoints' layout (a WeightSpace or its to_json())")
-        self.lam = float(lam)
+        self.lam, self.align = float(lam), bool(align)
         self.space = space if isinstance(space, WeightSpace) else WeightSpace.from_json(space)
 
     def fit(self, weights: Tensor, *, progress: bool = True, **context) -> AlignedInterpolation:
@@ -208,11 +208,12 @@ class AlignedInterpolation(Generator):
         n_train = self.weights.shape[0]
         pairs = torch.rand(int(n), n_train, generator=seeded(seed)).argsort(dim=1)[:, :2]
         a, b = self.weights[pairs[:, 0]], self.weights[pairs[:, 1]]
-        b = permute(self.space, b, match_permutations(self.space, a, b))
+        if self.align:
+            b = permute(self.space, b, match_permutations(self.space, a, b))
         return (1 - self.lam) * a + self.lam * b
 
     def config(self) -> dict:
-        return {"lam": self.lam, "space": self.space.to_json()}
+        return {"lam": self.lam, "space": self.space.to_json(), "align": self.align}
 
     def state(self) -> dict[str, Tensor]:
         _require_fitted(self, "weights")

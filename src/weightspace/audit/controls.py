@@ -56,7 +56,7 @@ def half_way_sigma(sweep: Mapping[float, ModelSet], reference_quality: float, ch
     return None
 
 
-def control_sets(evaluator, reference: ModelSet, n: int, *, space: WeightSpace | None, seed: int,
+def control_sets(evaluator, reference: ModelSet, n: int, *, space: WeightSpace | None, seed: int, align: bool = True,
                  sweep: Mapping[float, ModelSet], noise_source: Tensor | None = None,
                  heldout: ModelSet | None = None) -> tuple[list[ModelSet], dict[str, str], list[str]]:
     """The control groups (``n`` models each, evaluated), their expected verdicts, and notes on any
@@ -79,7 +79,7 @@ def control_sets(evaluator, reference: ModelSet, n: int, *, space: WeightSpace |
     near = NoiseAddition(sigma=sigma).fit(train[pick], **context).sample(n, seed + 501)
     sets.append(evaluator.model_set(NEAR_COPIES, near))
     if space is not None and space.groups and len(train) >= 2:
-        mid = AlignedInterpolation(lam=0.5, space=space).fit(train).sample(n, seed + 502)
+        mid = AlignedInterpolation(lam=0.5, space=space, align=align).fit(train).sample(n, seed + 502)
         sets.append(evaluator.model_set(MIDPOINTS, mid))
     else:
         notes.append(f"{MIDPOINTS}: the layout has no neuron permutation groups to align")

@@ -17,19 +17,37 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 TRAINING = "training"
-_MARKERS = "oXs^vD<>P*"
+_BASE = {  # one colour and marker per group, in every figure
+    TRAINING: ("0.55", "o"), f"{TRAINING} (final epoch)": ("0.55", "o"),
+    "held-out runs": ("#2ca02c", "P"), "copies of training models": ("#8c564b", "o"),
+    "control: exact copies": ("#17becf", "s"), "control: copies + 1% noise": ("#1f77b4", "D"),
+    "control: aligned midpoints": ("#9467bd", "^"), "control: averages of 4": ("#e377c2", "v"),
+    "control: noise, half-way to chance": ("#444444", "x"), "per-parameter Gaussian": ("#bcbd22", "h"),
+}
+GENERATED_STYLE = ("#d62728", "*")
 
 
-def _colors(groups: Sequence[str]) -> dict[str, str]:
-    cmap = plt.get_cmap("tab10")
-    out, k = {}, 1
-    for g in groups:
-        if g == TRAINING:
-            out[g] = "0.45"
-        else:
-            out[g] = cmap(k % 10)
-            k += 1
-    return out
+def group_style(group: str) -> tuple[object, str]:
+    """``(colour, marker)`` of a group, the same in every figure: fixed for the reference, held-out
+    runs, controls and baselines (a sweep in shades of its family's colour), and one style for the
+    generated group, whatever its name."""
+    if group in _BASE:
+        return _BASE[group]
+    for prefix, cmap, marker in (("average of ", "Oranges", "<"), ("aligned interpolation λ=", "Purples", ">"),
+                                 ("noise σ=", "Greys", ".")):
+        if group.startswith(prefix):
+            try:
+                value = float(group[len(prefix):].split()[0])
+            except ValueError:
+                value = 0.5
+            shade = {"average of ": lambda v: min(1.0, 0.35 + 0.04 * v), "aligned interpolation λ=": lambda v: 0.35 + v,
+                     "noise σ=": lambda v: 0.6}[prefix](value)
+            return plt.get_cmap(cmap)(shade), marker
+    return GENERATED_STYLE
+
+
+def _colors(groups: Sequence[str]) -> dict[str, object]:
+    return {g: group_style(g)[0] for g in groups}
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
@@ -39,15 +57,25 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def _style(group: str, i: int, emphasis: Sequence[str]) -> dict:
+def _style(group: str, emphasis: Sequence[str]) -> dict:
     """Reference models faint underneath, baselines hollow, emphasised groups filled on top: no group
     hides another."""
+    marker = group_style(group)[1]
     if group == TRAINING:
-        return {"s": 12, "alpha": 0.35, "marker": "o", "zorder": 1}
+        return {"s": 12, "alpha": 0.35, "marker": marker, "zorder": 1}
     if group in emphasis:
-        return {"s": 26, "alpha": 0.85, "marker": _MARKERS[(i + 1) % len(_MARKERS)], "edgecolors": "k",
+        return {"s": 40 if marker == "*" else 26, "alpha": 0.85, "marker": marker, "edgecolors": "k",
                 "linewidths": 0.4, "zorder": 4}
-    return {"s": 22, "alpha": 0.8, "marker": _MARKERS[i % len(_MARKERS)], "facecolors": "none", "zorder": 2}
+    if marker in "x+.":
+        return {"s": 22, "alpha": 0.8, "marker": marker, "zorder": 2}
+    return {"s": 22, "alpha": 0.8, "marker": marker, "facecolors": "none", "zorder": 2}
+
+
+def envelope(frontier: pd.DataFrame, x: str, y: str = "quality") -> pd.DataFrame:
+    """The frontier as the rule reads it: the best quality noise reaches at each similarity or lower
+    (a running maximum over the σ points sorted by similarity), so it never turns down."""
+    f = frontier[np.isfinite(frontier[x].to_numpy(float))].sort_values(x, kind="stable")
+    return pd.DataFrame({x: f[x].to_numpy(float), y: np.maximum.accumulate(f[y].to_numpy(float))})
 
 
 def novelty_quality_scatter(
@@ -62,17 +90,17 @@ def novelty_quality_scatter(
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     groups = list(dict.fromkeys(table["group"]))
     colors = _colors(groups)
-    for i, g in enumerate(groups):
+    for g in groups:
         d = table[table["group"] == g]
-        style = _style(g, i, emphasis)
+        style = _style(g, emphasis)
         color = {"edgecolors": colors[g]} if style.get("facecolors") == "none" else {"color": colors[g]}
         ax.scatter(d[x], d[y], label=g, **color, **style)
     if frontier is not None and len(frontier):
         paper = np.isin(np.round(frontier["sigma"].to_numpy(float), 12), np.round(np.asarray(paper_sigmas, float), 12))
-        f = frontier.sort_values(x)
+        f = envelope(frontier, x, y)
         sweep = frontier[~paper]
         rng = f"σ {sweep['sigma'].min():.2g} to {sweep['sigma'].max():.2g}" if len(sweep) else "σ sweep"
-        ax.plot(f[x], f[y], "k--", lw=1.2, zorder=3, label=f"noise frontier ({rng})")
+        ax.step(f[x], f[y], "k--", where="post", lw=1.2, zorder=3, label=f"noise frontier ({rng})")
         for k, (_, row) in enumerate(frontier[paper].iterrows()):
             ax.scatter([row[x]], [row[y]], marker="*", s=140, color="k", zorder=5,
                        label="noise at the paper's σ" if k == 0 else None)
@@ -170,10 +198,10 @@ def weight_tsne(weights: Mapping[str, Tensor], *, seed: int = 0, max_per_group: 
     fig, ax = plt.subplots(figsize=(6.0, 5.0))
     colors = _colors(names)
     start = 0
-    for i, (n, p) in enumerate(zip(names, parts)):
+    for n, p in zip(names, parts):
         e = emb[start : start + len(p)]
         start += len(p)
-        ax.scatter(e[:, 0], e[:, 1], s=10, alpha=0.7, color=colors[n], marker=_MARKERS[i % len(_MARKERS)], label=n)
+        ax.scatter(e[:, 0], e[:, 1], s=10, alpha=0.7, color=colors[n], marker=group_style(n)[1], label=n)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
@@ -225,4 +253,66 @@ def shapes_side_by_side(pairs: Sequence[tuple[Tensor, Tensor]], *, titles=("gene
             if j == 0:
                 ax.set_ylabel(titles[i], fontsize=8)
     fig.suptitle(title)
+    return fig
+
+
+def similarity_histogram(table: pd.DataFrame, *, column: str = "max_similarity", title: str = "",
+                         xlabel: str = "max error-IoU similarity to the reference") -> Figure:
+    """Each group's similarity to its most similar reference model, in function space (the paper shows
+    only the scatter): copies pile up at the right, new models where the reference's own sit."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.0))
+    values = table[column].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+    bins = np.linspace(lo, hi + 1e-9, 40)
+    for g in dict.fromkeys(table["group"]):
+        color, _ = group_style(g)
+        v = table.loc[table["group"] == g, column].to_numpy(float)
+        ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", lw=1.6, color=color, label=g, density=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def coverage_bars(coverage: Mapping[str, float], *, title: str = "") -> Figure:
+    """Distinct nearest reference models per 100 models of each group: a generator that copies a few
+    checkpoints covers few, fresh runs cover many."""
+    names = list(coverage)
+    fig, ax = plt.subplots(figsize=(6.8, 0.35 * len(names) + 1.2))
+    ax.barh(range(len(names)), [coverage[n] for n in names], color=[group_style(n)[0] for n in names])
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("distinct nearest reference models per 100 models")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def seed_spread(rows: pd.DataFrame, *, title: str = "") -> Figure:
+    """Per seed, each group's distance ratio, fraction beyond the noise frontier and quality, with
+    their intervals where they have one: how much a call moves from one generator fit to the next.
+    ``rows``: ``seed, group, distance_ratio, distance_lo, distance_hi, beyond, beyond_lo, beyond_hi,
+    quality``."""
+    panels = (("distance_ratio", "distance_lo", "distance_hi", "distance / spacing"),
+              ("beyond", "beyond_lo", "beyond_hi", "beyond the noise frontier"), ("quality", None, None, "quality"))
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.2), layout="constrained")
+    groups = list(dict.fromkeys(rows["group"]))
+    for ax, (col, lo, hi, label) in zip(axes, panels):
+        for j, g in enumerate(groups):
+            d = rows[rows["group"] == g]
+            color, marker = group_style(g)
+            xs = d["seed"].to_numpy(float) + 0.08 * (j - (len(groups) - 1) / 2)
+            err = None
+            if lo is not None:
+                err = np.abs(np.stack([d[col] - d[lo], d[hi] - d[col]]).astype(float))
+            ax.errorbar(xs, d[col], yerr=err, fmt=marker, color=color, ms=6, capsize=2, label=g)
+        ax.set_xticks(sorted(rows["seed"].unique()))
+        ax.set_xlabel("fit seed")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    fig.suptitle(title, fontsize=10)
     return fig

@@ -110,8 +110,9 @@ def novelty_table(
     IoU) and ``nearest_training``; with weights: ``min_l2`` and ``nearest_training_l2``; with
     ``aligned="fast"`` (everything aligned once to ``reference``, default the first training model),
     ``"nearest"`` (the fast path, then exact per-pair matching with each model's ``candidates``
-    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2`` (for the training
-    set and ``aligned_groups`` only when given, NaN for the others); with points: ``min_chamfer`` (clouds
+    nearest by it) or ``"exact"`` (every pair) and a ``space``: ``aligned_min_l2`` and
+    ``nearest_training_aligned`` (for the training set and ``aligned_groups`` only when given, NaN for
+    the others); with points: ``min_chamfer`` (clouds
     normalised to zero mean and unit std; ``inf`` for an empty shape), ``nearest_training_chamfer``
     and ``empty_shape``. The training set's rows never compare a model with itself.
     Subsample rows afterwards (``df.groupby("group").sample(100, random_state=0)``), not before, so
@@ -160,7 +161,7 @@ def novelty_table(
                 rows = value.double().square() > margin
                 if own is not False:  # rows that exclude their own training model: all or none
                     rows = rows.any().expand_as(rows)
-                best = value.clone()
+                best, best_index = value.clone(), index.clone()
                 if bool(rows.any()):
                     if aligned == "exact":
                         dist = aligned_l2(space, s.weights[rows], train.weights, progress=progress, backend=backend)
@@ -173,8 +174,9 @@ def novelty_table(
                         if aligned == "nearest":
                             dist = refine_nearest(space, s.weights[rows], train.weights,
                                                   mask_self(dist, own, float("inf")), candidates=candidates)
-                    best[rows] = min_distance_to_training(dist, own)[0].to(best.dtype)
-                cols["aligned_min_l2"] = _np(best)
+                    nearest_value, nearest_index = min_distance_to_training(dist, own)
+                    best[rows], best_index[rows] = nearest_value.to(best.dtype), nearest_index.to(best_index.dtype)
+                cols["aligned_min_l2"], cols["nearest_training_aligned"] = _np(best), _np(best_index)
         if s.points is not None and train.points is not None:
             value, index = min_distance_to_training(chamfer_distance(s.points, train.points, backend=backend), own)
             cols["min_chamfer"], cols["nearest_training_chamfer"] = _np(value), _np(index)

@@ -17,9 +17,12 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.scale{color:#555}
 .scroll{overflow-x:auto;max-width:100%;margin:1em 0}
-table{border-collapse:collapse;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th,td{white-space:nowrap}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+table{border-collapse:collapse;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th,td{white-space:nowrap}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.prose{white-space:normal;min-width:16em}
+ul.notes{font-size:.9em;color:#333;margin-top:-.4em}ul.notes li{margin:.2em 0}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:.92em}
 pre{background:#f7f7f7;padding:1em;overflow:auto;max-height:32em;font-size:.8em;white-space:pre}
 ol.rule li{margin:.3em 0}
@@ -41,6 +44,11 @@ def fmt(value) -> str:
             return "∞" if value > 0 else "−∞"
         return f"{value:#.{DIGITS}g}".rstrip(".")
     return str(value)
+
+
+def interval(value, low, high) -> str:
+    """A value and its interval in one cell: ``0.520 [0.410, 0.630]``."""
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
 
 
 def rounded(df: pd.DataFrame) -> pd.DataFrame:
@@ -73,6 +81,8 @@ class Report:
     results: dict = field(default_factory=dict)
     configs: dict = field(default_factory=dict)
     rule: list[str] = field(default_factory=list)  # how the verdicts are decided, one sentence per item
+    notes: dict[str, list[str]] = field(default_factory=dict)  # short explanations under a table ("summary": the first)
+    scale: str = ""  # one line on the size of what was run
 
     def add_figure(self, section: str, png: bytes, caption: str, name: str) -> None:
         self.figures.append(ReportFigure(section, png, caption, name))
@@ -101,16 +111,26 @@ def _slug(name: str) -> str:
 
 
 def _table_html(df: pd.DataFrame, table_id: str) -> str:
-    """A table in a horizontal scroll box, headers with spaces instead of underscores; columns of
-    sentences (any cell over 80 characters) wrap instead of stretching the table."""
+    """A table in a horizontal scroll box, headers with spaces instead of underscores, text left-aligned
+    and numbers right-aligned in one format; columns of sentences (any cell over 60 characters) wrap
+    instead of stretching the table."""
     shown = df.rename(columns=lambda c: str(c).replace("_", " "))
-    body = shown.to_html(index=False, table_id=table_id, border=0, escape=True, na_rep="–",
-                         formatters={c: fmt for c in shown.columns})
-    prose = [i + 1 for i, c in enumerate(shown.columns)
-             if shown[c].map(lambda v: isinstance(v, str) and len(v) > 80).any()]
-    style = "".join(f"#{table_id} td:nth-child({k}){{white-space:normal;min-width:28em;text-align:left}}"
-                    f"#{table_id} th:nth-child({k}){{text-align:left}}" for k in prose)
-    return (f"<style>{style}</style>" if style else "") + f"<div class='scroll'>{body}</div>"
+    prose = {c for c in shown.columns if shown[c].map(lambda v: isinstance(v, str) and len(v) > 60).any()}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    rows = []
+    for record in shown.itertuples(index=False):
+        cells = []
+        for c, v in zip(shown.columns, record):
+            cls = "prose" if c in prose else ("num" if isinstance(v, (int, float, np.integer, np.floating))
+                                                and not isinstance(v, (bool, np.bool_)) else "")
+            cells.append(f"<td class='{cls}'>{html.escape(fmt(v))}</td>" if cls else f"<td>{html.escape(fmt(v))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='scroll'><table id='{table_id}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _notes_html(notes) -> str:
+    return ("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>") if notes else ""
 
 
 def _config_text(configs: dict) -> str:
@@ -140,23 +160,27 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(report.title)}</h1>"]
+    if report.scale:
+        parts.append(f"<p class='scale'>{html.escape(report.scale)}</p>")
     if report.intro:
         parts.append(f"<p>{html.escape(report.intro)}</p>")
-    parts += ["<h2>Summary</h2>", _table_html(report.summary, "summary")]
+    parts += ["<h2>Summary</h2>", _table_html(report.summary, "summary"), _notes_html(report.notes.get("summary"))]
     if report.rule:
         parts += ["<h3>How the verdict is decided</h3><ol class='rule'>",
                   *[f"<li>{html.escape(line)}</li>" for line in report.rule], "</ol>"]
     sections = {f.section for f in report.figures}
     for name, df in report.tables.items():
         if name not in sections:  # a table named like a figure section is shown in that section
-            parts += [f"<h2>{html.escape(name)}</h2>", _table_html(df, f"table-{_slug(name)}")]
+            parts += [f"<h2>{html.escape(name)}</h2>", _table_html(df, f"table-{_slug(name)}"),
+                      _notes_html(report.notes.get(name))]
     section = None
     for fig in report.figures:
         if fig.section != section:
             section = fig.section
             parts.append(f"<h2>{html.escape(section)}</h2>")
             if section in report.tables:
-                parts.append(_table_html(report.tables[section], f"table-{_slug(section)}"))
+                parts += [_table_html(report.tables[section], f"table-{_slug(section)}"),
+                          _notes_html(report.notes.get(section))]
         data = base64.b64encode(fig.png).decode()
         parts.append(f"<figure id='fig-{html.escape(fig.name)}'><img alt='{html.escape(fig.caption)}' "
                      f"src='data:image/png;base64,{data}'><figcaption>{html.escape(fig.caption)}</figcaption></figure>")

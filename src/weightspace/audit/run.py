@@ -225,11 +225,12 @@ class Baselines:
 
 def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int = 0, generated: Tensor | None = None,
                   paper_sigmas: Sequence[float] = (), noise_source: Tensor | None = None,
-                  space: WeightSpace | None = None, ks: Sequence[int] = AVERAGE_KS,
+                  space: WeightSpace | None = None, align: bool = True, ks: Sequence[int] = AVERAGE_KS,
                   lambdas: Sequence[float] = ALIGNED_LAMBDAS) -> Baselines:
     """``n`` models from each baseline, evaluated: the average of k checkpoints for each of ``ks``,
     the per-parameter Gaussian, aligned interpolation for each of ``lambdas`` (with a ``space`` that
-    has permutation groups) and noise addition over the σ sweep of :func:`noise_sigmas` plus the
+    has permutation groups; ``align=False``: in the models' own neuron order) and noise addition
+    over the σ sweep of :func:`noise_sigmas` plus the
     paper's own σ values (groups named with ``PAPER``). Noise is added to ``noise_source`` (default:
     the training checkpoints; Hyper-Representations: the reconstructed top 30%). All perturb only the
     coordinates that vary across the training checkpoints (P-diff's fine-tuned layers)."""
@@ -241,7 +242,7 @@ def baseline_sets(evaluator: ZooEvaluator, train: Tensor, n: int, *, seed: int =
     aligned = {}
     if space is not None and space.groups and len(train) >= 2:
         for i, lam in enumerate(lambdas):
-            gen = AlignedInterpolation(lam=float(lam), space=space).fit(train)
+            gen = AlignedInterpolation(lam=float(lam), space=space, align=align).fit(train)
             aligned[float(lam)] = evaluator.model_set(f"{ALIGNED_PREFIX}{lam:g}", gen.sample(n, seed + 200 + i))
     sweep = [(s, "") for s in noise_sigmas(train, generated)] + [(float(s), PAPER) for s in paper_sigmas]
     noise = {s: evaluator.model_set(f"{NOISE_PREFIX}{s:.2g}{tag}",
@@ -306,16 +307,19 @@ def audit_groups(
 def audit_with_controls(label: str, evaluator: ZooEvaluator, reference: ModelSet, groups: Sequence[ModelSet],
                         n: int, *, space: WeightSpace | None, seed: int, generated: Tensor | None = None,
                         paper_sigmas: Sequence[float] = (), noise_source: Tensor | None = None,
-                        heldout: ModelSet | None = None, progress: bool = False, backend=None) -> Audit:
+                        heldout: ModelSet | None = None, align: bool = True, progress: bool = False,
+                        backend=None) -> Audit:
     """Baselines and controls drawn from ``reference`` with ``seed``, then ``groups`` and all of them
     audited alike (:func:`audit_groups`); ``generated`` (weights, optional) extends the noise sweep
-    to where the generated models lie."""
+    to where the generated models lie; ``align=False``: distances and blends in the models' own neuron
+    order (models that descend from one base)."""
     baselines = baseline_sets(evaluator, reference.weights, n, seed=seed, generated=generated,
-                              paper_sigmas=paper_sigmas, noise_source=noise_source, space=space)
-    controls, expected, notes = control_sets(evaluator, reference, n, space=space, seed=seed, sweep=baselines.noise,
-                                             noise_source=noise_source, heldout=heldout)
+                              paper_sigmas=paper_sigmas, noise_source=noise_source, space=space, align=align)
+    controls, expected, notes = control_sets(evaluator, reference, n, space=space, align=align, seed=seed,
+                                             sweep=baselines.noise, noise_source=noise_source, heldout=heldout)
     return audit_groups(label, reference, groups, baselines, controls=controls, expected=expected, notes=notes,
-                        labels=evaluator.labels, space=space, seed=seed, progress=progress, backend=backend)
+                        labels=evaluator.labels, space=space if align else None, seed=seed, progress=progress,
+                        backend=backend)
 
 
 def _scatter_sample(table: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -47,6 +47,9 @@ INTERPOLATES, REPLICATES, NO_BETTER, NOVEL = "interpolates", "replicates", "no b
 INCONCLUSIVE, NO_MAJORITY = "inconclusive", "no majority"
 VERDICTS = (INTERPOLATES, REPLICATES, NO_BETTER, NOVEL)  # the order they are tested
 DISTANCES = ("aligned_min_l2", "min_l2", "min_chamfer")  # the replica axis's measure, first present wins
+NEAREST = {"aligned_min_l2": "nearest_training_aligned", "min_l2": "nearest_training_l2",
+           "min_chamfer": "nearest_training_chamfer", "max_similarity": "nearest_training"}
+COVERAGE_MODELS = 100
 MIN_ERRORS = 100  # below this many test errors per model, error-IoU rests on a handful of examples
 AXES = ("interpolation", "replica", "noise")
 PASSES, FAILS, UNCHECKED = "passes", "fails", "unchecked"
@@ -85,6 +88,13 @@ def robust_sd(values: np.ndarray) -> float:
         return 0.0
     q1, q3 = np.quantile(finite, [0.25, 0.75])
     return float((q3 - q1) / 1.349)
+
+
+def coverage(nearest: np.ndarray) -> float:
+    """Distinct nearest reference models per 100 models (of the first ``COVERAGE_MODELS``): a generator
+    that copies a few checkpoints covers few of them, fresh runs many."""
+    first = np.asarray(nearest)[:COVERAGE_MODELS]
+    return 100.0 * len(np.unique(first)) / max(len(first), 1)
 
 
 def _families(interpolation: Sequence[str] | Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -154,9 +164,11 @@ def verdict(
     if _has(rows, distance) and _has(train, distance) and _has(null_rows, distance):
         d, dt, d0 = (r[distance].to_numpy(float) for r in (rows, train, null_rows))
         spacing = max(float(np.median(dt)), 1e-300)
-        bar = min(float(np.quantile(d0, replica_quantile)), replica_max_ratio * float(np.median(d0))) / spacing
+        quantile = float(np.quantile(d0, replica_quantile)) / spacing
+        bar = min(quantile, replica_max_ratio * float(np.median(d0)) / spacing)
         out.update(replica_measure=distance, median_min_distance=float(np.median(d)), training_spacing=spacing,
-                   distance_ratio=float(np.median(d)) / spacing, replica_threshold_ratio=bar,
+                   distance_ratio=float(np.median(d)) / spacing, replica_quantile_ratio=quantile,
+                   replica_threshold_ratio=bar,
                    replica_null=null or training,
                    replica_threshold_ci=_bar_interval(d0, spacing, replica_quantile, replica_max_ratio, n_boot,
                                                       confidence, seed),
@@ -171,6 +183,10 @@ def verdict(
     else:
         raise ConfigError(f"table: needs a '{similarity}' column or one of {list(DISTANCES)} for groups "
                           f"'{group}' and '{training}'")
+
+    nearest = NEAREST.get(out["replica_measure"], "nearest_training")
+    if _has(rows, nearest):
+        out["coverage"] = coverage(rows[nearest].to_numpy())
 
     # interpolation: inside one family's box on every measure
     regions, matched = {}, []
@@ -348,7 +364,7 @@ def pooled_verdict(per_seed: Sequence[Mapping]) -> dict:
            "matches_interpolation": [bool(v["matches_interpolation"]) for v in per_seed],
            "quality_ok": [bool(v.get("quality_ok", False)) for v in per_seed]}
     for key in ("distance_ratio", "replica_threshold_ratio", "fraction_beyond_frontier", "median_quality",
-                "training_median_quality", "quality_floor", "median_similarity", "median_errors"):
+                "training_median_quality", "quality_floor", "median_similarity", "median_errors", "coverage"):
         values = [v[key] for v in per_seed if key in v]
         if values:
             out[key] = float(np.median(values))

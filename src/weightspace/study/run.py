@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 
 from ..align import l2_distances
 from ..audit.controls import HELDOUT
-from ..audit.figures import min_distance_histogram, png_bytes
+from ..audit.figures import (
+    coverage_bars,
+    min_distance_histogram,
+    png_bytes,
+    seed_spread,
+    similarity_histogram,
+)
 from ..audit.novelty import ModelSet
 from ..audit.report import Report, ReportFigure, write_report
 from ..audit.run import (
@@ -41,12 +47,16 @@ from .ablation import ablation_figure, run_ablation
 from .paper_calls import headline, paper_comparison
 from .presets import COST_ORDER, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
+from .tables import axes_table, beyond_every_rows, controls_table, pooled_table, seed_table
 
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
 RAW = " (raw checkpoints)"  # suffix of the audit against the raw checkpoints where the paper's reference differs
 # Where the reference is not the training models themselves (Hyper-Representations' reconstructions),
 # the training models are audited as a group too: what a copy of a raw checkpoint scores there.
 COPIES_OF_TRAINING = "copies of training models"
+SCALE = ("Scale: CPU-sized versions of the paper's settings: 7 × 7 inputs (P-diff, Hyper-Representations), the "
+         "paper's 784→10→10 MLP (G.pt, weightspace's own), 2-D shapes instead of 3-D (HyperDiffusion); the quick "
+         "preset draws 100 models per group.")
 
 
 class _Stages:
@@ -126,6 +136,8 @@ class MethodPart:
     per_model: dict[int, pd.DataFrame]
     figures: list[ReportFigure] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    data: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _final_epoch_histogram(s: DataSetting, zoo: Zoo, reference: ModelSet, generated: ModelSet,
@@ -219,11 +231,12 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
         groups = [sets[g] for g in (s.label, COPIES_OF_TRAINING) if g in sets]
         audit = audit_with_controls(s.label, evaluator, reference, groups, n, space=zoo.space, seed=fs,
                                     generated=generated, paper_sigmas=s.paper_sigmas,
-                                    noise_source=s.noise_source(zoo, gen), heldout=seen_heldout)
+                                    noise_source=s.noise_source(zoo, gen), heldout=seen_heldout, align=s.aligned)
         raw_audit = None
         if not own and fs == seed:  # the other view, shown beside the paper's
             raw_audit = audit_with_controls(s.label + RAW, evaluator, raw, [sets[s.label]], n, space=zoo.space,
-                                            seed=fs, generated=generated, paper_sigmas=s.paper_sigmas, heldout=heldout)
+                                            seed=fs, generated=generated, paper_sigmas=s.paper_sigmas, heldout=heldout,
+                                            align=s.aligned)
         stages.done(f"audit (seed {fs})")
         runs.append(SeedRun(fs, audit, sets, {"name": s.generator_name, "config": gen.config()}, raw_audit,
                             _final_epoch_histogram(s, zoo, reference, sets[s.label], s.label)))
@@ -244,10 +257,47 @@ def _shown_run(result: MethodResult) -> SeedRun:
     return next((r for r in result.runs if r.audit.verdicts[result.setting.label]["verdict"] == call), result.runs[0])
 
 
+def _spread_rows(result: MethodResult) -> pd.DataFrame:
+    """Per seed, the generated group's and the held-out runs' numbers for the seed-spread figure."""
+    rows = []
+    for r in result.runs:
+        for g in (result.setting.label, HELDOUT):
+            v = r.audit.verdicts.get(g)
+            if v is None:
+                continue
+            d, f = v.get("distance_ratio_ci", (float("nan"),) * 2), v.get("fraction_ci", (float("nan"),) * 2)
+            rows.append({"seed": r.seed, "group": g, "distance_ratio": v.get("distance_ratio", float("nan")),
+                         "distance_lo": d[0], "distance_hi": d[1],
+                         "beyond": v.get("fraction_beyond_frontier", float("nan")), "beyond_lo": f[0], "beyond_hi": f[1],
+                         "quality": v["median_quality"]})
+    return pd.DataFrame(rows)
+
+
 def _figures(report: Report, result: MethodResult, run: SeedRun) -> None:
-    label = result.setting.label
+    label, name = result.setting.label, result.setting.name
     audit_figures(report, run.audit, run.sets, label, result.evaluator, seed=run.seed,
                   paper_sigmas=result.setting.paper_sigmas)
+    t = run.audit.table
+    shown = [TRAINING, label, *(g for g in run.audit.expected)]
+    sim = run.audit.similarity
+    report.add_figure(label, png_bytes(similarity_histogram(
+        t[t["group"].isin(shown)], column=sim, title=f"{label} (seed {run.seed})",
+        xlabel="max error-IoU similarity to the reference" if sim == "max_similarity"
+        else "− min Chamfer distance to the reference shapes")),
+        f"{label}: each group's similarity to its most similar reference model, in function space (seed "
+        f"{run.seed}). Copies pile up at the right; new models sit where the reference models' own similarity "
+        "to each other sits.", f"{name}-similarity-hist")
+    covered = {g: run.audit.verdicts[g]["coverage"] for g in [label, *run.audit.expected]
+               if "coverage" in run.audit.verdicts.get(g, {})}
+    if covered:
+        report.add_figure(label, png_bytes(coverage_bars(covered, title=f"{label} (seed {run.seed})")),
+                          f"{label}: distinct nearest reference models per 100 models of each group (seed {run.seed}). "
+                          "A generator that reproduces a few checkpoints covers few; fresh runs cover many.",
+                          f"{name}-coverage")
+    if len(result.runs) > 1:
+        report.add_figure(label, png_bytes(seed_spread(_spread_rows(result), title=label)),
+                          f"{label}: the generated models and the held-out runs per generator fit seed, with 95% "
+                          "bootstrap intervals: how far a call moves from one seed to the next.", f"{name}-seeds")
     if run.raw_audit is not None:
         report.tables[f"{label}: against the raw checkpoints"] = pd.DataFrame(run.raw_audit.summary_rows())
     if run.final_epoch is not None:
@@ -288,6 +338,7 @@ def pooled_rows(result: MethodResult) -> list[dict]:
             "quality": v.get("median_quality", float("nan")),
             "quality (reference)": v.get("training_median_quality", float("nan")),
             "quality floor": v.get("quality_floor", float("nan")),
+            "coverage": v.get("coverage", float("nan")),
             "median test errors": v.get("median_errors", float("nan")),
             "seeds": len(v["seed_verdicts"]), "reasons": "; ".join(v["reasons"]), "warnings": "; ".join(v["warnings"]),
         })
@@ -299,12 +350,12 @@ def seed_rows(result: MethodResult) -> list[dict]:
     return [{"seed": r.seed, **row} for r in result.runs for row in r.audit.summary_rows()]
 
 
-def control_table(result: MethodResult) -> list[dict]:
+def control_records(result: MethodResult) -> list[dict]:
     """Every seed's controls: expected, got, pass, with the reason where the rule was inconclusive."""
     return [{"method": result.setting.label, "seed": r.seed, **row} for r in result.runs for row in r.audit.control_rows()]
 
 
-def axes_table(result: MethodResult) -> list[dict]:
+def axis_records(result: MethodResult) -> list[dict]:
     """Every seed's check of each axis on the controls."""
     return [{"method": result.setting.label, "seed": r.seed, "axis": axis, **check}
             for r in result.runs for axis, check in r.audit.axes.items()]
@@ -321,7 +372,7 @@ def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: boo
     """:func:`run_method` plus its report figures and tables, keeping only what pickles (a study
     worker process returns this)."""
     r = run_method(name, out, preset, seed=seed, seeds=seeds, progress=progress, stage_lines=stage_lines)
-    part = MethodPart(name, r.setting.label, pooled_rows(r), seed_rows(r), control_table(r), axes_table(r),
+    part = MethodPart(name, r.setting.label, pooled_rows(r), seed_rows(r), control_records(r), axis_records(r),
                       r.pooled, [_seed_record(x) for x in r.runs], r.timings, r.samples,
                       r.zoo.info.get("config", {}), r.reference_view, r.reference_span, list(r.setting.paper_sigmas),
                       r.runs[0].audit.sigmas, r.runs[0].raw_audit.verdicts if r.runs[0].raw_audit else None,
@@ -331,12 +382,18 @@ def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: boo
         {"pooled": part.pooled, "seeds": part.seeds, "timings_s": part.timings, "summary": part.summary},
         default=str, indent=1))
     report = Report(name, pd.DataFrame())
-    shown = _shown_run(r)
-    _figures(report, r, shown)
+    _figures(report, r, _shown_run(r))
     beyond = [x.audit.beyond_every.assign(seed=x.seed) for x in r.runs if x.audit.beyond_every is not None]
     if beyond:
-        report.tables[f"{r.setting.label}: beyond every baseline frontier"] = pd.concat(beyond, ignore_index=True)
-    part.figures, part.tables = report.figures, report.tables
+        every = pd.concat(beyond, ignore_index=True)
+        name = f"{r.setting.label}: beyond every baseline frontier"
+        report.tables[name] = beyond_every_rows(every)
+        report.notes[name] = ["beyond every frontier: the fraction of the group's models whose quality beats the "
+                              "highest of the baselines' frontiers at their similarity, with a 95% bootstrap "
+                              "interval; noise, average of k, Gaussian, aligned λ: the fraction beyond that "
+                              "baseline's frontier alone."]
+        report.data[f"{r.setting.label}: beyond every baseline frontier, every number"] = every
+    part.figures, part.tables, part.data, part.notes = report.figures, report.tables, report.data, report.notes
     return part
 
 
@@ -415,15 +472,23 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
                      "samples": r.samples, "noise_sigmas": r.noise_sigmas, "paper_sigmas": r.paper_sigmas}
             for r in parts}},
     )
+    report.scale = SCALE
+    report.notes["summary"] = [f"{r['method']}: {r['where they differ, measured']}"
+                               for r in comparison.to_dict("records") if r["where they differ, measured"] != "—"]
+    report.tables["Controls"], report.notes["Controls"] = controls_table(parts)
+    report.tables["The rule's axes on the controls"], report.notes["The rule's axes on the controls"] = axes_table(parts)
     if len(comparison):
-        report.tables["Verdicts against the paper's"] = comparison
-    report.tables["Controls"] = pd.DataFrame([row for r in parts for row in r.control_rows])
-    report.tables["The rule's axes on the controls"] = pd.DataFrame([row for r in parts for row in r.axes])
-    report.tables["Pooled verdicts per group"] = pd.DataFrame([row for r in parts for row in r.summary])
-    report.tables["Verdicts per seed"] = pd.DataFrame([row for r in parts for row in r.seed_rows])
+        report.tables["Verdicts against the paper's"] = comparison.drop(columns="where they differ, measured")
+    report.tables["Pooled verdicts per group"] = pooled_table(parts)
+    report.tables["Generated models per seed"] = seed_table(parts)
+    report.data["pooled verdicts, every number"] = pd.DataFrame([row for r in parts for row in r.summary])
+    report.data["verdicts per seed, every number"] = pd.DataFrame([row for r in parts for row in r.seed_rows])
+    report.data["controls per seed"] = pd.DataFrame([row for r in parts for row in r.control_rows])
     for r in parts:
         report.figures += r.figures
         report.tables.update(r.tables)
+        report.data.update(r.data)
+        report.notes.update(r.notes)
         for s, table in r.per_model.items():
             report.data[f"{r.name} per model seed {s}"] = table
     report.results = {r.name: {"pooled": r.pooled, "seeds": r.seeds, "timings_s": r.timings,

@@ -69,6 +69,9 @@ class DataSetting(ABC):
     paper_sigmas: ClassVar[tuple[float, ...]] = ()  # the paper's noise σ (raw weights), marked beside the sweep
     samples: ClassVar[int] = 200  # samples per generated group in the paper
     options: ClassVar[Mapping[str, Mapping]] = {}  # per data preset, generator options the study fits with
+    # neuron-permutation-aligned distances and blends; False where every model descends from one base
+    # and keeps its neuron order (fine-tunes): matching would find the identity, at a large cost
+    aligned: ClassVar[bool] = True
 
     @property
     def generator_name(self) -> str:

@@ -36,13 +36,13 @@ PRESETS = {
     # 2 × (32 + 992)), 200 steps, one checkpoint each. The base is trained until its validation
     # accuracy stops improving (Adam at 0.002: about 0.83 from epoch 14 on, while its training loss
     # keeps falling; docs/study.md has the curve).
-    "default": {"base_epochs": 15, "finetune_steps": 200, "channels": (16, 32, 992),
+    "default": {"base_epochs": 15, "base_lr": 0.002, "finetune_steps": 200, "channels": (16, 32, 992),
                 "dataset": {"name": "fashion-mnist", "image": True, "image_size": 7, "max_train": 6000,
                             "max_test": 2000}},
-    "tiny": {"base_epochs": 2, "finetune_steps": 20, "channels": (16, 32, 32),
+    "tiny": {"base_epochs": 2, "base_lr": 0.01, "finetune_steps": 20, "channels": (16, 32, 32),
              "dataset": {"name": "digits", "image": True}},
 }
-BASE_HPARAMS = {"lr": 0.002, "optimizer": "adam"}
+BASE_OPTIMIZER = "adam"
 FINETUNE_HPARAMS = {"lr": 0.2, "optimizer": "sgd", "momentum": 0.9}
 # What build_data records and the code below reads (checked when a zoo is opened as P-diff's).
 ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int,
@@ -57,6 +57,8 @@ class PDiffSetting(DataSetting):
     paper_sigmas = (0.06, 0.12)
     samples = 200  # the paper generates 200 models per P-diff setting
     options: ClassVar[dict] = {"tiny": {"ae_steps": 200, "ddpm_steps": 200}}
+    # every checkpoint is a fine-tune of one base (its frozen layers shared): plain L2, as the paper
+    aligned = False
 
     def build(self, out: str | Path, *, preset: str = "default", progress: bool = True, seed: int = 0) -> Zoo:
         """Train the base CNN, then fine-tune its last two BatchNorm layers one checkpoint per step,
@@ -67,20 +69,23 @@ class PDiffSetting(DataSetting):
         if preset not in PRESETS:
             raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
         p = PRESETS[preset]
+        made = Path(out) / "zoo.json"
+        if made.is_file():  # fail before training, and before the layout check of another preset's zoo
+            recorded = Zoo.open(out).info.get("config", {})
+            if (recorded.get("preset"), recorded.get("seed")) != (preset, int(seed)):
+                raise ConfigError(f"preset: the zoo at {out} was built with preset {recorded.get('preset')!r} and "
+                                  f"seed {recorded.get('seed')!r}, not {preset!r} and {seed!r}; use another directory")
         dataset = load_dataset(**p["dataset"])
         arch = CNN(dataset.input_shape[0], dataset.input_shape[-1], out_features=dataset.num_classes,
                    channels=p["channels"], fc_widths=())
         config = {"method": "pdiff", "preset": preset, "seed": int(seed), "dataset": p["dataset"],
-                  "channels": list(p["channels"]), "trainable": list(TRAINABLE), "base": {**BASE_HPARAMS, "epochs": p["base_epochs"]},
+                  "channels": list(p["channels"]), "trainable": list(TRAINABLE), "base": {"lr": p["base_lr"], "optimizer": BASE_OPTIMIZER, "epochs": p["base_epochs"]},
                   "finetune": {**FINETUNE_HPARAMS, "steps": p["finetune_steps"]}}
         zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
-        if (zoo.info["config"].get("preset"), zoo.info["config"].get("seed")) != (preset, int(seed)):
-            raise ConfigError(f"preset: the zoo at {out} was built with preset "
-                              f"{zoo.info['config'].get('preset')!r} and seed {zoo.info['config'].get('seed')!r}, "
-                              f"not {preset!r} and {seed!r}; use another directory")
         evals = ("val", "test")
         first = int(seed) * 10_000
-        train_population(arch, dataset, [Run(BASE_RUN, first, HParams(**BASE_HPARAMS, epochs=p["base_epochs"]))],
+        base_hp = HParams(lr=p["base_lr"], optimizer=BASE_OPTIMIZER, epochs=p["base_epochs"])
+        train_population(arch, dataset, [Run(BASE_RUN, first, base_hp)],
                          zoo, TrainConfig(eval_splits=evals), progress=progress)
         base = base_weights(zoo)
         steps_per_epoch = math.ceil(dataset.x_train.shape[0] / TrainConfig().batch_size)

@@ -38,12 +38,17 @@ def fitted(zoo, weights):
 
 def test_build_data_fits_one_mlp_per_shape_from_the_first_shapes_fit(zoo, weights):
     df = zoo.index()
-    assert len(df) == 4 and weights.shape == (4, zoo.space.num_params)
+    # 4 training shapes' MLPs and, held out, the 4 test shapes fitted alike
+    assert len(df) == 8 and weights.shape == (4, zoo.space.num_params)
+    assert hd.SETTING.heldout(zoo).shape == (4, zoo.space.num_params)
     inits = df["hparams"].map(lambda h: json.loads(h)["init"])
     extra = df["extra"].map(json.loads)
     first = df["model_id"] == "shape-00000"
     assert (inits[first] == "random").all() and (inits[~first] == "first-shape").all()
-    assert sorted(e["shape_index"] for e in extra) == [0, 1, 2, 3]
+    split = extra.map(lambda e: e.get("split", "train"))
+    assert sorted(e["shape_index"] for e in extra[split == "train"]) == [0, 1, 2, 3]
+    assert sorted(e["shape_index"] for e in extra[split == "test"]) == [0, 1, 2, 3]
+    assert df.loc[split == "test", "model_id"].str.startswith("heldout-").all()
     assert (df["train_acc"] > 0.9).all()
     assert min(e["iou"] for e in extra) > 0.85  # each MLP draws its own silhouette
     assert df["run_id"].str.contains("/").all()  # the source image's id
@@ -51,7 +56,7 @@ def test_build_data_fits_one_mlp_per_shape_from_the_first_shapes_fit(zoo, weight
 
 def test_build_data_resumes_without_refitting(zoo, weights):
     again = build_data(zoo.root, preset="tiny", progress=False)
-    assert len(again) == 4 and torch.equal(hd.SETTING.training(again), weights)
+    assert len(again) == 8 and torch.equal(hd.SETTING.training(again), weights)
     with pytest.raises(ConfigError, match="use another directory"):
         build_data(zoo.root, preset="default", progress=False)
 

@@ -11,6 +11,9 @@ ARCHS = [
     (MLP(8, (6, 5), 3), (8,)),
     (CNN(2, 8, channels=(4, 3, 5), fc_widths=(6,)), (2, 8, 8)),
     (CNN(1, 9, channels=(4, 3), fc_widths=(), batchnorm=False, activation="leaky_relu"), (1, 9, 9)),
+    # 7 × 7 inputs leave a 1 × 1 map for the last convolution (P-diff's): its BatchNorm folded into it
+    (CNN(1, 7, channels=(4, 3, 9), fc_widths=(5,)), (1, 7, 7)),
+    (CNN(1, 7, channels=(4, 3, 9), fc_widths=(), batchnorm=False, activation="gelu"), (1, 7, 7)),
     (OccupancyMLP(3, (8, 8), 1, n_frequencies=2), (3,)),
 ]
 
@@ -37,14 +40,14 @@ def test_models_equal_up_to_a_layer_give_each_models_own_outputs(varying, batchn
     and every model still gets exactly its own function."""
     if not batchnorm and varying and varying[0].startswith("norms"):
         varying = ("convs.2.bias",)
-    arch = CNN(2, 8, channels=(4, 3, 5), fc_widths=(6,), batchnorm=batchnorm)
+    arch = CNN(2, 7, channels=(4, 3, 5), fc_widths=(6,), batchnorm=batchnorm)
     base = arch.init([0])[0]
     W = base.expand(3, -1).clone()
     for name in varying:
         sl = arch.space.slice(name)
         W[:, sl] += 0.3 * torch.randn(3, sl.stop - sl.start, generator=torch.Generator().manual_seed(1))
     module = arch.module().eval()
-    x = torch.randn(7, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(7, 2, 7, 7, generator=torch.Generator().manual_seed(2))  # a 1 × 1 map for the last conv
     out = arch.logits(W, x)
     for i in range(3):
         assert torch.allclose(functional_call(module, arch.space.unflatten(W[i]), (x,)), out[i], atol=1e-5)

@@ -486,6 +486,8 @@ class CNN(Architecture):
         pool_first = not train and self.activation in MONOTONE
         buffers = {}
         for i in range(len(self.channels)):
+            if not train and h.shape[-2:] == (1, 1):  # a 1x1 map: the rest is matrix products per model
+                return self._vector_tail(params, i, h, shared, n_models, act), buffers
             w = params[f"convs.{i}.weight"]
             b = None if self.batchnorm else params[f"convs.{i}.bias"]
             if shared and not train and _same_for_all(w) and (b is None or _same_for_all(b)):
@@ -517,6 +519,41 @@ class CNN(Architecture):
                 if train:
                     h = inverted_dropout(h, dropout, generator)
         return h, buffers
+
+    def _vector_tail(self, params, start: int, h: Tensor, shared: bool, n_models: int, act) -> Tensor:
+        """Evaluation from conv ``start`` on, where the maps are 1x1: each convolution meets only its
+        kernels' centres, so it is a matrix product per model with the BatchNorm folded into it, and
+        the global average pool is the identity. Models stay in their own rows (``[N, B, C]``), so
+        nothing is transposed between layers (P-diff's 992-channel layer: most of the evaluation)."""
+        v = h.reshape(h.shape[0], -1)
+        if not shared:
+            v = v.reshape(v.shape[0], n_models, -1).transpose(0, 1)  # [N, B, C]
+        for i in range(start, len(self.channels)):
+            w = params[f"convs.{i}.weight"]
+            k = w.shape[-1]
+            weight = w[..., k // 2, k // 2]  # [N, out, in]
+            if self.batchnorm:
+                pre = f"norms.{i}."
+                scale = params[pre + "weight"] / (params[pre + "running_var"] + 1e-5).sqrt()
+                weight, bias = weight * scale[..., None], params[pre + "bias"] - params[pre + "running_mean"] * scale
+            else:
+                bias = params[f"convs.{i}.bias"]
+            if shared and _same_for_all(weight) and _same_for_all(bias):
+                v = torch.addmm(bias[0], v, weight[0].T)
+            else:  # the bias as one more input column: one product, no pass to broadcast it
+                ones = v.new_ones(*v.shape[:-1], 1)
+                x = torch.cat([v, ones], -1).expand(n_models, -1, -1) if shared else torch.cat([v, ones], -1)
+                v, shared = torch.bmm(x, torch.cat([weight, bias[..., None]], -1).transpose(1, 2)), False
+            inplace = ACTIVATIONS_OUT.get(self.activation)
+            v = inplace(v, v) if inplace is not None else act(v)
+        if shared:
+            v = v.expand(n_models, *v.shape)
+        n_fc = len(self.fc_widths) + 1
+        for j in range(n_fc):
+            v = _linear(v, params[f"fcs.{j}.weight"], params[f"fcs.{j}.bias"])
+            if j < n_fc - 1:
+                v = act(v)
+        return v
 
     def _batchnorm(self, params, i, h, train):
         pre = f"norms.{i}."

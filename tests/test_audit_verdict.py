@@ -251,3 +251,22 @@ def test_runs_a_few_percent_closer_are_not_replicas_where_the_spacing_barely_var
     v = verdict(table, "held-out runs")
     assert v["distance_ratio_ci"][1] < v["replica_quantile_ratio"]  # the quantile alone would call replicas
     assert not v["replicates"] and v["replica_threshold_ratio"] == pytest.approx(0.8)
+
+
+def test_only_a_control_in_the_same_familys_box_confuses_an_interpolation_call():
+    """Strong noise among the averages (both collapse to low quality) says nothing about a group that
+    sits with the aligned midpoints: that group stays an interpolation."""
+    table, expected = _controlled_table(noise_quality=0.3)
+    table = pd.concat([table, rows("averages", min_l2=spread(2.0, 0.05), max_similarity=spread(0.7, 0.05),
+                                   quality=spread(0.3, 0.02))])
+    families = {"averages": ["averages"], "midpoints": ["midpoints"]}
+    frontier = frontier_through([0.99, 0.9, 0.7, 0.5], [0.9, 0.8, 0.5, 0.2])
+
+    def classify(g):
+        return verdict(table, g, frontier=frontier, interpolation=families, null="held-out runs")
+
+    axes = check_axes({g: classify(g) for g in expected}, expected)
+    assert axes["interpolation"]["false_positives"] == ["strong noise"]
+    assert axes["interpolation"]["families"] == {"strong noise": ["averages"]}
+    assert with_axes(classify("g"), axes)["verdict"] == "interpolates"  # with the midpoints
+    assert with_axes(classify("strong noise"), axes)["verdict"] == "inconclusive"

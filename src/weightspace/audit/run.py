@@ -153,7 +153,7 @@ class Audit:
                 "method": self.name,
                 "group": "generated" if i == 0 else g,
                 "verdict": v["verdict"],
-                "replicates": "yes" if v["replicates"] else "no",
+                "replicates": ("yes" if v["replicates"] else "no") if v.get("replica_measured", True) else "not measured",
                 "distance / spacing": v.get("distance_ratio", np.nan),
                 "replica below": v.get("replica_threshold_ratio", np.nan),
                 "distance": DISTANCE_NAMES.get(v["replica_measure"], v["replica_measure"]),

@@ -161,7 +161,11 @@ def verdict(
     if distance is None:
         distance = next((d for d in DISTANCES if _has(rows, d) and _has(train, d)), None)
     null_rows = group_rows(table, null) if null is not None else train
-    if _has(rows, distance) and _has(train, distance) and _has(null_rows, distance):
+    unmeasured = distance is None and next((d for d in DISTANCES if _has(train, d)), None)
+    out["replica_measured"] = not unmeasured
+    if unmeasured:  # the reference has weights, this group only predictions: no distance to it
+        out.update(replica_measure="not measured", replicates=False)
+    elif _has(rows, distance) and _has(train, distance) and _has(null_rows, distance):
         d, dt, d0 = (r[distance].to_numpy(float) for r in (rows, train, null_rows))
         spacing = max(float(np.median(dt)), 1e-300)
         quantile = float(np.quantile(d0, replica_quantile)) / spacing
@@ -184,7 +188,7 @@ def verdict(
         raise ConfigError(f"table: needs a '{similarity}' column or one of {list(DISTANCES)} for groups "
                           f"'{group}' and '{training}'")
 
-    nearest = NEAREST.get(out["replica_measure"], "nearest_training")
+    nearest = NEAREST.get(out["replica_measure"], "nearest_training")  # predictions only: by error IoU
     if _has(rows, nearest):
         out["coverage"] = coverage(rows[nearest].to_numpy())
 
@@ -240,10 +244,15 @@ def _call(v: Mapping, axes: Mapping[str, Mapping] | None) -> tuple[str, str]:
     for axis, flag, call in flags:
         a = axes.get(axis, {})
         confused = a.get("false_positives") if flag else a.get("false_negatives")
+        if axis == "interpolation" and flag:  # only controls inside the same family's box confuse the call
+            confused = [g for g in confused or () if set(a["families"].get(g, ())) & set(v["matched_baselines"])]
         if confused:
             said = "like" if flag else "unlike"
             return INCONCLUSIVE, (f"{axis} axis: this group is {said} '{call}', and so are controls whose answer "
                                   f"differs: {'; '.join(a['details'][g] for g in confused)}")
+        if axis == "noise" and flag and not v.get("replica_measured", True):
+            return INCONCLUSIVE, ("replica axis not measured (test predictions only, no weights): the group beats "
+                                  "noise and is good, but a copy of a reference model would too")
         if flag or axis == "noise":
             return call if flag else NO_BETTER, ""
     raise AssertionError("unreachable")  # the noise axis always returns
@@ -286,6 +295,8 @@ def check_axes(verdicts: Mapping[str, Mapping], expected: Mapping[str, str]) -> 
             status, reason = PASSES, f"separates {', '.join(pos)} from {', '.join(neg)}"
         out[axis] = {"status": status, "reason": reason, "false_positives": fp, "false_negatives": fn,
                      "details": details}
+        if axis == "interpolation":
+            out[axis]["families"] = {g: list(verdicts[g]["matched_baselines"]) for g in fp}
     return out
 
 

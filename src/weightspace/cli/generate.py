@@ -23,12 +23,13 @@ def _generate_fit(args) -> None:
     from ..zoo.setting import fit_inputs
 
     zoo = Zoo.open(args.zoo)
-    weights, config, context = fit_inputs(zoo, args.method)
+    weights, config, context = fit_inputs(zoo, args.method, where=args.where)
     gen = make_generator(args.method, **{**config, **parse_sets(args.set)})
     start = time.perf_counter()
     gen.fit(weights, progress=not args.quiet, **context)
     out = gen.save(args.out)
     (out / "fit.json").write_text(json.dumps({"zoo": str(Path(args.zoo).resolve()), "generator": args.method,
+                                              "where": args.where,
                                               "config": gen.config(), "training_models": len(weights),
                                               "seconds": round(time.perf_counter() - start, 2)}, indent=2))
     print(f"fitted {args.method} on {len(weights)} checkpoints of {zoo.root} → {out}")
@@ -55,6 +56,8 @@ def register(sub) -> None:
     fit.add_argument("method", help="a registered generator: pdiff, hyperrep, gpt, hyperdiffusion, aligned, noise, "
                      "average, gaussian, aligned-interpolation")
     fit.add_argument("--zoo", required=True)
+    fit.add_argument("--where", help="SQL condition on the zoo's index selecting the training checkpoints (default: "
+                     "the method's selection, else every checkpoint)")
     add_output(fit, "generate fit", required=True)
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. --set sigma=0.02")
     fit.add_argument("--quiet", action="store_true")

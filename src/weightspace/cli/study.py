@@ -43,7 +43,8 @@ def _audit(args) -> None:
     from ..audit.external import audit_generated, verdict_lines
 
     path = audit_generated(args.train, args.generated, args.out, task=args.task, seed=args.seed,
-                           backend=backend_from(args), key=args.key)
+                           backend=backend_from(args), key=args.key, where=args.where, held_out=args.held_out,
+                           progress=not args.quiet)
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}")
 
@@ -72,5 +73,11 @@ def register(sub) -> None:
     add_key_option(audit, "each training checkpoint in the --generated folder")
     add_output(audit, "audit", default="runs/audit")
     audit.add_argument("--seed", type=int, default=0)
+    audit.add_argument("--where", help="SQL condition on the zoo's index selecting the reference (default: the "
+                       "method's training checkpoints, else the final checkpoint of every run)")
+    audit.add_argument("--held-out", dest="held_out", metavar="WHERE",
+                       help="SQL condition selecting runs trained like the others and never shown to the generator: "
+                       "the control that new models beat noise (their final checkpoints unless --where is given)")
+    audit.add_argument("--quiet", action="store_true")
     add_backend_options(audit)
     audit.set_defaults(func=_audit)

@@ -180,13 +180,23 @@ def training_weights(zoo: Zoo) -> Tensor:
 MASKED_BASELINES = ("noise", "average", "gaussian")  # baselines that perturb only the varying coordinates
 
 
-def fit_inputs(zoo: Zoo, generator: str) -> tuple[Tensor, dict, dict]:
-    """What fitting ``generator`` on ``zoo`` takes: the training weights, the constructor arguments
+def fit_inputs(zoo: Zoo, generator: str, where: str | None = None) -> tuple[Tensor, dict, dict]:
+    """What fitting ``generator`` on ``zoo`` takes: the training weights (``where``: the index rows
+    that match it; default the method's selection, else every checkpoint), the constructor arguments
     and the ``fit`` context. The method that built the zoo gives its own generator its config and
-    context; the masked baselines get the coordinates that vary across the training checkpoints
-    (P-diff's fine-tuned layers), so noise and sampling touch only what the generators model."""
+    context (with its own selection only); the masked baselines get the coordinates that vary across
+    the training checkpoints (P-diff's fine-tuned layers), so noise and sampling touch only what the
+    generators model."""
     s = setting_for_zoo(zoo)
-    weights = s.training(zoo) if s is not None else zoo.load()[0]
+    if where is not None:
+        weights = zoo.load(where)[0]
+        if not len(weights):
+            raise ConfigError(f"--where {where!r}: selects no model of {zoo.root}")
+        if s is not None and generator == s.generator_name:
+            raise ConfigError(f"--where: the {s.label} generator learns from its setting's own selection "
+                              f"(its fit context describes those checkpoints); fit it without --where")
+    else:
+        weights = s.training(zoo) if s is not None else zoo.load()[0]
     if generator in MASKED_BASELINES:
         return weights, {}, ({"mask": weights.std(0) > 0} if len(weights) > 1 else {})
     if s is None or generator != s.generator_name:

@@ -266,3 +266,15 @@ def test_empty_shapes_are_infinitely_far_counted_and_reported():
     v = verdict(table, "generated", frontier=frontier, similarity="chamfer_similarity")
     assert v["empty_shapes"] == 1 and "1 of 12 shapes are empty" in v["warnings"][0]
     assert v["replica_measure"] == "min_chamfer" and v["verdict"] == "replicates"
+
+
+def test_two_sample_auc_tells_apart_what_differs_and_not_what_does_not():
+    from weightspace.audit.two_sample import two_sample_auc
+
+    rng = np.random.default_rng(0)
+    same = two_sample_auc(rng.normal(size=(80, 3)), rng.normal(size=(40, 3)), seed=1)
+    shifted = two_sample_auc(rng.normal(size=(80, 3)) + [1.5, 0, 0], rng.normal(size=(40, 3)), seed=1)
+    assert same["ci_low"] < 0.5 < same["ci_high"] and same["auc"] < 0.65
+    assert shifted["auc"] > 0.8 and shifted["ci_low"] > 0.6
+    with pytest.raises(ConfigError, match="at least 2 models"):
+        two_sample_auc(np.zeros((1, 3)), np.zeros((5, 3)))

@@ -45,6 +45,7 @@ from .novelty import (
 )
 from .report import Report
 from .similarity import min_distance_to_training, nearest_spacing
+from .two_sample import group_auc
 from .verdict import check_axes, control_rows, verdict, with_axes
 
 TRAINING = "training"
@@ -165,6 +166,7 @@ class Audit:
                 "quality (generated)": v["median_quality"],
                 "quality (reference)": v["training_median_quality"],
                 "quality floor": v["quality_floor"],
+                "two-sample AUC": v.get("two_sample", {}).get("auc", np.nan),
                 "similarity to reference": v.get("median_similarity", np.nan),
                 "similarity among reference": v.get("training_nn_similarity", np.nan),
                 "median test errors": v.get("median_errors", np.nan),
@@ -298,6 +300,10 @@ def audit_groups(
     measured = {m.name: classify(m.name) for m in [*generated, *controls, *interpolation]}
     axes = check_axes({c: measured[c] for c in expected}, expected)
     verdicts = {g: with_axes(v, axes) for g, v in measured.items()}
+    if HELDOUT in expected:  # can a classifier tell each group from fresh runs?
+        for m in [*generated, *controls]:
+            if m.name != HELDOUT and len(m) >= 2:
+                verdicts[m.name]["two_sample"] = group_auc(table, m.name, HELDOUT, seed=seed)
     sweeps = baselines.sweeps()
     beyond = beyond_every_table(table, similarity, sweeps, [m.name for m in [*generated, *controls]], seed=seed)
     return Audit(name, table, similarity, frontier, verdicts, {m.name: s for s, m in noise.items()},

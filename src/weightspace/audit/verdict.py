@@ -379,6 +379,9 @@ def pooled_verdict(per_seed: Sequence[Mapping]) -> dict:
         values = [v[key] for v in per_seed if key in v]
         if values:
             out[key] = float(np.median(values))
+    aucs = [v["two_sample"]["auc"] for v in per_seed if "two_sample" in v]
+    if aucs:
+        out["two_sample_auc"] = float(np.median(aucs))
     cis = [v["fraction_ci"] for v in per_seed if "fraction_ci" in v]
     if cis:
         out["fraction_ci_range"] = (float(min(c[0] for c in cis)), float(max(c[1] for c in cis)))

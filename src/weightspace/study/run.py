@@ -339,6 +339,7 @@ def pooled_rows(result: MethodResult) -> list[dict]:
             "quality (reference)": v.get("training_median_quality", float("nan")),
             "quality floor": v.get("quality_floor", float("nan")),
             "coverage": v.get("coverage", float("nan")),
+            "two-sample AUC": v.get("two_sample_auc", float("nan")),
             "median test errors": v.get("median_errors", float("nan")),
             "seeds": len(v["seed_verdicts"]), "reasons": "; ".join(v["reasons"]), "warnings": "; ".join(v["warnings"]),
         })

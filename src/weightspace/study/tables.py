@@ -61,7 +61,8 @@ def pooled_table(parts: Sequence) -> pd.DataFrame:
                          "distance / spacing (bar)": f"{fmt(r['distance / spacing'])} ({fmt(r['replica bar'])})",
                          "beyond noise (CI range)": interval(r["beyond noise frontier"], lo, hi),
                          "quality (floor)": f"{fmt(r['quality'])} ({fmt(r['quality floor'])})",
-                         "coverage": r["coverage"], "errors": _count(r["median test errors"])})
+                         "coverage": r["coverage"], "AUC": r["two-sample AUC"],
+                         "errors": _count(r["median test errors"])})
     return pd.DataFrame(rows)
 
 
@@ -78,6 +79,7 @@ def seed_table(parts: Sequence) -> pd.DataFrame:
                          "replica bar": v.get("replica_threshold_ratio", NAN),
                          "beyond noise": interval(v.get("fraction_beyond_frontier", NAN), f_lo, f_hi),
                          "quality": v["median_quality"], "coverage": v.get("coverage", NAN),
+                         "AUC vs held-out": _auc(v.get("two_sample")),
                          "test errors": _count(v.get("median_errors", NAN))})
     return pd.DataFrame(rows)
 
@@ -101,3 +103,8 @@ def beyond_every_rows(table: pd.DataFrame) -> pd.DataFrame:
                      "beyond every frontier": interval(r["beyond every frontier"], r["CI low"], r["CI high"]),
                      **per, "similarity": r["median similarity"], "quality": r["median quality"]})
     return pd.DataFrame(rows)
+
+
+def _auc(result: dict | None) -> str:
+    """The two-sample AUC against held-out runs with its interval, or a dash where there are none."""
+    return "–" if not result else interval(result["auc"], result["ci_low"], result["ci_high"])

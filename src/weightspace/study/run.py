@@ -47,13 +47,22 @@ from .ablation import ablation_figure, run_ablation
 from .paper_calls import headline, paper_comparison
 from .presets import COST_ORDER, PRESETS
 from .symmetry_check import symmetry_check, symmetry_figure
-from .tables import axes_table, beyond_every_rows, controls_table, pooled_table, seed_table
+from .tables import (
+    axes_table,
+    beyond_every_rows,
+    controls_table,
+    pooled_table,
+    seed_table,
+)
 
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
 RAW = " (raw checkpoints)"  # suffix of the audit against the raw checkpoints where the paper's reference differs
 # Where the reference is not the training models themselves (Hyper-Representations' reconstructions),
 # the training models are audited as a group too: what a copy of a raw checkpoint scores there.
 COPIES_OF_TRAINING = "copies of training models"
+BEYOND_NOTE = ("beyond every frontier: the fraction of the group's models whose quality beats the highest of the "
+               "baselines' frontiers at their similarity, with a 95% bootstrap interval; noise, average of k, "
+               "Gaussian, aligned λ: the fraction beyond that baseline's frontier alone.")
 SCALE = ("Scale: CPU-sized versions of the paper's settings: 7 × 7 inputs (P-diff, Hyper-Representations), the "
          "paper's 784→10→10 MLP (G.pt, weightspace's own), 2-D shapes instead of 3-D (HyperDiffusion); the quick "
          "preset draws 100 models per group.")
@@ -387,12 +396,9 @@ def method_part(name: str, out: Path, preset: dict, seed: int = 0, progress: boo
     beyond = [x.audit.beyond_every.assign(seed=x.seed) for x in r.runs if x.audit.beyond_every is not None]
     if beyond:
         every = pd.concat(beyond, ignore_index=True)
-        name = f"{r.setting.label}: beyond every baseline frontier"
-        report.tables[name] = beyond_every_rows(every)
-        report.notes[name] = ["beyond every frontier: the fraction of the group's models whose quality beats the "
-                              "highest of the baselines' frontiers at their similarity, with a 95% bootstrap "
-                              "interval; noise, average of k, Gaussian, aligned λ: the fraction beyond that "
-                              "baseline's frontier alone."]
+        title = f"{r.setting.label}: beyond every baseline frontier"
+        report.tables[title] = beyond_every_rows(every)
+        report.notes[title] = [BEYOND_NOTE]
         report.data[f"{r.setting.label}: beyond every baseline frontier, every number"] = every
     part.figures, part.tables, part.data, part.notes = report.figures, report.tables, report.data, report.notes
     return part

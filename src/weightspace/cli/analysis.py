@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError
-from .common import add_key_option, add_output
+from ..errors import ConfigError, LayoutError
+from .common import add_key_option, add_output, add_threads
 
 
 def _predict_accuracy(args) -> None:
@@ -18,12 +18,9 @@ def _predict_accuracy(args) -> None:
         return
     if len(args.paths) != 1:
         raise ConfigError("predict-accuracy: give one zoo directory (or --model P and checkpoint files)")
-    import torch
-
     from ..analysis.predictors import evaluate_predictors
     from ..zoo import Zoo
 
-    torch.set_num_threads(args.threads)
     zoo = Zoo.open(args.paths[0])
     weights, table = zoo.load(args.where)
     result, fitted = evaluate_predictors(weights, table, zoo.space, names=args.predictors.split(",") if args.predictors
@@ -113,7 +110,7 @@ def register(sub) -> None:
     p.add_argument("--where", help="SQL filter over the zoo index, e.g. \"epoch >= 2\"")
     p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of runs held out (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict_accuracy)
     r = sub.add_parser("regions", help="knowledge regions: clustering, embeddings, in-region and centroid accuracy")
@@ -125,5 +122,6 @@ def register(sub) -> None:
     r.add_argument("--samples", type=int, default=32, help="convex combinations per region (default 32)")
     r.add_argument("--seed", type=int, default=0)
     add_output(r, "regions", default="runs/regions", help="output directory (default runs/regions)")
+    add_threads(r)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_regions)

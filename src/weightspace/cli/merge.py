@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pandas as pd
 
-from .common import add_key_option, add_output_file
+from ..errors import OutputError
+from .common import add_key_option, add_output, add_output_file, add_threads
 
 
 def _merge(args) -> None:
@@ -57,6 +61,7 @@ def register(sub) -> None:
     merge.add_argument("config", help="YAML: merge_method, base_model, models (files, HF folders, ZOO::ID), parameters")
     add_output_file(merge, "merge", positional=True, help="output .safetensors file, or a folder (gets model.safetensors)")
     add_key_option(merge, "each training checkpoint among the models")
+    add_threads(merge)
     merge.set_defaults(func=_merge)
 
     soup = sub.add_parser("soup", help="a model soup of a zoo's models (uniform by default)")
@@ -67,6 +72,7 @@ def register(sub) -> None:
     soup.add_argument("--strict", action="store_true", help="greedy: take a model only if the soup strictly improves")
     soup.add_argument("--where", help="SQL filter over index columns, e.g. \"epoch = 20\"")
     add_output_file(soup, "soup", default="soup.safetensors", help="output file or folder (default soup.safetensors)")
+    add_threads(soup)
     soup.add_argument("--quiet", action="store_true", help="no progress bar")
     soup.set_defaults(func=_soup)
 
@@ -77,6 +83,7 @@ def register(sub) -> None:
     align.add_argument("--method", choices=("weight", "activation"), default="weight")
     align.add_argument("--zoo", help="a zoo of the models' architecture (and data, for activation matching)")
     add_key_option(align, "A and B, where they are training checkpoints")
+    add_threads(align)
     align.set_defaults(func=_align)
 
     bar = sub.add_parser("barrier", help="loss/error along the linear path between two models, and its barrier")
@@ -89,4 +96,5 @@ def register(sub) -> None:
     bar.add_argument("--zoo", help="zoo giving the data set and architecture (default: A's zoo)")
     bar.add_argument("--figure", help="write the curves' figure here (.png/.svg)")
     add_key_option(bar, "A and B, where they are training checkpoints")
+    add_threads(bar)
     bar.set_defaults(func=_barrier)

@@ -45,11 +45,27 @@ def test_train_info_export(tmp_path, capsys):
     assert main(["zoo", "info", str(out), "--verify"]) == 0
     text = capsys.readouterr().out
     assert "mlp-64x16x10-relu" in text and "12 checkpoints from 6 runs" in text and "optimizer (2 values)" in text
+    example = max(zoo.ids())
+    assert f"ids        like {example}" in text and f"{out}::{example}" in text  # the ZOO::ID form, with a real id
+    where = next(line for line in text.splitlines() if line.startswith("--where"))
+    assert "run_id, seed, epoch, step" in where and "test_acc" in where and "json_extract(hparams, '$.lr')" in where
+    assert '"epoch = 3"' in where and "optimizer" in where
     assert main(["zoo", "export", str(out), str(tmp_path / "export"), "--where", "epoch = 3"]) == 0
     from safetensors.torch import load_file
 
     w = load_file(tmp_path / "export" / "weights.safetensors")["weights"]
     assert torch.equal(w, zoo.load("epoch = 3")[0])
+
+
+def test_an_unknown_model_id_is_answered_with_the_right_form(tmp_path):
+    from weightspace.errors import ZooError
+
+    zoo = build_zoo({**CONFIG, "population": {**CONFIG["population"], "runs": 2}}, out=tmp_path / "z", progress=False)
+    with pytest.raises(ZooError, match=r"has no models \['r0001-e0003'\]; did you mean 'r00001-e0003'\? its ids "
+                                       r"look like 'r00001-e0003'"):
+        zoo.load(ids=["r0001-e0003"])  # one digit short, as the README once wrote them
+    with pytest.raises(ZooError, match=r"its ids look like 'r00001-e0003' \(see 'weightspace zoo info'"):
+        zoo.load(ids=["final"])
 
 
 def _subcommands(parser, prefix=()):

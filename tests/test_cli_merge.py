@@ -95,6 +95,14 @@ def test_align_keeps_the_function_and_moves_closer(zoo, tmp_path, capsys, method
     assert saved["l2_after"] < saved["l2_before"]
 
 
+def test_an_unknown_model_id_shows_the_zoos_own(zoo, tmp_path, capsys):
+    ids = _ids(zoo)
+    assert main(["align", f"{zoo.root}::{ids[0]}", f"{zoo.root}::r0001-e0003", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no models ['r0001-e0003']" in err and f"did you mean {ids[1]!r}?" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_align_plain_files_need_a_layout(zoo, tmp_path, capsys):
     w, _ = zoo.load(ids=_ids(zoo)[:2])
     for i in range(2):

@@ -21,6 +21,9 @@ def zoo_summary(zoo) -> str:
         f"{len(zoo.space.groups)} permutation groups",
         f"data       {task.get('name')} {task.get('sizes', '')}",
         f"models     {len(df)} checkpoints from {df['run_id'].nunique() if len(df) else 0} runs",
+        *([f"ids        like {df['model_id'].iloc[-1]}; one model, as merge, align and barrier take it: "
+           f"{zoo.root}::{df['model_id'].iloc[-1]}"] if len(df) else []),
+        f"--where    {where_columns(df)}",
     ]
     metric_cols = [c for c in ("train_acc", "val_acc", "test_acc", "test_loss") if c in df and df[c].notna().any()]
     if len(df) and metric_cols:
@@ -36,6 +39,17 @@ def zoo_summary(zoo) -> str:
             lines += ["", "varied hyper-parameters: " + ", ".join(
                 f"{c[3:]} ({df[c].nunique()} values)" for c in hp)]
     return "\n".join(lines)
+
+
+def where_columns(index: pd.DataFrame) -> str:
+    """What ``--where`` filters on, as one line: the index columns, and this zoo's hyper-parameters."""
+    from ..zoo.store import METRICS
+
+    hp = [c[3:] for c in index.columns if c.startswith("hp_")]
+    key = next((k for k in ("epoch", "step") if index[k].notna().any()), None)
+    last = f'; e.g. "{key} = {index[key].max()}"' if key else ""
+    return (f"SQL over model_id, run_id, seed, epoch, step, {', '.join(METRICS)}; hyper-parameters as "
+            f"json_extract(hparams, '$.{hp[0] if hp else 'NAME'}')" + (f" ({', '.join(hp)})" if hp else "") + last)
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -81,6 +81,35 @@ def test_soup(zoo, tmp_path, capsys, flag):
     assert set(load_file(str(out))) == set(zoo.space.names)
 
 
+def test_a_soup_at_chance_says_so_and_points_to_align_and_greedy(zoo, tmp_path, capsys):
+    from weightspace.zoo import Zoo
+
+    one = build_zoo({**CONFIG, "population": {**CONFIG["population"], "runs": 1}}, out=tmp_path / "z", progress=False)
+    w, rows = one.load()
+    one.add("negated", -w[0], {"run_id": "negated", "seed": 0, "epoch": int(rows["epoch"][0])})  # the mean: zeros
+    assert main(["soup", str(one.root), "--out", str(tmp_path / "s.safetensors"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    acc = yaml.safe_load((tmp_path / "s.safetensors").with_suffix(".yaml").read_text())["soup_test_acc"]
+    assert acc < 0.15 and f"uniform soup: val acc" in captured.out
+    warnings = captured.err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: the uniform soup is at chance (test acc {acc:.3f}; "
+                                                         "chance 0.100)")
+    assert "weightspace align" in warnings[0] and "--greedy" in warnings[0]
+    assert len(Zoo.open(one.root)) == 2
+    assert main(["soup", str(zoo.root), "--out", str(tmp_path / "fine.safetensors"), "--quiet", "--greedy"]) == 0
+    assert capsys.readouterr().err == ""  # a soup well above chance, of final checkpoints only: nothing to say
+
+
+def test_a_soup_over_several_epochs_says_so_unless_where_chose(tmp_path, capsys):
+    epochs = build_zoo({**CONFIG, "training": {"checkpoint_epochs": [1, 3]}}, out=tmp_path / "z", progress=False)
+    assert main(["soup", str(epochs.root), "--out", str(tmp_path / "a.safetensors"), "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert 'warning: the soup mixes checkpoints from 2 epochs (1, 3); choose one with --where "epoch = 3"' in err
+    assert main(["soup", str(epochs.root), "--out", str(tmp_path / "b.safetensors"), "--quiet",
+                 "--where", "epoch = 3"]) == 0
+    assert "mixes" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method", ["weight", "activation"])
 def test_align_keeps_the_function_and_moves_closer(zoo, tmp_path, capsys, method):
     ids = _ids(zoo)

@@ -31,6 +31,29 @@ def _soup(args) -> None:
     print(f"{kind} soup: val acc {summary['soup_val_acc']:.4f}, test acc {summary['soup_test_acc']:.4f}; "
           f"best single (by val): val {summary['best_single_val_acc']:.4f}, test {summary['best_single_test_acc']:.4f}")
     print(f"→ {path}")
+    for line in _soup_warnings(kind, summary, args.where):
+        print(f"warning: {line}", file=sys.stderr)
+
+
+CHANCE_MARGIN = 0.05  # a soup's test accuracy this close to 1/classes is at chance
+
+
+def _soup_warnings(kind: str, summary: dict, where: str | None) -> list[str]:
+    """What a soup's numbers say is probably wrong: a soup at chance (its models do not share one
+    basin), and a selection that mixes checkpoints from several points of training."""
+    lines = []
+    chance = summary["chance_acc"]
+    if summary["soup_test_acc"] <= chance + CHANCE_MARGIN < summary["best_single_test_acc"]:
+        lines.append(f"the {kind} soup is at chance (test acc {summary['soup_test_acc']:.3f}; chance {chance:.3f}): its "
+                     "models do not share one basin; align them to one model first (weightspace align) or take a "
+                     "greedy soup (--greedy)")
+    key = next((k for k in ("epoch", "step") if k in summary), None)
+    if where is None and key and len(summary[key]) > 1:
+        values = summary[key]
+        shown = ", ".join(map(str, values[:8])) + (" ..." if len(values) > 8 else "")
+        lines.append(f"the soup mixes checkpoints from {len(values)} {key}s ({shown}); choose one with --where "
+                     f"\"{key} = {values[-1]}\"")
+    return lines
 
 
 def _align(args) -> None:

@@ -144,10 +144,23 @@ def test_align_plain_files_need_a_layout(zoo, tmp_path, capsys):
 
 
 def test_barrier_prints_curves_and_writes_the_figure(zoo, tmp_path, capsys):
+    import pandas as pd
+
     ids = _ids(zoo)
     fig = tmp_path / "curves.png"
-    assert main(["barrier", f"{zoo.root}::{ids[0]}", f"{zoo.root}::{ids[1]}", "--repair", "--points", "5",
-                 "--figure", str(fig)]) == 0
+    pair = [f"{zoo.root}::{ids[0]}", f"{zoo.root}::{ids[1]}"]
+    assert main(["barrier", *pair, "--repair", "--points", "5", "--figure", str(fig)]) == 0
     text = capsys.readouterr().out
     assert "plain" in text and "weight matching + REPAIR" in text and "loss_barrier" in text
+    assert "test loss along the straight path from A (λ = 0) to B (λ = 1)" in text and "\nbarriers (" in text
     assert fig.stat().st_size > 1000
+    curves = pd.read_csv(tmp_path / "curves.csv")  # beside the figure
+    assert list(curves.columns) == ["variant", "lam", "loss", "acc", "error"] and len(curves) == 15
+    assert f"→ {tmp_path / 'curves.csv'}" in text
+    assert main(["barrier", *pair, "--points", "5", "--figure", str(fig)]) == 2  # the table is not replaced ...
+    assert "curves.csv exists" in capsys.readouterr().err and len(pd.read_csv(tmp_path / "curves.csv")) == 15
+    assert main(["barrier", *pair, "--points", "5", "--out", str(tmp_path / "out")]) == 0  # ... a folder takes all
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"curves.csv", "barriers.csv", "curves.png"}
+    barriers = pd.read_csv(tmp_path / "out" / "barriers.csv")
+    assert list(barriers["variant"]) == ["plain", "weight matching"]
+    assert list(barriers.columns) == ["variant", "loss_barrier", "error_barrier"]

@@ -66,17 +66,32 @@ def _align(args) -> None:
 def _barrier(args) -> None:
     from ..merge.run import barrier_curves, barrier_table
 
+    out = Path(args.out) if args.out else None  # claimed for this command by weightspace.cli.main
+    figure = Path(args.figure) if args.figure else out / "curves.png" if out else None
+    csv = out / "curves.csv" if out else figure.with_suffix(".csv") if figure else None
+    if out is None and csv is not None and csv.exists() and not args.force:
+        raise OutputError(f"--figure {figure}: {csv} exists (the curves are written beside the figure); choose "
+                          "another name, or pass --force to replace it")
     curves = barrier_curves(args.a, args.b, align=args.align, repair=args.repair, zoo=args.zoo, points=args.points,
                             key=args.key)
+    table = barrier_table(curves)
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
-        print(curves.pivot(index="lam", columns="variant", values="loss").to_string())
-        print()
-        print(barrier_table(curves).to_string(index=False))
-    if args.figure:
+        print("test loss along the straight path from A (λ = 0) to B (λ = 1), one column per variant:")
+        print(curves.pivot(index="lam", columns="variant", values="loss").rename_axis("λ").to_string())
+        print("\nbarriers (the largest rise above the straight line between the end points; error as a fraction "
+              "of the test examples):")
+        print(table.to_string(index=False))
+    if csv is not None:
+        curves[["variant", "lam", "loss", "acc", "error"]].to_csv(csv, index=False)
+        print(f"\ncurves (loss, acc, error at every λ) → {csv}")
+    if out is not None:
+        table.to_csv(out / "barriers.csv", index=False)
+        print(f"barriers → {out / 'barriers.csv'}")
+    if figure is not None:
         from ..merge.figures import plot_interpolation
 
-        plot_interpolation(curves, title=f"{args.a}  →  {args.b}").savefig(args.figure, dpi=120)
-        print(f"figure → {args.figure}")
+        plot_interpolation(curves, title=f"{args.a}  →  {args.b}").savefig(figure, dpi=120)
+        print(f"figure → {figure}")
 
 
 def register(sub) -> None:
@@ -117,7 +132,8 @@ def register(sub) -> None:
     bar.add_argument("--repair", action="store_true", help="also REPAIR the interpolated models")
     bar.add_argument("--points", type=int, default=11, help="λ grid size (default 11)")
     bar.add_argument("--zoo", help="zoo giving the data set and architecture (default: A's zoo)")
-    bar.add_argument("--figure", help="write the curves' figure here (.png/.svg)")
+    bar.add_argument("--figure", help="write the curves' figure here (.png/.svg), and the curves beside it (.csv)")
+    add_output(bar, "barrier", help="write curves.csv, barriers.csv and curves.png here")
     add_key_option(bar, "A and B, where they are training checkpoints")
     add_threads(bar)
     bar.set_defaults(func=_barrier)

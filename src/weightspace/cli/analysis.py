@@ -50,27 +50,47 @@ def _score_checkpoints(args) -> None:
     from ..zoo.build import model_activations
 
     if not args.paths:
-        raise ConfigError("predict-accuracy --model: give the checkpoint files (or zoo directories) to score")
-    if args.key is not None and not any(is_training_checkpoint_file(p) for p in args.paths):
-        raise ConfigError(f"--key {args.key!r}: none of the paths is a training checkpoint file (.pt, .pth, .bin, "
-                          ".ckpt); --key picks an entry inside those")
+        raise ConfigError("predict-accuracy --model: give the zoos, folders of checkpoints or checkpoint files to "
+                          "score")
+    sources = [m for path in args.paths for m in _models_at(Path(path))]  # every path checked before any is read
+    if args.key is not None and not any(is_training_checkpoint_file(f) for f in sources if isinstance(f, Path)):
+        raise ConfigError(f"--key {args.key!r}: none of the checkpoints is a training checkpoint file (.pt, .pth, "
+                          ".bin, .ckpt); --key picks an entry inside those")
     pred = load_predictor(args.model)
     names, rows, activations = [], [], []
-    for path in args.paths:
-        p = Path(path)
-        if p.is_dir() and (p / "zoo.json").exists():
-            w, df = Zoo.open(p).load()
-            names += [f"{p}:{m}" for m in df["model_id"]]
+    for source in sources:
+        if isinstance(source, Zoo):
+            w, df = source.load()
+            names += [f"{source.root}::{m}" for m in df["model_id"]]
             rows.append(w)
             recorded = model_activations(df) or [None] * len(df)
             activations += [a or args.activation for a in recorded]
-        else:
-            sd, _ = load_weights(p, args.key if is_training_checkpoint_file(p) else None)
-            names.append(str(p))
+            continue
+        sd, _ = load_weights(source, args.key if is_training_checkpoint_file(source) else None)
+        try:
             rows.append(pred.space.flatten(sd)[None])
-            activations.append(args.activation)
+        except LayoutError as e:
+            raise LayoutError(f"{source}: {e}") from None
+        names.append(str(source))
+        activations.append(args.activation)
     predicted = pred.predict(torch.cat(rows), activations=activations)
     print(pd.DataFrame({"checkpoint": names, "predicted": predicted.round(4)}).to_string(index=False))
+
+
+def _models_at(path: Path) -> list:
+    """What ``predict-accuracy --model`` scores at ``path``, as ``audit --generated`` reads it: a zoo, each
+    checkpoint file in a folder (a Hugging Face folder's model.safetensors, say), or one checkpoint file."""
+    from ..io import SUPPORTED_SUFFIXES, checkpoint_files
+    from ..zoo import Zoo
+
+    if (path / "zoo.json").exists():
+        return [Zoo.open(path)]
+    if path.is_dir():
+        files = checkpoint_files(path)
+        if not files:
+            raise ConfigError(f"{path}: no zoo.json and no checkpoint files ({', '.join(SUPPORTED_SUFFIXES)})")
+        return files
+    return [path]
 
 
 def _regions(args) -> None:
@@ -97,10 +117,10 @@ def _regions(args) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("predict-accuracy", help="predict test accuracy from weights alone",
-                       description="ZOO: fit and evaluate predictors on held-out runs. "
-                       "--model P CHECKPOINTS...: score checkpoints with a saved predictor.")
-    p.add_argument("paths", nargs="*", metavar="ZOO | CHECKPOINT")
-    p.add_argument("--model", help="a saved predictor directory: score the given checkpoints")
+                       description="ZOO: fit and evaluate predictors on held-out runs. --model P PATH...: score "
+                       "the models of zoos, folders of checkpoint files and checkpoint files with a saved predictor.")
+    p.add_argument("paths", nargs="*", metavar="ZOO | FOLDER | CHECKPOINT")
+    p.add_argument("--model", help="a saved predictor directory: score the models at the given paths")
     p.add_argument("--save", help="save the predictor with the best held-out Kendall τ here")
     p.add_argument("--predictors", help="comma list of gbt-statistics, gbt, gbt-spectral, neuron-set, probe (default: all)")
     p.add_argument("--activation", help="with --model: the activation the checkpoint files compute with, for "

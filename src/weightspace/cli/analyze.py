@@ -45,7 +45,8 @@ def _analyze(args) -> None:
         print("\nsummary:")
         print(summary[[c for c in SUMMARY_COLUMNS if c in summary]].head(20).to_string(index=False))
         if len(summary) > 20:
-            print(f"... {len(summary)} models (all in summary.csv)")
+            where = f"in {Path(args.out) / 'summary.csv'}" if args.out else "with --out DIR, in DIR/summary.csv"
+            print(f"... {len(summary)} models (all {where})")
     print(f"\n{len(details)} rows, {int((details['status'] == 'ok').sum()) if len(details) else 0} layers ok, "
           f"fit={args.fit}, {seconds:.2f} s")
     if args.out:

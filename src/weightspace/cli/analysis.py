@@ -54,8 +54,8 @@ def _score_checkpoints(args) -> None:
                           "score")
     sources = [m for path in args.paths for m in _models_at(Path(path))]  # every path checked before any is read
     if args.key is not None and not any(is_training_checkpoint_file(f) for f in sources if isinstance(f, Path)):
-        raise ConfigError(f"--key {args.key!r}: none of the checkpoints is a training checkpoint file (.pt, .pth, "
-                          ".bin, .ckpt); --key picks an entry inside those")
+        raise ConfigError(f"--key {args.key!r}: none of the paths is a training checkpoint file (.pt, .pth, .bin, "
+                          ".ckpt), nor a folder holding one; --key picks an entry inside those")
     pred = load_predictor(args.model)
     names, rows, activations = [], [], []
     for source in sources:

@@ -118,7 +118,7 @@ def test_a_bad_thread_count_is_one_line(value, capsys):
         main(["generate", "fit", "pdiff", "--zoo", "z", "--out", "o", "--threads", value])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1
-    assert f"argument --threads: expected an integer in [1, 1024] (this machine has" in err and repr(value) in err
+    assert "argument --threads: expected an integer in [1, 1024] (this machine has" in err and repr(value) in err
 
 
 def test_zoo_train_threads_given_override_the_configs(tmp_path, monkeypatch, capsys):

@@ -90,7 +90,7 @@ def test_a_soup_at_chance_says_so_and_points_to_align_and_greedy(zoo, tmp_path, 
     assert main(["soup", str(one.root), "--out", str(tmp_path / "s.safetensors"), "--quiet"]) == 0
     captured = capsys.readouterr()
     acc = yaml.safe_load((tmp_path / "s.safetensors").with_suffix(".yaml").read_text())["soup_test_acc"]
-    assert acc < 0.15 and f"uniform soup: val acc" in captured.out
+    assert acc < 0.15 and "uniform soup: val acc" in captured.out
     warnings = captured.err.splitlines()
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: the uniform soup is at chance (test acc {acc:.3f}; "
                                                          "chance 0.100)")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FENCE = re.compile(r"^([ \t]*)```(?:python|py)[ \t]*\n(.*?)^\1```[ \t]*$", re.M | re.S)
-NOT_RUN = re.compile(r"^[ \t]*#[ \t]*not run\b[ \t:]*(.*)$", re.M | re.I)
+FENCE = re.compile(r"^([ \t]*)```(?:python|py)[ \t]*\n(.*?)^\1```[ \t]*$", re.MULTILINE | re.DOTALL)
+NOT_RUN = re.compile(r"^[ \t]*#[ \t]*not run\b[ \t:]*(.*)$", re.MULTILINE | re.IGNORECASE)
 
 
 def code_blocks(text: str) -> list[tuple[int, str]]:
@@ -56,5 +56,5 @@ def test_code_block_runs_as_written(code, tmp_path):
         pytest.skip(f"marked not run: {skip.group(1) or 'no reason given'}")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     assert proc.returncode == 0, f"the block fails as written:\n{code}\n{proc.stderr[-3000:]}"

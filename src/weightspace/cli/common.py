@@ -21,8 +21,8 @@ def zoo_summary(zoo) -> str:
         f"{len(zoo.space.groups)} permutation groups",
         f"data       {task.get('name')} {task.get('sizes', '')}",
         f"models     {len(df)} checkpoints from {df['run_id'].nunique() if len(df) else 0} runs",
-        *([f"ids        like {df['model_id'].iloc[-1]}; one model, as merge, align and barrier take it: "
-           f"{zoo.root}::{df['model_id'].iloc[-1]}"] if len(df) else []),
+        *([(f"ids        like {df['model_id'].iloc[-1]}; one model, as merge, align and barrier take it: "
+            f"{zoo.root}::{df['model_id'].iloc[-1]}")] if len(df) else []),
         f"--where    {where_columns(df)}",
     ]
     metric_cols = [c for c in ("train_acc", "val_acc", "test_acc", "test_loss") if c in df and df[c].notna().any()]

@@ -44,9 +44,9 @@ def _soup_warnings(kind: str, summary: dict, where: str | None) -> list[str]:
     lines = []
     chance = summary["chance_acc"]
     if summary["soup_test_acc"] <= chance + CHANCE_MARGIN < summary["best_single_test_acc"]:
-        lines.append(f"the {kind} soup is at chance (test acc {summary['soup_test_acc']:.3f}; chance {chance:.3f}): its "
-                     "models do not share one basin; align them to one model first (weightspace align) or take a "
-                     "greedy soup (--greedy)")
+        lines.append(f"the {kind} soup is at chance (test acc {summary['soup_test_acc']:.3f}; chance {chance:.3f}): "
+                     "its models do not share one basin; align them to one model first (weightspace align) or take "
+                     "a greedy soup (--greedy)")
     key = next((k for k in ("epoch", "step") if k in summary), None)
     if where is None and key and len(summary[key]) > 1:
         values = summary[key]

@@ -35,6 +35,47 @@ def test_predict_accuracy_trains_saves_and_scores(tmp_path, capsys):
     expected = pred.predict(weights)
     np.testing.assert_allclose(scored[:-1], expected, atol=1e-4)
     assert scored[-1] == pytest.approx(expected[0], abs=1e-4)
+    assert lines[0].split()[0] == f"{zoo.root}::{table['model_id'].iloc[0]}"  # the ZOO::ID form merge and align take
+
+
+def test_predict_accuracy_scores_a_folder_of_checkpoints_as_audit_reads_it(tmp_path, capsys):
+    import torch
+
+    from weightspace.io import save_checkpoint
+
+    zoo = build_zoo({**ZOO, "population": {**ZOO["population"], "runs": 10}}, out=tmp_path / "zoo", progress=False)
+    assert main(["predict-accuracy", str(zoo.root), "--predictors", "gbt-statistics", "--save", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    weights, _ = zoo.load()
+    folder = tmp_path / "generated"
+    folder.mkdir()
+    save_checkpoint(folder / "b.safetensors", zoo.space.unflatten(weights[3]))
+    torch.save({"model_state": zoo.space.unflatten(weights[5])}, folder / "a.PT")  # any case, as audit takes it
+    (folder / "notes.txt").write_text("not a model")
+    capsys.readouterr()
+    assert main(["predict-accuracy", "--model", str(tmp_path / "p"), str(folder), "--key", "model_state"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [line.split()[0] for line in lines] == [str(folder / "a.PT"), str(folder / "b.safetensors")]
+    expected = load_predictor(tmp_path / "p").predict(weights[[5, 3]])
+    np.testing.assert_allclose([float(line.split()[-1]) for line in lines], expected, atol=1e-4)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict-accuracy", "--model", str(tmp_path / "p"), str(empty)]) == 2
+    assert "no zoo.json and no checkpoint files" in capsys.readouterr().err
+
+
+def test_analyze_without_out_claims_no_file(tmp_path, capsys, monkeypatch):
+    zoo = build_zoo({**ZOO, "population": {**ZOO["population"], "runs": 11}}, out=tmp_path / "zoo", progress=False)
+    assert len(zoo) == 22  # more than the 20 rows shown
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", str(zoo.root), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "... 22 models (all with --out DIR, in DIR/summary.csv)" in text and "wrote" not in text
+    assert not list(tmp_path.rglob("summary.csv"))
+    assert main(["analyze", str(zoo.root), "--quiet", "--no-figures", "--out", str(tmp_path / "a")]) == 0
+    text = capsys.readouterr().out
+    assert f"... 22 models (all in {tmp_path / 'a' / 'summary.csv'})" in text
+    assert (tmp_path / "a" / "summary.csv").is_file()
 
 
 def test_probe_predictor_scores_each_model_with_its_own_activation(tmp_path, capsys):

@@ -45,11 +45,99 @@ def test_train_info_export(tmp_path, capsys):
     assert main(["zoo", "info", str(out), "--verify"]) == 0
     text = capsys.readouterr().out
     assert "mlp-64x16x10-relu" in text and "12 checkpoints from 6 runs" in text and "optimizer (2 values)" in text
+    example = max(zoo.ids())
+    assert f"ids        like {example}" in text and f"{out}::{example}" in text  # the ZOO::ID form, with a real id
+    where = next(line for line in text.splitlines() if line.startswith("--where"))
+    assert "run_id, seed, epoch, step" in where and "test_acc" in where and "json_extract(hparams, '$.lr')" in where
+    assert '"epoch = 3"' in where and "optimizer" in where
     assert main(["zoo", "export", str(out), str(tmp_path / "export"), "--where", "epoch = 3"]) == 0
     from safetensors.torch import load_file
 
     w = load_file(tmp_path / "export" / "weights.safetensors")["weights"]
     assert torch.equal(w, zoo.load("epoch = 3")[0])
+
+
+def test_an_unknown_model_id_is_answered_with_the_right_form(tmp_path):
+    from weightspace.errors import ZooError
+
+    zoo = build_zoo({**CONFIG, "population": {**CONFIG["population"], "runs": 2}}, out=tmp_path / "z", progress=False)
+    with pytest.raises(ZooError, match=r"has no models \['r0001-e0003'\]; did you mean 'r00001-e0003'\? its ids "
+                                       r"look like 'r00001-e0003'"):
+        zoo.load(ids=["r0001-e0003"])  # one digit short, as the README once wrote them
+    with pytest.raises(ZooError, match=r"its ids look like 'r00001-e0003' \(see 'weightspace zoo info'"):
+        zoo.load(ids=["final"])
+
+
+def _subcommands(parser, prefix=()):
+    """Every leaf command of the CLI, as its words, with its parser."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subcommands(sub, (*prefix, name))
+            return
+    yield " ".join(prefix), parser
+
+
+def test_every_command_that_computes_takes_threads():
+    from weightspace.cli import build_parser
+
+    without = {name for name, p in _subcommands(build_parser())
+               if not any("--threads" in a.option_strings for a in p._actions)}
+    assert without == {"zoo info", "zoo export"}  # they read and copy files, nothing more
+
+
+def test_threads_are_set_for_the_command_and_given_back(tmp_path, monkeypatch, capsys):
+    from threadpoolctl import threadpool_info
+
+    from weightspace.cli import merge as merge_cli
+
+    def pools():
+        return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info())
+
+    seen = []
+    monkeypatch.setattr(merge_cli, "_soup", lambda args: seen.append((torch.get_num_threads(), pools())))
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        outside = pools()
+        assert main(["soup", "zoo"]) == 0 and main(["soup", "zoo", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2 and pools() == outside
+    finally:
+        torch.set_num_threads(before)
+    (default, default_pools), (two, two_pools) = seen
+    assert default == 1 and {n for _, n in default_pools} == {1}  # torch, and every BLAS and OpenMP loaded
+    assert two == 2 and {n for _, n in two_pools} == {2}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1025", "two", "1.5", ""])
+def test_a_bad_thread_count_is_one_line(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "fit", "pdiff", "--zoo", "z", "--out", "o", "--threads", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "argument --threads: expected an integer in [1, 1024] (this machine has" in err and repr(value) in err
+
+
+def test_zoo_train_threads_given_override_the_configs(tmp_path, monkeypatch, capsys):
+    from weightspace.errors import ConfigError
+    from weightspace.zoo import build
+
+    seen = []
+
+    def build_zoo_seen(source, out, **options):
+        seen.append((source, torch.get_num_threads()))
+        raise ConfigError("seen")
+
+    monkeypatch.setattr(build, "build_zoo", build_zoo_seen)
+    cfg = _write(tmp_path, {**CONFIG, "threads": 2})
+    assert main(["zoo", "train", str(cfg), "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    assert main(["zoo", "train", str(cfg), "--out", str(tmp_path / "b"), "--quiet", "--threads", "1"]) == 2
+    (as_written, threads_default), (overridden, threads_given) = seen
+    assert as_written == str(cfg) and threads_default == 1  # the build then sets the config's own 2
+    assert overridden["threads"] == 1 and overridden["population"] == CONFIG["population"] and threads_given == 1
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,35 @@ def test_soup(zoo, tmp_path, capsys, flag):
     assert set(load_file(str(out))) == set(zoo.space.names)
 
 
+def test_a_soup_at_chance_says_so_and_points_to_align_and_greedy(zoo, tmp_path, capsys):
+    from weightspace.zoo import Zoo
+
+    one = build_zoo({**CONFIG, "population": {**CONFIG["population"], "runs": 1}}, out=tmp_path / "z", progress=False)
+    w, rows = one.load()
+    one.add("negated", -w[0], {"run_id": "negated", "seed": 0, "epoch": int(rows["epoch"][0])})  # the mean: zeros
+    assert main(["soup", str(one.root), "--out", str(tmp_path / "s.safetensors"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    acc = yaml.safe_load((tmp_path / "s.safetensors").with_suffix(".yaml").read_text())["soup_test_acc"]
+    assert acc < 0.15 and "uniform soup: val acc" in captured.out
+    warnings = captured.err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: the uniform soup is at chance (test acc {acc:.3f}; "
+                                                         "chance 0.100)")
+    assert "weightspace align" in warnings[0] and "--greedy" in warnings[0]
+    assert len(Zoo.open(one.root)) == 2
+    assert main(["soup", str(zoo.root), "--out", str(tmp_path / "fine.safetensors"), "--quiet", "--greedy"]) == 0
+    assert capsys.readouterr().err == ""  # a soup well above chance, of final checkpoints only: nothing to say
+
+
+def test_a_soup_over_several_epochs_says_so_unless_where_chose(tmp_path, capsys):
+    epochs = build_zoo({**CONFIG, "training": {"checkpoint_epochs": [1, 3]}}, out=tmp_path / "z", progress=False)
+    assert main(["soup", str(epochs.root), "--out", str(tmp_path / "a.safetensors"), "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert 'warning: the soup mixes checkpoints from 2 epochs (1, 3); choose one with --where "epoch = 3"' in err
+    assert main(["soup", str(epochs.root), "--out", str(tmp_path / "b.safetensors"), "--quiet",
+                 "--where", "epoch = 3"]) == 0
+    assert "mixes" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method", ["weight", "activation"])
 def test_align_keeps_the_function_and_moves_closer(zoo, tmp_path, capsys, method):
     ids = _ids(zoo)
@@ -95,6 +124,14 @@ def test_align_keeps_the_function_and_moves_closer(zoo, tmp_path, capsys, method
     assert saved["l2_after"] < saved["l2_before"]
 
 
+def test_an_unknown_model_id_shows_the_zoos_own(zoo, tmp_path, capsys):
+    ids = _ids(zoo)
+    assert main(["align", f"{zoo.root}::{ids[0]}", f"{zoo.root}::r0001-e0003", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no models ['r0001-e0003']" in err and f"did you mean {ids[1]!r}?" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_align_plain_files_need_a_layout(zoo, tmp_path, capsys):
     w, _ = zoo.load(ids=_ids(zoo)[:2])
     for i in range(2):
@@ -107,10 +144,23 @@ def test_align_plain_files_need_a_layout(zoo, tmp_path, capsys):
 
 
 def test_barrier_prints_curves_and_writes_the_figure(zoo, tmp_path, capsys):
+    import pandas as pd
+
     ids = _ids(zoo)
     fig = tmp_path / "curves.png"
-    assert main(["barrier", f"{zoo.root}::{ids[0]}", f"{zoo.root}::{ids[1]}", "--repair", "--points", "5",
-                 "--figure", str(fig)]) == 0
+    pair = [f"{zoo.root}::{ids[0]}", f"{zoo.root}::{ids[1]}"]
+    assert main(["barrier", *pair, "--repair", "--points", "5", "--figure", str(fig)]) == 0
     text = capsys.readouterr().out
     assert "plain" in text and "weight matching + REPAIR" in text and "loss_barrier" in text
+    assert "test loss along the straight path from A (λ = 0) to B (λ = 1)" in text and "\nbarriers (" in text
     assert fig.stat().st_size > 1000
+    curves = pd.read_csv(tmp_path / "curves.csv")  # beside the figure
+    assert list(curves.columns) == ["variant", "lam", "loss", "acc", "error"] and len(curves) == 15
+    assert f"→ {tmp_path / 'curves.csv'}" in text
+    assert main(["barrier", *pair, "--points", "5", "--figure", str(fig)]) == 2  # the table is not replaced ...
+    assert "curves.csv exists" in capsys.readouterr().err and len(pd.read_csv(tmp_path / "curves.csv")) == 15
+    assert main(["barrier", *pair, "--points", "5", "--out", str(tmp_path / "out")]) == 0  # ... a folder takes all
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"curves.csv", "barriers.csv", "curves.png"}
+    barriers = pd.read_csv(tmp_path / "out" / "barriers.csv")
+    assert list(barriers["variant"]) == ["plain", "weight matching"]
+    assert list(barriers.columns) == ["variant", "loss_barrier", "error_barrier"]

@@ -96,9 +96,10 @@ def test_cli_threads(tmp_path, capsys):
         assert main(args) == 0
     assert (tmp_path / "1" / "details.csv").read_text() == (tmp_path / "2" / "details.csv").read_text()
     capsys.readouterr()
-    assert main(["analyze", str(path), "--threads", "0", "--quiet"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", str(path), "--threads", "0", "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "threads=0: expected at least 1" in err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--threads: expected an integer in [1, 1024]" in err
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

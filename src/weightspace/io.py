@@ -178,6 +178,12 @@ def load_weights(path: str | os.PathLike, key: str | None = None) -> tuple[State
     return load_checkpoint(path, key=key)
 
 
+def checkpoint_files(folder: str | os.PathLike) -> list[Path]:
+    """The checkpoint files directly inside ``folder`` (suffixes in any case, as
+    :func:`load_checkpoint` matches them), sorted by name: a folder of models, one per file."""
+    return sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES and f.is_file())
+
+
 def is_training_checkpoint_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a pickle-based file, the kind ``key`` picks an entry of."""
     return Path(path).suffix.lower() in PICKLE_SUFFIXES

@@ -16,6 +16,7 @@ from collections import Counter
 from ..errors import WeightspaceError
 from ..safe_input import claim_output_file, claimed_output
 from . import analysis, analyze, generate, merge, study, zoo
+from .common import threads_set
 
 COMMANDS = (study, zoo, generate, merge, analyze, analysis)
 
@@ -46,6 +47,14 @@ def _claimed(args):
         claim_output_file(args.out, force=args.force)
         return contextlib.nullcontext()
     return claimed_output(args.out, command, force=args.force)
+
+
+def _threads(args):
+    """The threads a command computes with (``common.add_threads``), set before it runs; a command
+    without ``--threads`` (nothing to compute) leaves them alone."""
+    if not hasattr(args, "threads"):
+        return contextlib.nullcontext()
+    return threads_set(args.threads or 1)  # None: a zoo config's own count, else one
 
 
 class _Notes(logging.Handler):
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, notes: _Notes) -> int:
     try:
-        with _claimed(args):
+        with _claimed(args), _threads(args):
             args.func(args)
         sys.stdout.flush()
         if notes.repeats():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError
-from .common import add_key_option, add_output
+from ..errors import ConfigError, LayoutError
+from .common import add_key_option, add_output, add_threads
 
 
 def _predict_accuracy(args) -> None:
@@ -18,12 +18,9 @@ def _predict_accuracy(args) -> None:
         return
     if len(args.paths) != 1:
         raise ConfigError("predict-accuracy: give one zoo directory (or --model P and checkpoint files)")
-    import torch
-
     from ..analysis.predictors import evaluate_predictors
     from ..zoo import Zoo
 
-    torch.set_num_threads(args.threads)
     zoo = Zoo.open(args.paths[0])
     weights, table = zoo.load(args.where)
     result, fitted = evaluate_predictors(weights, table, zoo.space, names=args.predictors.split(",") if args.predictors
@@ -53,27 +50,47 @@ def _score_checkpoints(args) -> None:
     from ..zoo.build import model_activations
 
     if not args.paths:
-        raise ConfigError("predict-accuracy --model: give the checkpoint files (or zoo directories) to score")
-    if args.key is not None and not any(is_training_checkpoint_file(p) for p in args.paths):
+        raise ConfigError("predict-accuracy --model: give the zoos, folders of checkpoints or checkpoint files to "
+                          "score")
+    sources = [m for path in args.paths for m in _models_at(Path(path))]  # every path checked before any is read
+    if args.key is not None and not any(is_training_checkpoint_file(f) for f in sources if isinstance(f, Path)):
         raise ConfigError(f"--key {args.key!r}: none of the paths is a training checkpoint file (.pt, .pth, .bin, "
-                          ".ckpt); --key picks an entry inside those")
+                          ".ckpt), nor a folder holding one; --key picks an entry inside those")
     pred = load_predictor(args.model)
     names, rows, activations = [], [], []
-    for path in args.paths:
-        p = Path(path)
-        if p.is_dir() and (p / "zoo.json").exists():
-            w, df = Zoo.open(p).load()
-            names += [f"{p}:{m}" for m in df["model_id"]]
+    for source in sources:
+        if isinstance(source, Zoo):
+            w, df = source.load()
+            names += [f"{source.root}::{m}" for m in df["model_id"]]
             rows.append(w)
             recorded = model_activations(df) or [None] * len(df)
             activations += [a or args.activation for a in recorded]
-        else:
-            sd, _ = load_weights(p, args.key if is_training_checkpoint_file(p) else None)
-            names.append(str(p))
+            continue
+        sd, _ = load_weights(source, args.key if is_training_checkpoint_file(source) else None)
+        try:
             rows.append(pred.space.flatten(sd)[None])
-            activations.append(args.activation)
+        except LayoutError as e:
+            raise LayoutError(f"{source}: {e}") from None
+        names.append(str(source))
+        activations.append(args.activation)
     predicted = pred.predict(torch.cat(rows), activations=activations)
     print(pd.DataFrame({"checkpoint": names, "predicted": predicted.round(4)}).to_string(index=False))
+
+
+def _models_at(path: Path) -> list:
+    """What ``predict-accuracy --model`` scores at ``path``, as ``audit --generated`` reads it: a zoo, each
+    checkpoint file in a folder (a Hugging Face folder's model.safetensors, say), or one checkpoint file."""
+    from ..io import SUPPORTED_SUFFIXES, checkpoint_files
+    from ..zoo import Zoo
+
+    if (path / "zoo.json").exists():
+        return [Zoo.open(path)]
+    if path.is_dir():
+        files = checkpoint_files(path)
+        if not files:
+            raise ConfigError(f"{path}: no zoo.json and no checkpoint files ({', '.join(SUPPORTED_SUFFIXES)})")
+        return files
+    return [path]
 
 
 def _regions(args) -> None:
@@ -100,10 +117,10 @@ def _regions(args) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("predict-accuracy", help="predict test accuracy from weights alone",
-                       description="ZOO: fit and evaluate predictors on held-out runs. "
-                       "--model P CHECKPOINTS...: score checkpoints with a saved predictor.")
-    p.add_argument("paths", nargs="*", metavar="ZOO | CHECKPOINT")
-    p.add_argument("--model", help="a saved predictor directory: score the given checkpoints")
+                       description="ZOO: fit and evaluate predictors on held-out runs. --model P PATH...: score "
+                       "the models of zoos, folders of checkpoint files and checkpoint files with a saved predictor.")
+    p.add_argument("paths", nargs="*", metavar="ZOO | FOLDER | CHECKPOINT")
+    p.add_argument("--model", help="a saved predictor directory: score the models at the given paths")
     p.add_argument("--save", help="save the predictor with the best held-out Kendall τ here")
     p.add_argument("--predictors", help="comma list of gbt-statistics, gbt, gbt-spectral, neuron-set, probe (default: all)")
     p.add_argument("--activation", help="with --model: the activation the checkpoint files compute with, for "
@@ -113,7 +130,7 @@ def register(sub) -> None:
     p.add_argument("--where", help="SQL filter over the zoo index, e.g. \"epoch >= 2\"")
     p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of runs held out (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict_accuracy)
     r = sub.add_parser("regions", help="knowledge regions: clustering, embeddings, in-region and centroid accuracy")
@@ -125,5 +142,6 @@ def register(sub) -> None:
     r.add_argument("--samples", type=int, default=32, help="convex combinations per region (default 32)")
     r.add_argument("--seed", type=int, default=0)
     add_output(r, "regions", default="runs/regions", help="output directory (default runs/regions)")
+    add_threads(r)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_regions)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import add_backend_options, add_key_option, add_output, backend_from
+from .common import add_backend_options, add_key_option, add_output, add_threads, backend_from, cores
 
 TABLE_COLUMNS = ["name", "status", "N", "M", "num_evals", "alpha", "alpha_lo", "alpha_hi", "xmin", "D",
                  "log_norm", "log_spectral_norm", "stable_rank", "num_spikes", "mp_softrank", "rand_distance"]
@@ -45,7 +45,8 @@ def _analyze(args) -> None:
         print("\nsummary:")
         print(summary[[c for c in SUMMARY_COLUMNS if c in summary]].head(20).to_string(index=False))
         if len(summary) > 20:
-            print(f"... {len(summary)} models (all in summary.csv)")
+            where = f"in {Path(args.out) / 'summary.csv'}" if args.out else "with --out DIR, in DIR/summary.csv"
+            print(f"... {len(summary)} models (all {where})")
     print(f"\n{len(details)} rows, {int((details['status'] == 'ok').sum()) if len(details) else 0} layers ok, "
           f"fit={args.fit}, {seconds:.2f} s")
     if args.out:
@@ -73,8 +74,8 @@ def register(sub) -> None:
     p.add_argument("--where", help="zoo only: SQL filter over index columns, e.g. \"epoch = 20\"")
     add_key_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the shuffles")
-    p.add_argument("--threads", type=int, help="matrices decomposed at once, one thread each (default: torch's "
-                   "thread count); the numbers do not depend on it")
+    add_threads(p, default=cores(), help="matrices decomposed at once, one thread each, as the study's workers "
+                f"(default: one per core, here {cores()}); the numbers do not depend on it")
     add_backend_options(p)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

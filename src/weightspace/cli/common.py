@@ -1,6 +1,11 @@
-"""What several commands share: a zoo's readable summary and ``--set key=value`` options."""
+"""What several commands share: a zoo's readable summary, ``--set key=value`` options, outputs,
+``--key``, ``--backend`` and ``--threads``."""
 
 from __future__ import annotations
+
+import argparse
+import contextlib
+import os
 
 import numpy as np
 import pandas as pd
@@ -16,6 +21,9 @@ def zoo_summary(zoo) -> str:
         f"{len(zoo.space.groups)} permutation groups",
         f"data       {task.get('name')} {task.get('sizes', '')}",
         f"models     {len(df)} checkpoints from {df['run_id'].nunique() if len(df) else 0} runs",
+        *([(f"ids        like {df['model_id'].iloc[-1]}; one model, as merge, align and barrier take it: "
+            f"{zoo.root}::{df['model_id'].iloc[-1]}")] if len(df) else []),
+        f"--where    {where_columns(df)}",
     ]
     metric_cols = [c for c in ("train_acc", "val_acc", "test_acc", "test_loss") if c in df and df[c].notna().any()]
     if len(df) and metric_cols:
@@ -31,6 +39,17 @@ def zoo_summary(zoo) -> str:
             lines += ["", "varied hyper-parameters: " + ", ".join(
                 f"{c[3:]} ({df[c].nunique()} values)" for c in hp)]
     return "\n".join(lines)
+
+
+def where_columns(index: pd.DataFrame) -> str:
+    """What ``--where`` filters on, as one line: the index columns, and this zoo's hyper-parameters."""
+    from ..zoo.store import METRICS
+
+    hp = [c[3:] for c in index.columns if c.startswith("hp_")]
+    key = next((k for k in ("epoch", "step") if index[k].notna().any()), None)
+    last = f'; e.g. "{key} = {index[key].max()}"' if key else ""
+    return (f"SQL over model_id, run_id, seed, epoch, step, {', '.join(METRICS)}; hyper-parameters as "
+            f"json_extract(hparams, '$.{hp[0] if hp else 'NAME'}')" + (f" ({', '.join(hp)})" if hp else "") + last)
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -94,3 +113,49 @@ def backend_from(args):
     from ..parallel import resolve_backend
 
     return resolve_backend(args.backend, args.address)
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def thread_count(text: str) -> int:
+    """``--threads N``: an integer in the range a zoo config's ``threads`` takes."""
+    from ..zoo.config import MAX_THREADS
+
+    n = int(text) if text.strip().isdigit() else 0
+    if not 1 <= n <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_THREADS}] (this machine has {cores()} "
+                                         f"cores), got {text!r}")
+    return n
+
+
+def add_threads(parser, *, default: int | None = 1, help: str | None = None) -> None:
+    """``--threads N``: the CPU threads a command computes with, set by ``weightspace.cli.main`` before
+    it runs (see :func:`threads_set`). One by default, as each study worker: these small models gain
+    little from more threads, and lose most of their speed to a busy neighbour when torch's threads
+    wait on each other."""
+    parser.add_argument("--threads", type=thread_count, default=default, metavar="N", help=help or (
+        "CPU threads for torch, BLAS and OpenMP (default 1: small models gain little from more, and "
+        "slow down badly beside another busy process)"))
+
+
+@contextlib.contextmanager
+def threads_set(n: int):
+    """torch's intra-op threads, and every BLAS and OpenMP library loaded, at ``n`` threads; the
+    previous counts come back on exit. torch's inter-op pool can be sized only once per process,
+    before it has been used: it is set where that is still possible."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    if torch.get_num_interop_threads() != n:
+        with contextlib.suppress(RuntimeError):  # already used or set in this process: it stays as it is
+            torch.set_num_interop_threads(n)
+    previous = torch.get_num_threads()
+    with threadpool_limits(limits=n):
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)

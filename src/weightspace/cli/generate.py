@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_output, parse_sets, zoo_summary
+from .common import add_output, add_threads, parse_sets, zoo_summary
 
 
 def _generate_data(args) -> None:
@@ -50,6 +50,7 @@ def register(sub) -> None:
                       "registered with weightspace.register_method")
     add_output(data, "generate data", required=True)
     data.add_argument("--preset", default="default", help="default, or tiny for a seconds-long smoke run")
+    add_threads(data)
     data.add_argument("--quiet", action="store_true")
     data.set_defaults(func=_generate_data)
     fit = gen.add_parser("fit", help="fit a generator (a method or a baseline) on a zoo")
@@ -60,6 +61,7 @@ def register(sub) -> None:
                      "the method's selection, else every checkpoint)")
     add_output(fit, "generate fit", required=True)
     fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="generator option, e.g. --set sigma=0.02")
+    add_threads(fit)
     fit.add_argument("--quiet", action="store_true")
     fit.set_defaults(func=_generate_fit)
     sample = gen.add_parser("sample", help="draw models from a fitted generator into a new zoo")
@@ -67,5 +69,6 @@ def register(sub) -> None:
     sample.add_argument("-n", type=int, default=200, help="number of samples (1 to 100000)")
     sample.add_argument("--seed", type=int, default=0)
     add_output(sample, "generate sample", required=True)
+    add_threads(sample)
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=_generate_sample)

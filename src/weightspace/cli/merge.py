@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pandas as pd
 
-from .common import add_key_option, add_output_file
+from ..errors import OutputError
+from .common import add_key_option, add_output, add_output_file, add_threads
 
 
 def _merge(args) -> None:
@@ -27,6 +31,29 @@ def _soup(args) -> None:
     print(f"{kind} soup: val acc {summary['soup_val_acc']:.4f}, test acc {summary['soup_test_acc']:.4f}; "
           f"best single (by val): val {summary['best_single_val_acc']:.4f}, test {summary['best_single_test_acc']:.4f}")
     print(f"→ {path}")
+    for line in _soup_warnings(kind, summary, args.where):
+        print(f"warning: {line}", file=sys.stderr)
+
+
+CHANCE_MARGIN = 0.05  # a soup's test accuracy this close to 1/classes is at chance
+
+
+def _soup_warnings(kind: str, summary: dict, where: str | None) -> list[str]:
+    """What a soup's numbers say is probably wrong: a soup at chance (its models do not share one
+    basin), and a selection that mixes checkpoints from several points of training."""
+    lines = []
+    chance = summary["chance_acc"]
+    if summary["soup_test_acc"] <= chance + CHANCE_MARGIN < summary["best_single_test_acc"]:
+        lines.append(f"the {kind} soup is at chance (test acc {summary['soup_test_acc']:.3f}; chance {chance:.3f}): "
+                     "its models do not share one basin; align them to one model first (weightspace align) or take "
+                     "a greedy soup (--greedy)")
+    key = next((k for k in ("epoch", "step") if k in summary), None)
+    if where is None and key and len(summary[key]) > 1:
+        values = summary[key]
+        shown = ", ".join(map(str, values[:8])) + (" ..." if len(values) > 8 else "")
+        lines.append(f"the soup mixes checkpoints from {len(values)} {key}s ({shown}); choose one with --where "
+                     f"\"{key} = {values[-1]}\"")
+    return lines
 
 
 def _align(args) -> None:
@@ -39,17 +66,32 @@ def _align(args) -> None:
 def _barrier(args) -> None:
     from ..merge.run import barrier_curves, barrier_table
 
+    out = Path(args.out) if args.out else None  # claimed for this command by weightspace.cli.main
+    figure = Path(args.figure) if args.figure else out / "curves.png" if out else None
+    csv = out / "curves.csv" if out else figure.with_suffix(".csv") if figure else None
+    if out is None and csv is not None and csv.exists() and not args.force:
+        raise OutputError(f"--figure {figure}: {csv} exists (the curves are written beside the figure); choose "
+                          "another name, or pass --force to replace it")
     curves = barrier_curves(args.a, args.b, align=args.align, repair=args.repair, zoo=args.zoo, points=args.points,
                             key=args.key)
+    table = barrier_table(curves)
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
-        print(curves.pivot(index="lam", columns="variant", values="loss").to_string())
-        print()
-        print(barrier_table(curves).to_string(index=False))
-    if args.figure:
+        print("test loss along the straight path from A (λ = 0) to B (λ = 1), one column per variant:")
+        print(curves.pivot(index="lam", columns="variant", values="loss").rename_axis("λ").to_string())
+        print("\nbarriers (the largest rise above the straight line between the end points; error as a fraction "
+              "of the test examples):")
+        print(table.to_string(index=False))
+    if csv is not None:
+        curves[["variant", "lam", "loss", "acc", "error"]].to_csv(csv, index=False)
+        print(f"\ncurves (loss, acc, error at every λ) → {csv}")
+    if out is not None:
+        table.to_csv(out / "barriers.csv", index=False)
+        print(f"barriers → {out / 'barriers.csv'}")
+    if figure is not None:
         from ..merge.figures import plot_interpolation
 
-        plot_interpolation(curves, title=f"{args.a}  →  {args.b}").savefig(args.figure, dpi=120)
-        print(f"figure → {args.figure}")
+        plot_interpolation(curves, title=f"{args.a}  →  {args.b}").savefig(figure, dpi=120)
+        print(f"figure → {figure}")
 
 
 def register(sub) -> None:
@@ -57,6 +99,7 @@ def register(sub) -> None:
     merge.add_argument("config", help="YAML: merge_method, base_model, models (files, HF folders, ZOO::ID), parameters")
     add_output_file(merge, "merge", positional=True, help="output .safetensors file, or a folder (gets model.safetensors)")
     add_key_option(merge, "each training checkpoint among the models")
+    add_threads(merge)
     merge.set_defaults(func=_merge)
 
     soup = sub.add_parser("soup", help="a model soup of a zoo's models (uniform by default)")
@@ -67,6 +110,7 @@ def register(sub) -> None:
     soup.add_argument("--strict", action="store_true", help="greedy: take a model only if the soup strictly improves")
     soup.add_argument("--where", help="SQL filter over index columns, e.g. \"epoch = 20\"")
     add_output_file(soup, "soup", default="soup.safetensors", help="output file or folder (default soup.safetensors)")
+    add_threads(soup)
     soup.add_argument("--quiet", action="store_true", help="no progress bar")
     soup.set_defaults(func=_soup)
 
@@ -77,6 +121,7 @@ def register(sub) -> None:
     align.add_argument("--method", choices=("weight", "activation"), default="weight")
     align.add_argument("--zoo", help="a zoo of the models' architecture (and data, for activation matching)")
     add_key_option(align, "A and B, where they are training checkpoints")
+    add_threads(align)
     align.set_defaults(func=_align)
 
     bar = sub.add_parser("barrier", help="loss/error along the linear path between two models, and its barrier")
@@ -87,6 +132,8 @@ def register(sub) -> None:
     bar.add_argument("--repair", action="store_true", help="also REPAIR the interpolated models")
     bar.add_argument("--points", type=int, default=11, help="λ grid size (default 11)")
     bar.add_argument("--zoo", help="zoo giving the data set and architecture (default: A's zoo)")
-    bar.add_argument("--figure", help="write the curves' figure here (.png/.svg)")
+    bar.add_argument("--figure", help="write the curves' figure here (.png/.svg), and the curves beside it (.csv)")
+    add_output(bar, "barrier", help="write curves.csv, barriers.csv and curves.png here")
     add_key_option(bar, "A and B, where they are training checkpoints")
+    add_threads(bar)
     bar.set_defaults(func=_barrier)

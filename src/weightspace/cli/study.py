@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_backend_options, add_key_option, add_output, backend_from
+from .common import add_backend_options, add_key_option, add_output, add_threads, backend_from
 
 
 def parse_methods(text: str) -> list[str]:
@@ -62,6 +62,8 @@ def register(sub) -> None:
     study.add_argument("--workers", type=int, help="methods run at once, one process each (default: one per core)")
     study.add_argument("--ablation", metavar="METHOD", nargs="?", const="hyperrep",
                        help="instead: the ablation table of one method: hyperrep (default), pdiff or gpt")
+    add_threads(study, help="CPU threads of a method run in this process (--workers 1, or one method); worker "
+                "processes run one each (default 1)")
     study.add_argument("--quiet", action="store_true")
     study.set_defaults(func=_study)
 
@@ -80,4 +82,5 @@ def register(sub) -> None:
                        "the control that new models beat noise (their final checkpoints unless --where is given)")
     audit.add_argument("--quiet", action="store_true")
     add_backend_options(audit)
+    add_threads(audit)
     audit.set_defaults(func=_audit)

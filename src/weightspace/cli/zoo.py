@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_backend_options, add_output, backend_from, zoo_summary
+from .common import add_backend_options, add_output, add_threads, backend_from, zoo_summary
 
 
 def _zoo_train(args) -> None:
@@ -14,12 +14,13 @@ def _zoo_train(args) -> None:
 
     start = time.perf_counter()
     options = {"progress": not args.quiet, "append": args.append, "backend": backend_from(args)}
+    config = args.config if args.threads is None else {**read_config(args.config), "threads": args.threads}
     if args.out is None:  # the config names the output: claim it here, as main() does for --out
-        args.out = resolve_config(read_config(args.config))["out"]
+        args.out = resolve_config(read_config(config))["out"]
         with claimed_output(args.out, args.output_command, force=args.force, what="out"):
-            zoo = build_zoo(args.config, out=args.out, **options)
+            zoo = build_zoo(config, out=args.out, **options)
     else:
-        zoo = build_zoo(args.config, out=args.out, **options)
+        zoo = build_zoo(config, out=args.out, **options)
     print(zoo_summary(zoo))
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
 
@@ -56,6 +57,8 @@ def register(sub) -> None:
     add_output(train, "zoo train", help="zoo directory (default: the config's 'out', else runs/NAME)")
     train.add_argument("--append", action="store_true",
                        help="add runs of another config to an existing zoo, each checkpoint recording its config")
+    add_threads(train, default=None, help="CPU threads for torch, BLAS and OpenMP (default: the config's "
+                "'threads', else 1)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_backend_options(train)
     train.set_defaults(func=_zoo_train)

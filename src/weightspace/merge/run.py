@@ -148,6 +148,13 @@ def barrier_table(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _checkpoint_times(index: pd.DataFrame) -> dict[str, list[int]]:
+    """``{"epoch" (or "step"): the distinct values}`` of a zoo's selected rows; several mean the
+    selection mixes checkpoints taken at different points of training."""
+    key = next((k for k in ("epoch", "step") if index[k].notna().any()), None)
+    return {} if key is None else {key: sorted(int(v) for v in index[key].dropna().unique())}
+
+
 def soup_zoo(zoo_dir: str, out: str | Path, *, kind: str = "uniform", strict: bool = False, where: str | None = None,
              progress: bool = True) -> tuple[Path, pd.DataFrame, dict]:
     """``weightspace soup ZOO``: a uniform, greedy (held-out = the zoo's validation split) or learned
@@ -180,6 +187,8 @@ def soup_zoo(zoo_dir: str, out: str | Path, *, kind: str = "uniform", strict: bo
                "best_single_test_acc": float(scores["test_acc"][1:].iloc[scores["val_acc"][1:].argmax()])}
     if kind == "greedy":
         summary["ingredients"] = int(table["taken"].sum())
+    summary["chance_acc"] = 1 / task.dataset.num_classes
+    summary.update(_checkpoint_times(index))
     settings = {"command": "soup", "zoo": str(zoo_dir), "kind": kind, "strict": strict, "where": where,
                 "models": len(weights), **summary}
     return _write(out, zoo.space.unflatten(soup), settings), table, summary

@@ -22,6 +22,7 @@ tables, no views or triggers, the expected columns), and its queries run within 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -63,6 +64,7 @@ COLUMNS = tuple(name for name, _ in COLUMN_TYPES)
 # Record keys the store fills in itself; a record may not set them.
 _RESERVED = {"model_id", "file", "sha256", "created", "extra"}
 _ORDER = "ORDER BY run_id, epoch, step, model_id"
+_HINT_IDS = 20_000  # an unknown id is matched against the known ones up to this many
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS models (
@@ -463,9 +465,11 @@ class Zoo:
         df = self.index(where, params)
         if ids is not None:
             order = {m: i for i, m in enumerate(dict.fromkeys(ids))}
-            unknown = sorted(set(order) - self.ids())
+            known = self.ids()
+            unknown = sorted(set(order) - known)
             if unknown:
-                raise ZooError(f"zoo {self.root} has no models {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+                raise ZooError(f"zoo {self.root} has no models {unknown[:10]}{' ...' if len(unknown) > 10 else ''}; "
+                               f"{_id_hint(unknown[0], known)}")
             df = df[df["model_id"].isin(order)]
             df = df.iloc[df["model_id"].map(order).argsort()].reset_index(drop=True)
         return self.load_rows(df, verify=verify), df
@@ -581,6 +585,15 @@ class Zoo:
         meta = {"layout": self.space.to_json(), "model_ids": json.dumps(list(df["model_id"]))}
         save_checkpoint(out / "weights.safetensors", {"weights": weights}, meta)
         return out
+
+
+def _id_hint(wrong: str, known: set[str]) -> str:
+    """How a zoo's ids look: the closest to the one asked for, or an example."""
+    if not known:
+        return "the zoo is empty"
+    close = difflib.get_close_matches(wrong, known, n=1) if len(known) <= _HINT_IDS else []
+    return (f"did you mean {close[0]!r}? " if close else "") + f"its ids look like {max(known)!r} (see " \
+        "'weightspace zoo info'; every id: the model_id column of Zoo.index())"
 
 
 def _as_int(model_id: str, key: str, value) -> int | None:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .errors import CheckpointError, ConfigError
-from .io import load_checkpoint, save_checkpoint
+from .io import atomic_write, load_checkpoint, save_checkpoint
 from .registry import GENERATORS, generator_class, generator_names
 from .safe_input import read_json
 
@@ -69,9 +69,8 @@ class Generator(ABC):
         d.mkdir(parents=True, exist_ok=True)
         save_checkpoint(d / "state.safetensors", {k: v.contiguous() for k, v in self.state().items()},
                         {"generator": self.name})
-        tmp = d / ".generator.json.tmp"
-        tmp.write_text(json.dumps({"generator": self.name, "config": self.config()}, indent=2))
-        tmp.replace(d / "generator.json")
+        atomic_write(d / "generator.json", json.dumps({"generator": self.name, "config": self.config()},
+                                                      indent=2).encode())
         return d
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, LayoutError
-from ..io import load_checkpoint, save_checkpoint
+from ..io import atomic_write, load_checkpoint, save_checkpoint
 from ..nets import build_architecture
 from ..space import WeightSpace
 from ..zoo.build import model_activations
@@ -104,9 +104,7 @@ class AccuracyPredictor(ABC):
         d.mkdir(parents=True, exist_ok=True)
         extra = self._save_state(d)
         meta = {"kind": self.kind, "config": self.config(), "layout": json.loads(self.space.to_json()), **extra}
-        tmp = d / f".{PREDICTOR_JSON}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(d / PREDICTOR_JSON)
+        atomic_write(d / PREDICTOR_JSON, json.dumps(meta, indent=2).encode())
         return d
 
     def _check(self, weights: Tensor) -> Tensor:

@@ -37,7 +37,15 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, InputError, LayoutError, ZooError
-from ..io import load_checkpoint, read_tensor_specs, save_checkpoint, sha256_file
+from ..io import (
+    atomic_write,
+    fsync_dir,
+    load_checkpoint,
+    read_tensor_specs,
+    save_checkpoint,
+    sha256_file,
+)
+from ..jsonable import json_default
 from ..safe_input import (
     check_sqlite_schema,
     connect_sqlite,
@@ -142,7 +150,7 @@ class Zoo:
         except sqlite3.Error as e:
             raise ZooError(f"{root / INDEX}: cannot make the zoo's index there ({e})") from None
         # zoo.json last: its presence is what makes the directory a zoo.
-        if not _write_atomic(root / ZOO_JSON, text.encode(), replace=False):
+        if not atomic_write(root / ZOO_JSON, text.encode(), replace=False):
             return cls.open(root)._require_layout(space)
         return cls(root, space, json.loads(text))  # as open() would read it: tuples become lists
 
@@ -261,7 +269,7 @@ class Zoo:
                         os.replace(path, self.root / row["file"])
                         added += 1
                 if added:
-                    _fsync_dir(self.root / MODELS)
+                    fsync_dir(self.root / MODELS)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -576,8 +584,8 @@ class Zoo:
         if len(df) == 0:
             raise ZooError(f"no model of zoo {self.root} matches {where!r} with {tuple(params)!r}; nothing exported")
         out = prepare_output(out_dir, "zoo export", force=force, what="export directory")
-        _write_atomic(out / "models.csv", df.to_csv(index=False).encode())
-        _write_atomic(out / ZOO_JSON, (self.root / ZOO_JSON).read_bytes())
+        atomic_write(out / "models.csv", df.to_csv(index=False).encode())
+        atomic_write(out / ZOO_JSON, (self.root / ZOO_JSON).read_bytes())
         meta = {"layout": self.space.to_json(), "model_ids": json.dumps(list(df["model_id"]))}
         save_checkpoint(out / "weights.safetensors", {"weights": weights}, meta)
         return out
@@ -592,18 +600,9 @@ def _as_int(model_id: str, key: str, value) -> int | None:
         raise ValueError(f"model {model_id!r}: record[{key!r}] must be an int, got {value!r}") from e
 
 
-def _json_default(value):
-    """Numpy and 0-d torch scalars (metric values often are) and paths, as JSON scalars."""
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _dumps(value, what: str, **kwargs) -> str:
     try:
-        return json.dumps(value, default=_json_default, **kwargs)
+        return json.dumps(value, default=json_default, **kwargs)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what}: {e}") from e
 
@@ -611,32 +610,3 @@ def _dumps(value, what: str, **kwargs) -> str:
 def _unlink(staged: list[tuple[Path, dict]]) -> None:
     for path, _ in staged:
         path.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, *, replace: bool = True) -> bool:
-    """Write via a fsynced temp file; with ``replace=False`` an existing ``path`` is kept (returns False)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic create-if-absent
-            except FileExistsError:
-                return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return True

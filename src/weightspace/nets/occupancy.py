@@ -29,6 +29,7 @@ class OccupancyMLP(MLP):
     activation: str = "relu"
     n_frequencies: int = 4
     kind: ClassVar[str] = "occupancy"
+    output: ClassVar[str] = "sigmoid"  # one occupancy logit (binary cross-entropy)
 
     @property
     def sizes(self) -> list[int]:
@@ -53,11 +54,6 @@ class OccupancyMLP(MLP):
         if self.activation not in ACTIVATION_GRADS:
             return Architecture.loss_and_grad(self, weights, x, y, dropout=dropout, generator=generator)
         return super().loss_and_grad(weights, self.encode(x), y, dropout=dropout, generator=generator)
-
-    def _output_grad(self, out, y):
-        logits, target = out[:, 0, :], y.to(out.dtype)
-        losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1)
-        return losses, (torch.sigmoid(logits) - target)[:, None, :]
 
 
 class OccupancyModule(MLPModule):

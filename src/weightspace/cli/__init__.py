@@ -15,9 +15,9 @@ from collections import Counter
 
 from ..errors import WeightspaceError
 from ..safe_input import claim_output_file, claimed_output
-from . import analysis, analyze, generate, merge, study, zoo
+from . import analyze, generate, merge, predict_accuracy, regions, study, zoo
 
-COMMANDS = (study, zoo, generate, merge, analyze, analysis)
+COMMANDS = (study, zoo, generate, merge, analyze, predict_accuracy, regions)
 
 
 class _Parser(argparse.ArgumentParser):

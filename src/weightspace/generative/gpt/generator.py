@@ -56,20 +56,17 @@ class Gpt(Generator):
     ``fresh_init_prob``: the probability that a pair starting at a run's init gets a fresh random
     init as its start instead (same loss, same target). With a few dozen runs the network otherwise
     learns the shortcut "this exact init → that run's checkpoints" and has nothing to say about an
-    unseen init, which is all one-step prompting gives it (default data, 6,000 steps, no permutations: prompted
-    samples average 55% test accuracy without it, 94% with 0.5, the runs 95%); G.pt's 10k runs made
-    that shortcut useless. ``fresh_init_prob=0`` is the original training.
+    unseen init, which is all one-step prompting gives it; G.pt's 10k runs made that shortcut
+    useless. ``fresh_init_prob=0`` is the original training.
 
     ``permutations``: neuron permutations applied to both members of a pair. The original drew a
-    fresh one per pair (``-1``): that multiplies every target by 10! orderings, which a denoiser
-    this small cannot learn (prompted samples 13% test accuracy; 21% when pairs with a swapped init
-    keep their target unpermuted, as all pool settings do). Here the default draws from a pool of
-    2 (the identity and one random permutation, fixed per fit). At 6,000 steps: 83–89% (pool of 4:
-    82.5%; none: 94%); at the default 9,000 steps: 93.3% and 93.5% for fit seeds 0 and 1.
+    fresh one per pair (``-1``): that multiplies every target by 10! orderings, more than a denoiser
+    this small learns. Here the default draws from a pool of 2 (the identity and one random
+    permutation, fixed per fit); pairs with a swapped init keep their target unpermuted.
 
-    Also differs from the original, measured on the default data: no global residual (θ' predicted
-    from scratch; with ``θ' = θ_start + decoder(...)`` prompted samples average 71%, as the output
-    stays tied to a random init coordinate by coordinate); ``global_residual=True`` restores it.
+    Also differs from the original: no global residual (θ' predicted from scratch; with
+    ``θ' = θ_start + decoder(...)`` the output stays tied to a random init coordinate by coordinate);
+    ``global_residual=True`` restores it. docs/generators.md has the measurements behind each choice.
     """
 
     name = "gpt"

@@ -4,8 +4,8 @@ thousand errors; trained on a 5,000-image subset to keep a run's trajectory shor
 checkpoints (every 12 SGD steps over 3 epochs, the init included), plus 16 held-out runs trained alike
 and never shown to the generator. The original used 10,228 runs × 200 checkpoints on MNIST. The
 ``tiny`` preset keeps the 64→10→10 MLP on scikit-learn's digits for tests. A CPU-sized denoiser
-memorises a few dozen runs; on digits with 256 runs (3,000 steps) its prompted samples averaged 15%
-test accuracy against the runs' 95%, so the default keeps the number of runs it can learn.
+learns a few dozen runs and not a few hundred (docs/generators.md), so the default keeps the number
+of runs it can learn.
 """
 
 from __future__ import annotations

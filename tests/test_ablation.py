@@ -26,8 +26,8 @@ N_SAMPLES = 20
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    return H.SETTING.build(tmp_path_factory.mktemp("ablation") / "zoo", preset="tiny", progress=False)
+def zoo(hyperrep_tiny_zoo):
+    return hyperrep_tiny_zoo
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ SMALL = {"d_model": 32, "heads": 4, "layers": 1, "ff": 64, "latent": 64, "steps"
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    zoo = H.SETTING.build(tmp_path_factory.mktemp("symcheck") / "zoo", preset="tiny", progress=False)
+def setup(hyperrep_tiny_zoo):
+    zoo = hyperrep_tiny_zoo
     weights = H.SETTING.training(zoo)
     gen = H.HyperRep(**SMALL).fit(weights, accuracies=H.SETTING.fit_context(zoo)["accuracies"], progress=False)
     return zoo, gen, weights

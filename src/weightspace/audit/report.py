@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write
-from ..jsonable import json_default
+from ..jsonable import json_default, jsonable
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -134,7 +134,7 @@ def _config_text(configs: dict) -> str:
             else:
                 lines.append(f"{pad}{k}: {json.dumps(v, ensure_ascii=False)}")
 
-    walk(json.loads(json.dumps(configs, default=json_default)), 0)
+    walk(jsonable(configs), 0)
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ half the checkpoints really used, and the metrics equal to a direct computation.
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -26,8 +27,8 @@ N_SAMPLES = 20
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    return H.SETTING.build(tmp_path_factory.mktemp("ablation") / "zoo", preset="tiny", progress=False)
+def zoo(hyperrep_tiny_zoo):
+    return hyperrep_tiny_zoo
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,13 @@ def test_bad_calls_are_named(zoo):
         run_ablation(zoo, "hyperdiffusion", progress=False)
 
 
-def test_figure(table):
+def test_figure_puts_each_variant_where_the_table_does(table):
     fig = ablation_figure(table)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert isinstance(fig, Figure)
+    for ax, novelty in zip(fig.axes, ("min_l2_vs_spacing", "max_similarity_median"), strict=True):
+        points = np.concatenate([c.get_offsets() for c in ax.collections])  # one scatter per variant, in order
+        np.testing.assert_allclose(points, table[[novelty, "quality_median"]].to_numpy(float))
+        assert ax.lines[0].get_ydata()[0] == table.attrs["training"]["quality_median"]  # the training line
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert [f"{i}: {v}" for i, v in enumerate(table["variant"])] == [s for s in legend if s[0].isdigit()]
+    plt.close(fig)

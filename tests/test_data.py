@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from weightspace import data as wsdata
 from weightspace.data import (
     DATASETS,
     Dataset,
@@ -22,6 +21,7 @@ from weightspace.data import (
     load_mnist1d,
     read_idx,
 )
+from weightspace.data.mnist1d import generated_arrays
 from weightspace.errors import ConfigError, DataNotFoundError
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -175,7 +175,7 @@ def test_mnist1d_never_downloads(monkeypatch):
         raise AssertionError("get_dataset must not be called: it downloads")
 
     monkeypatch.setattr(mnist1d.data, "get_dataset", boom)
-    wsdata._mnist1d_arrays.cache_clear()  # force a real generation under the patch
+    generated_arrays.cache_clear()  # force a real generation under the patch
     ds = load_mnist1d(seed=0)
     assert ds.describe()["sizes"] == {"train": 3200, "val": 800, "test": 1000}
 
@@ -209,7 +209,7 @@ def test_mnist1d_keeps_global_rng_state():
     np.random.seed(1234)
     expected = np.random.rand()
     np.random.seed(1234)
-    wsdata._mnist1d_arrays.cache_clear()
+    generated_arrays.cache_clear()
     load_mnist1d(seed=0)
     assert np.random.rand() == expected
 

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -6,9 +7,9 @@ from torch import nn
 
 from weightspace.errors import ConfigError
 from weightspace.generative.diffusion import (
-    EMA,
     Diffusion,
     NoiseSchedule,
+    ema_model,
     fit_denoiser,
     timestep_embedding,
 )
@@ -100,29 +101,36 @@ def test_sampling_seeded_and_ddim_stochasticity():
         d.sample_ddim(model, (1, 5), steps=0)
 
 
-def test_ema_math():
+def _linear(value: float) -> nn.Linear:
     m = nn.Linear(2, 1)
     with torch.no_grad():
-        m.weight.fill_(0.0)
+        m.weight.fill_(value)
         m.bias.fill_(0.0)
-    ema = EMA(m, decay=0.9, warmup=False)
+    return m
+
+
+def test_ema_math():
+    m = _linear(0.0)
+    ema = ema_model(m, decay=0.9, warmup=False)
     with torch.no_grad():
         m.weight.fill_(1.0)
-    ema.update(m)
-    ema.update(m)
+    ema.update_parameters(m)
+    ema.update_parameters(m)
     # avg_1 = 0.9*0 + 0.1*1 = 0.1 ; avg_2 = 0.9*0.1 + 0.1*1 = 0.19
-    avg = ema.averaged()
-    assert torch.allclose(avg.weight, torch.full((1, 2), 0.19))
-    assert torch.allclose(avg.bias, torch.zeros(1))
-    assert not avg.training and avg is not ema.averaged()
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), 0.19))
+    assert torch.allclose(ema.module.bias, torch.zeros(1))
     assert m.weight.requires_grad  # the trained module is untouched
 
-    w = EMA(m, decay=0.999)  # warm-up: decays 1/10, 2/11, ... until they reach 0.999
-    assert w.current_decay() == pytest.approx(0.1)
-    w.update(m)
-    assert w.current_decay() == pytest.approx(2 / 11)
+    m = _linear(0.0)
+    w = ema_model(m, decay=0.999)  # warm-up: the n-th update uses decay n / (n + 9): 1/10, 2/11, ...
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    w.update_parameters(m)
+    assert torch.allclose(w.module.weight, torch.full((1, 2), 0.9))
+    w.update_parameters(m)
+    assert torch.allclose(w.module.weight, torch.full((1, 2), 2 / 11 * 0.9 + 9 / 11))
     with pytest.raises(ConfigError, match="decay"):
-        EMA(m, decay=1.0)
+        ema_model(m, decay=1.0)
 
 
 def test_timestep_embedding():
@@ -195,3 +203,46 @@ def test_clip_bounds_the_clean_estimate(prediction):
                           point.clamp(-1, 1).expand(4, 3), atol=1e-4)
     with pytest.raises(ConfigError, match="clip"):
         Diffusion(s, clip=0.0)
+
+
+def test_a_batch_transform_and_a_schedule_train_as_the_loop_written_out():
+    """fit_denoiser with ``batch`` and ``lr_lambda`` (G.pt's augmentation and cosine decay) trains step
+    for step as AdamW + LambdaLR written out, and returns the warm-up EMA of the trained weights."""
+    points = torch.randn(6, 8, generator=_gen(3))
+    d = Diffusion(NoiseSchedule(steps=50))
+    steps, decay = 30, 0.9
+
+    def lam(i):
+        return 1.0 - i / (steps + 10)
+
+    def jitter(gen):
+        def batch(idx):
+            return points[idx] + 0.1 * torch.randn(len(idx), 8, generator=gen), None
+        return batch
+
+    torch.manual_seed(0)
+    model = TinyDenoiser(width=16)
+    ref = copy.deepcopy(model)
+    gen = _gen(5)
+    out = fit_denoiser(model, d, points, steps=steps, batch_size=4, lr=1e-2, ema_decay=decay, generator=gen,
+                       progress=False, batch=jitter(gen), lr_lambda=lam)
+
+    g = _gen(5)
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.0, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+    avg = {k: p.detach().clone() for k, p in ref.named_parameters()}
+    for n in range(1, steps + 1):
+        idx = torch.randint(0, len(points), (4,), generator=g)
+        loss = d.loss(ref, points[idx] + 0.1 * torch.randn(4, 8, generator=g), None, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        w = min(decay, n / (n + 9))
+        avg = {k: w * avg[k] + (1 - w) * p.detach() for k, p in ref.named_parameters()}
+    for (k, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.equal(p, q), k  # the same steps, bit for bit
+    for k, p in out.named_parameters():
+        assert torch.allclose(p, avg[k], atol=1e-6), k
+        assert not p.requires_grad
+    assert not out.training and not torch.allclose(out.net[0].weight, model.net[0].weight)

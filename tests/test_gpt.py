@@ -3,8 +3,14 @@ import torch
 
 from weightspace.data import load_dataset
 from weightspace.errors import ConfigError, LayoutError
+from weightspace.generative.gpt import (
+    PRESETS,
+    SETTING,
+    Gpt,
+    checkpoint_pairs,
+    permute_pairs,
+)
 from weightspace.generator import load_generator, make_generator
-from weightspace.generative.gpt import PRESETS, SETTING, Gpt, checkpoint_pairs, permute_pairs
 from weightspace.nets import build_architecture
 from weightspace.symmetry import permutation_pool
 
@@ -16,8 +22,8 @@ SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ddim_steps": 20, "architec
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    return build_data(tmp_path_factory.mktemp("gpt") / "zoo", preset="tiny", progress=False)
+def zoo(gpt_tiny_zoo):
+    return gpt_tiny_zoo
 
 
 def _runs(zoo, keep):

@@ -8,8 +8,8 @@ import torch
 
 from weightspace.errors import ConfigError, LayoutError, ZooError
 from weightspace.generative import hyperdiffusion as hd
-from weightspace.generator import load_generator, make_generator
 from weightspace.generative.hyperdiffusion import SETTING, HyperDiffusion
+from weightspace.generator import load_generator, make_generator
 from weightspace.nets import OccupancyMLP
 from weightspace.shapes import pairwise_chamfer
 from weightspace.zoo import Zoo
@@ -22,8 +22,8 @@ SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "chunk_size": 128, "batch_s
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    return build_data(tmp_path_factory.mktemp("hd") / "zoo", preset="tiny", progress=False)
+def zoo(hyperdiffusion_tiny_zoo):
+    return hyperdiffusion_tiny_zoo
 
 
 @pytest.fixture(scope="module")

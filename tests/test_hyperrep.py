@@ -15,8 +15,8 @@ SMALL = {"d_model": 32, "heads": 4, "layers": 1, "ff": 64, "latent": 32, "steps"
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    return H.SETTING.build(tmp_path_factory.mktemp("hyperrep") / "zoo", preset="tiny", progress=False)
+def zoo(hyperrep_tiny_zoo):
+    return hyperrep_tiny_zoo
 
 
 @pytest.fixture(scope="module")

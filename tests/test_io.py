@@ -563,3 +563,12 @@ def test_real_minilm_weights_load():
     assert all(t.dtype == torch.float32 for n, t in tensors.items() if n != "embeddings.position_ids")
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
     assert read_metadata(folder / "model.safetensors") == {"format": "pt"}
+
+
+def test_atomic_write_replaces_or_keeps_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "a.json"
+    assert wio.atomic_write(path, b"first")
+    assert wio.atomic_write(path, b"second") and path.read_bytes() == b"second"
+    assert not wio.atomic_write(path, b"third", replace=False) and path.read_bytes() == b"second"
+    assert wio.atomic_write(tmp_path / "b.json", b"new", replace=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]

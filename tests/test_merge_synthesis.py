@@ -67,8 +67,13 @@ def test_recompute_batchnorm_matches_update_bn(digits):
         module.load_state_dict(arch.space.unflatten(w[i]), strict=False)
         update_bn([x], module)
         torch.testing.assert_close(ours[i], arch.space.flatten(module.state_dict()), atol=1e-5, rtol=1e-5)
+    stats = torch.tensor([e.name.endswith(("running_mean", "running_var")) for e in arch.space.entries
+                          for _ in range(e.numel)])
+    assert torch.equal(ours[:, ~stats], w[:, ~stats]) and not torch.equal(ours[:, stats], w[:, stats])
+    torch.testing.assert_close(recompute_batchnorm(arch, w[1], x), ours[1])  # one model as [P]
     mlp = MLP(6, (5,), 3)
-    assert recompute_batchnorm(mlp, w[:, :mlp.space.num_params], x) is not None
+    w_mlp = w[:, :mlp.space.num_params]
+    assert torch.equal(recompute_batchnorm(mlp, w_mlp, x), w_mlp)  # no BatchNorm: nothing to recompute
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import torch
 
 from weightspace.errors import ConfigError
 from weightspace.generative import pdiff
-from weightspace.generator import GENERATORS, load_generator
 from weightspace.generative.pdiff import PDiff
+from weightspace.generator import GENERATORS, load_generator
 
 # small enough for a test, large enough to memorise three checkpoints
 SMALL = {"ae_channels": (16, 32), "latent_channels": 2, "ae_steps": 500, "ae_lr": 5e-3, "batch_size": 16,
@@ -17,9 +17,8 @@ def _l2(a, b):
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    torch.set_num_threads(1)
-    return pdiff.SETTING.build(tmp_path_factory.mktemp("pdiff") / "zoo", preset="tiny", progress=False)
+def zoo(pdiff_tiny_zoo):
+    return pdiff_tiny_zoo
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +110,7 @@ def test_bad_config():
 
 def test_built_zoo_matches_what_the_method_records(zoo):
     """Both lookups check the zoo against the method's ZOO_RECORD; the zoo build_data wrote passes."""
-    from weightspace.zoo.setting import setting_for_zoo
     from weightspace.generative import pdiff as module
+    from weightspace.zoo.setting import setting_for_zoo
 
     assert setting_for_zoo(zoo) is module.SETTING

@@ -117,3 +117,20 @@ def test_loading_something_else_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="needs the architecture"):
         evaluate_predictors(torch.zeros(4, 910), pd.DataFrame({"run_id": list("abcd"), "test_acc": [0.1] * 4}),
                             ARCH.space, names=("probe",))
+
+
+def test_a_damaged_saved_predictor_is_refused_by_file(tmp_path, small_zoo):
+    """predictor.json is read through the bounded JSON reader, and the files it names stay inside."""
+    import json
+
+    weights, table = small_zoo
+    d = NeuronSetPredictor(ARCH.space, epochs=1, hidden=8).fit(weights[:40], table["test_acc"][:40]).save(tmp_path / "p")
+    meta = json.loads((d / "predictor.json").read_text())
+    for damage, message in ((lambda: "[1, 2]", "predictor.json: expected"),
+                            (lambda: "{", "predictor.json: not valid JSON"),
+                            (lambda: json.dumps({**meta, "net_file": "../x.safetensors"}), "points outside"),
+                            (lambda: json.dumps({**meta, "config": {**meta["config"], "bogus": 1}}), "bogus"),
+                            (lambda: json.dumps({**meta, "kind": "oracle"}), "kind 'oracle'")):
+        (d / "predictor.json").write_text(damage())
+        with pytest.raises(ConfigError, match=message):
+            load_predictor(d)

@@ -98,10 +98,24 @@ def test_derived_dataset_relabels_and_drops():
         derived_dataset(ds, [[0, 1], [1]], "bad")
 
 
-def test_embeddings_have_two_columns():
-    x, _ = _blobs(1.0)
-    for method in ("pca", "tsne"):
-        assert embed(x, method).shape == (len(x), 2)
+def test_pca_embedding_of_points_on_a_plane_keeps_their_distances():
+    g = torch.Generator().manual_seed(0)
+    plane = torch.linalg.qr(torch.randn(20, 2, generator=g, dtype=torch.float64))[0]  # 2 orthonormal directions
+    x = torch.randn(30, 2, generator=g, dtype=torch.float64) @ plane.T + 5.0  # 30 points on a plane in 20-D
+    xy = torch.from_numpy(embed(x, "pca"))
+    assert xy.shape == (30, 2)
+
+    def distances(p):
+        return (p[:, None] - p[None]).norm(dim=-1)
+
+    torch.testing.assert_close(distances(xy), distances(x))
+
+
+def test_tsne_embedding_keeps_clusters_apart_and_repeats():
+    x, labels = _blobs(0.1)
+    xy = embed(x, "tsne")
+    assert cluster_metrics(torch.from_numpy(xy), labels)["ari"] == 1.0
+    assert np.array_equal(xy, embed(x, "tsne"))
     with pytest.raises(ConfigError, match="embedding"):
         embed(x, "mds")
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 
 from weightspace.errors import CheckpointError, ConfigError, InputError, OutputError
 from weightspace.safe_input import (
     OUTPUT_MARKER,
     SQLITE_STEPS,
+    check_bool,
     check_float,
     check_int,
     check_list,
@@ -92,6 +94,13 @@ def test_checks_name_the_key():
             check_float(bad, "f", 0.0, open_lo=True)
     with pytest.raises(ConfigError, match="^w: expected a list"):
         check_list("32", "w", check_int)
+    # what the data loaders take from Python callers: NumPy integers and bools, open intervals
+    assert type(check_int(np.int64(4), "k", 1, 5)) is int and check_int(np.int64(4), "k", 1, 5) == 4
+    assert check_bool(np.bool_(True), "b") is True
+    for bad in (0.0, 1.0, 1):
+        with pytest.raises(ConfigError, match=r"^f: expected a finite number > 0.0 and < 1.0, got"):
+            check_float(bad, "f", 0.0, 1.0, open_lo=True, open_hi=True)
+    assert check_float(0.5, "f", 0.0, 1.0, open_lo=True, open_hi=True) == 0.5
     with pytest.raises(ConfigError, match=r"^w\[1\]: expected an integer"):
         check_list([1, 2.5], "w", check_int)
 

@@ -3,6 +3,7 @@ the metrics read 'learned' on an autoencoder that is equivariant by construction
 
 import math
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -18,8 +19,8 @@ SMALL = {"d_model": 32, "heads": 4, "layers": 1, "ff": 64, "latent": 64, "steps"
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    zoo = H.SETTING.build(tmp_path_factory.mktemp("symcheck") / "zoo", preset="tiny", progress=False)
+def setup(hyperrep_tiny_zoo):
+    zoo = hyperrep_tiny_zoo
     weights = H.SETTING.training(zoo)
     gen = H.HyperRep(**SMALL).fit(weights, accuracies=H.SETTING.fit_context(zoo)["accuracies"], progress=False)
     return zoo, gen, weights
@@ -100,6 +101,15 @@ def test_bad_arguments_are_named(setup):
         symmetry_check(gen, zoo.space, weights, 3)
 
 
-def test_figure(table):
+def test_figure_shows_the_tables_values(table):
     fig = symmetry_figure(table)
-    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    assert isinstance(fig, Figure)
+    agreement, latent, _ = fig.axes
+    heights = [[p.get_height() for p in ax.patches] for ax in fig.axes]
+    assert heights[0] == table["agreement"].tolist()
+    assert heights[1] == table["latent_distance_vs_spacing"].tolist()
+    assert heights[2] == [*table["accuracy_R"], *table["accuracy_R_prime"]]  # R, then R', per transform
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == table["transform"].tolist()
+    assert latent.lines[0].get_ydata()[0] == 1.0 and agreement.get_ylim() == (0, 1.05)
+    plt.close(fig)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -25,10 +24,12 @@ from torch import Tensor
 from .errors import CheckpointError, ConfigError
 from .io import load_checkpoint, save_checkpoint
 from .registry import GENERATORS, generator_class, generator_names
-from .safe_input import read_json
+from .saved import read_description, write_description
 
 __all__ = ["GENERATORS", "Generator", "generator_names", "load_generator", "make_generator", "seeded",
            "seeded_global_rng"]
+
+GENERATOR_JSON, STATE_FILE = "generator.json", "state.safetensors"
 
 
 class Generator(ABC):
@@ -67,11 +68,9 @@ class Generator(ABC):
         """``generator.json`` (name + config) and ``state.safetensors``, written atomically."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(d / "state.safetensors", {k: v.contiguous() for k, v in self.state().items()},
+        save_checkpoint(d / STATE_FILE, {k: v.contiguous() for k, v in self.state().items()},
                         {"generator": self.name})
-        tmp = d / ".generator.json.tmp"
-        tmp.write_text(json.dumps({"generator": self.name, "config": self.config()}, indent=2))
-        tmp.replace(d / "generator.json")
+        write_description(d, GENERATOR_JSON, {"generator": self.name, "config": self.config()})
         return d
 
 
@@ -112,19 +111,13 @@ def _same_kind(value, default) -> bool:
 def load_generator(directory: str | Path) -> Generator:
     """A fitted generator from a directory written by :meth:`Generator.save`."""
     d = Path(directory)
-    meta_file = d / "generator.json"
-    if not meta_file.is_file():
-        raise ConfigError(f"{d}: not a saved generator (no generator.json)")
-    meta = read_json(meta_file, "generator description", error=ConfigError)
-    if not isinstance(meta, dict) or not isinstance(meta.get("generator"), str) or not isinstance(
-            meta.get("config"), dict):
-        raise ConfigError(f"{meta_file}: expected {{\"generator\": NAME, \"config\": {{...}}}}, got {meta!r:.200}")
+    meta = read_description(d, GENERATOR_JSON, "generator", {"generator": str, "config": dict})
     gen = make_generator(meta["generator"], **meta["config"])
-    state, _ = load_checkpoint(d / "state.safetensors")
+    state, _ = load_checkpoint(d / STATE_FILE)
     try:
         gen.load_state(state)
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-        raise CheckpointError(f"{d / 'state.safetensors'}: not the state of a {meta['generator']!r} generator with "
+        raise CheckpointError(f"{d / STATE_FILE}: not the state of a {meta['generator']!r} generator with "
                               f"this config ({type(e).__name__}: {str(e)[:200]})") from None
     return gen
 

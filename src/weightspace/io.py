@@ -89,6 +89,36 @@ def save_checkpoint(
     return path
 
 
+def atomic_write(path: str | os.PathLike, data: bytes, *, replace: bool = True) -> bool:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part:
+    a fsynced temporary file in the same directory is renamed over ``path``, then the directory is
+    fsynced. With ``replace=False`` an existing ``path`` is kept and False is returned (an atomic
+    create-if-absent: of concurrent writers, the first one's file wins)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the renames into directory ``path`` durable."""
+    _fsync(Path(path), os.O_RDONLY)
+
+
 def load_checkpoint(
     path: str | os.PathLike, *, device: str | torch.device = "cpu", sha256: str | None = None,
     key: str | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import numbers
 import os
 import shutil
 import sqlite3
@@ -379,25 +380,27 @@ def read_idx(path, *, limit: int = MAX_IDX_BYTES) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- values
 def check_int(value, key: str, lo: int | None = None, hi: int | None = None, *, none: bool = False) -> int | None:
-    """An integer (not a bool, not a float) in ``[lo, hi]``; ``None`` when ``none`` allows it."""
+    """An integer (not a bool, not a float; a NumPy integer is one) in ``[lo, hi]``, as an ``int``;
+    ``None`` when ``none`` allows it."""
     if value is None and none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo) or (
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (lo is not None and value < lo) or (
             hi is not None and value > hi):
         raise ConfigError(f"{key}: expected an integer{_range(lo, hi)}{' or null' if none else ''}, got {value!r}")
-    return value
+    return int(value)
 
 
-def check_float(value, key: str, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False) -> float:
-    """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``)."""
+def check_float(value, key: str, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
+                open_hi: bool = False) -> float:
+    """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``, ``[lo, hi)`` with ``open_hi``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and lo is not None:
         ok = value > lo if open_lo else value >= lo
     if ok and hi is not None:
-        ok = value <= hi
+        ok = value < hi if open_hi else value <= hi
     if not ok:
         low = "" if lo is None else f"{'>' if open_lo else '≥'} {lo}"
-        high = "" if hi is None else f"≤ {hi}"
+        high = "" if hi is None else f"{'<' if open_hi else '≤'} {hi}"
         bounds = " and ".join(b for b in (low, high) if b)
         raise ConfigError(f"{key}: expected a finite number{' ' + bounds if bounds else ''}, got {value!r}")
     return float(value)
@@ -418,9 +421,10 @@ def check_str(value, key: str, choices=None) -> str:
 
 
 def check_bool(value, key: str) -> bool:
-    if not isinstance(value, bool):
+    """A bool (or a NumPy bool), as a ``bool``."""
+    if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    return value
+    return bool(value)
 
 
 def _range(lo, hi) -> str:

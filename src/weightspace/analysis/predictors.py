@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, LayoutError
+from ..errors import ConfigError, LayoutError, WeightspaceError
 from ..io import load_checkpoint, save_checkpoint
 from ..nets import build_architecture
+from ..saved import described_file, read_description, write_description
 from ..space import WeightSpace
 from ..zoo.build import model_activations
 from .features import tensor_statistics, weight_features
@@ -104,9 +105,7 @@ class AccuracyPredictor(ABC):
         d.mkdir(parents=True, exist_ok=True)
         extra = self._save_state(d)
         meta = {"kind": self.kind, "config": self.config(), "layout": json.loads(self.space.to_json()), **extra}
-        tmp = d / f".{PREDICTOR_JSON}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(d / PREDICTOR_JSON)
+        write_description(d, PREDICTOR_JSON, meta)
         return d
 
     def _check(self, weights: Tensor) -> Tensor:
@@ -121,14 +120,21 @@ class AccuracyPredictor(ABC):
 def load_predictor(directory: str | Path) -> AccuracyPredictor:
     """A fitted predictor from a directory written by :meth:`AccuracyPredictor.save`."""
     d = Path(directory)
-    meta_file = d / PREDICTOR_JSON
-    if not meta_file.exists():
-        raise ConfigError(f"{d}: not a saved accuracy predictor (no {PREDICTOR_JSON})")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("kind") not in PREDICTORS:
-        raise ConfigError(f"{meta_file}: kind {meta.get('kind')!r} is not one of {sorted(PREDICTORS)}")
-    pred = PREDICTORS[meta["kind"]](WeightSpace.from_json(json.dumps(meta["layout"])), **meta["config"])
-    pred._load_state(d, meta)
+    meta = read_description(d, PREDICTOR_JSON, "accuracy predictor", {"kind": str, "config": dict, "layout": dict})
+    if meta["kind"] not in PREDICTORS:
+        raise ConfigError(f"{d / PREDICTOR_JSON}: kind {meta['kind']!r} is not one of {sorted(PREDICTORS)}")
+    try:
+        space = WeightSpace.from_json(json.dumps(meta["layout"]))
+    except LayoutError as e:
+        raise ConfigError(f"{d / PREDICTOR_JSON}: layout: {e}") from None
+    try:
+        pred = PREDICTORS[meta["kind"]](space, **meta["config"])
+        pred._load_state(d, meta)
+    except WeightspaceError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+        raise ConfigError(f"{d}: not a saved {meta['kind']!r} predictor this weightspace reads "
+                          f"({type(e).__name__}: {str(e)[:200]})") from None
     return pred
 
 
@@ -189,8 +195,8 @@ class GBTPredictor(AccuracyPredictor):
     def _load_state(self, directory, meta):
         import lightgbm as lgb
 
-        path = directory / meta.get("model_file", "model.txt")
-        if not path.exists():
+        path = described_file(directory, meta, "model_file", "model.txt")
+        if not path.is_file():
             raise ConfigError(f"{directory}: saved GBT predictor lacks {path.name}")
         self.booster_ = lgb.Booster(model_file=str(path))
 
@@ -264,7 +270,7 @@ class NeuronSetPredictor(AccuracyPredictor):
                 "free_dim": len(self.net_.free_mean), "y_mean": self.y_mean_, "y_std": self.y_std_}
 
     def _load_state(self, directory, meta):
-        state, _ = load_checkpoint(directory / meta.get("net_file", "net.safetensors"))
+        state, _ = load_checkpoint(described_file(directory, meta, "net_file", "net.safetensors"))
         net = NeuronSetNet(meta["group_dims"], meta["free_dim"], self.hidden)
         net.load_state_dict(state)
         self.net_, self.y_mean_, self.y_std_ = net.eval(), meta["y_mean"], meta["y_std"]
@@ -331,7 +337,7 @@ class ProbePredictor(AccuracyPredictor):
                 "y_std": self.y_std_}
 
     def _load_state(self, directory, meta):
-        state, _ = load_checkpoint(directory / meta.get("net_file", "net.safetensors"))
+        state, _ = load_checkpoint(described_file(directory, meta, "net_file", "net.safetensors"))
         net = self._new_net(meta["stats_dim"])
         net.load_state_dict(state)
         self.net_, self.y_mean_, self.y_std_ = net.eval(), meta["y_mean"], meta["y_std"]

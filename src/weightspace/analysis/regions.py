@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..align import l2_distances
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, ZooError
 from ..nets import build_architecture
@@ -252,13 +253,6 @@ def regions_task(zoo: Zoo, name: str) -> Task:
 # ----------------------------------------------------------------------------- metrics
 
 
-def pairwise_distances(x: Tensor) -> Tensor:
-    """Euclidean distances between all rows, in float64 (one matrix product)."""
-    x = x.double()
-    sq = (x * x).sum(1)
-    return (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0).sqrt()
-
-
 def cluster_metrics(x: Tensor, labels: Sequence, seed: int = 0) -> dict[str, float]:
     """How well rows of ``x`` group by ``labels``: ARI of k-means (k = number of labels), silhouette,
     and mean intra-label over mean inter-label distance (below 1: tighter inside than between)."""
@@ -270,7 +264,7 @@ def cluster_metrics(x: Tensor, labels: Sequence, seed: int = 0) -> dict[str, flo
         raise ConfigError(f"cluster metrics need between 2 and {len(codes) - 1} labels, got {len(uniques)}")
     xn = x.double().numpy()
     found = KMeans(len(uniques), n_init=10, random_state=seed).fit_predict(xn)
-    dist = pairwise_distances(x)
+    dist = l2_distances(x.double(), x.double())
     same = torch.from_numpy(codes[:, None] == codes[None, :])
     off = ~torch.eye(len(codes), dtype=torch.bool)
     return {"ari": float(adjusted_rand_score(codes, found)),
@@ -286,7 +280,7 @@ def group_separation(x: Tensor, labels: Sequence) -> pd.DataFrame:
     can be expected to tell the two apart."""
     codes, uniques = pd.factorize(np.asarray(labels))
     onehot = torch.nn.functional.one_hot(torch.from_numpy(codes), len(uniques)).double()
-    sums = onehot.T @ pairwise_distances(x) @ onehot  # [G, G] sums of distances between label blocks
+    sums = onehot.T @ l2_distances(x.double(), x.double()) @ onehot  # [G, G] sums of distances between label blocks
     n = onehot.sum(0)
     pairs = n[:, None] * n[None, :] - torch.diag(n)  # ordered pairs, self-pairs excluded inside a label
     mean = sums / pairs

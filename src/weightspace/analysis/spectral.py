@@ -177,9 +177,10 @@ class SpectralAnalyzer:
         return self
 
     def get_params(self) -> dict:
-        return dict(fit=self.fit_kind, mp_fit=self.mp_fit, randomize=self.randomize, conv=self.conv,
-                    conv_norm=self.conv_norm, farms=self.farms, farms_min_q=self.farms_min_q, method=self.method,
-                    precision=self.precision, min_tail=self.min_tail, n_boot=self.n_boot, seed=self.seed)
+        return {"fit": self.fit_kind, "mp_fit": self.mp_fit, "randomize": self.randomize, "conv": self.conv,
+                "conv_norm": self.conv_norm, "farms": self.farms, "farms_min_q": self.farms_min_q,
+                "method": self.method, "precision": self.precision, "min_tail": self.min_tail, "n_boot": self.n_boot,
+                "seed": self.seed}
 
     # ------------------------------------------------------------------ work
     def _threads(self) -> int:
@@ -302,15 +303,15 @@ class SpectralAnalyzer:
             p = full / norm[:, None] + 1e-10
             entropy = -np.sum(p * np.log(p), axis=1) / np.log(rank + 1e-10)
         status = np.where(~pl["fit_ok"], "fit-failed", np.where(random_like(full, N / M, M), "random-like", "ok"))
-        cols = dict(
-            N=N, M=M, Q=N / M, rf=layer.rf, num_evals=n, lambda_max=lam_max,
-            alpha=alpha, xmin=pl["xmin"], xmax=pl["xmax"], D=pl["D"], sigma=pl["sigma"],
-            num_pl_spikes=pl["num_pl_spikes"],
-            norm=norm, log_norm=np.log10(norm), spectral_norm=lam_max, log_spectral_norm=np.log10(lam_max),
-            alpha_weighted=alpha * np.log10(lam_max), log_alpha_norm=log_alpha_norm,
-            stable_rank=norm / lam_max, matrix_rank=rank, entropy=entropy,
-            warning=np.where(alpha < OVER_TRAINED, "over-trained", np.where(alpha > UNDER_TRAINED, "under-trained", "")),
-        )
+        cols = {
+            "N": N, "M": M, "Q": N / M, "rf": layer.rf, "num_evals": n, "lambda_max": lam_max,
+            "alpha": alpha, "xmin": pl["xmin"], "xmax": pl["xmax"], "D": pl["D"], "sigma": pl["sigma"],
+            "num_pl_spikes": pl["num_pl_spikes"],
+            "norm": norm, "log_norm": np.log10(norm), "spectral_norm": lam_max, "log_spectral_norm": np.log10(lam_max),
+            "alpha_weighted": alpha * np.log10(lam_max), "log_alpha_norm": log_alpha_norm,
+            "stable_rank": norm / lam_max, "matrix_rank": rank, "entropy": entropy,
+            "warning": np.where(alpha < OVER_TRAINED, "over-trained", np.where(alpha > UNDER_TRAINED, "under-trained", "")),
+        }
         cols.update({k: pl[k] for k in ("alpha_lo", "alpha_hi", "alpha_xmax") if k in pl})
         if "farms" in ev:
             cols["farms_blocks"] = ev["farms"].shape[1] // (M * layer.rf)
@@ -517,11 +518,8 @@ def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | No
     WeightWatcher's summary metrics, ``alpha_hat`` (mean α·log10 λmax), and ``alpha_hat_ok`` (the
     same mean over ``ok`` layers only, NaN when there is none); ``layers``/``layers_ok`` count them.
 
-    Why α̂ keeps random-like layers (measured by benchmarks/spectral_meaning.py, not chosen by its τ):
-    on its 384 digits MLPs the ok-only mean is undefined for 157 models (every layer random-like,
-    mostly barely trained), and the status threshold makes it jump when a layer's λmax crosses the MP
-    edge: over 30 copies of a model with each matrix cut to a random 90% of its rows, its median std
-    was 0.062 against 0.034 for the mean over all fitted layers, and it was missing in 36% of copies.
+    α̂ keeps random-like layers: the ok-only mean is undefined for models whose every layer is
+    random-like, and it jumps when a layer's λmax crosses the MP edge (docs/spectral.md).
     """
     if "status" not in details.columns:  # nothing analysable at all (an empty state dict)
         details = pd.DataFrame(columns=["model", "status", *SUMMARY_METRICS])

@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..io import atomic_write
+from ..jsonable import json_default, jsonable
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -88,24 +90,6 @@ class Report:
         self.figures.append(ReportFigure(section, png, caption, name))
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer, np.floating, np.bool_)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -150,7 +134,7 @@ def _config_text(configs: dict) -> str:
             else:
                 lines.append(f"{pad}{k}: {json.dumps(v, ensure_ascii=False)}")
 
-    walk(json.loads(json.dumps(configs, default=_json_default)), 0)
+    walk(jsonable(configs), 0)
     return "\n".join(lines)
 
 
@@ -188,14 +172,14 @@ def write_report(report: Report, out_dir: str | Path) -> Path:
               f"<pre>{html.escape(_config_text(report.configs))}</pre>",
               "</body></html>"]
     path = out / "report.html"
-    _write(path, "\n".join(parts).encode())
-    _write(out / "results.json", json.dumps({"title": report.title, "summary": report.summary.to_dict("records"),
+    atomic_write(path, "\n".join(parts).encode())
+    atomic_write(out / "results.json", json.dumps({"title": report.title, "summary": report.summary.to_dict("records"),
                                               "results": report.results, "configs": report.configs,
                                               "rule": report.rule},
-                                             indent=2, default=_json_default).encode())
-    _write(out / "summary.csv", rounded(report.summary).to_csv(index=False).encode())
+                                             indent=2, default=json_default).encode())
+    atomic_write(out / "summary.csv", rounded(report.summary).to_csv(index=False).encode())
     for name, df in report.tables.items():
-        _write(out / f"{_slug(name)}.csv", rounded(df).to_csv(index=False).encode())
+        atomic_write(out / f"{_slug(name)}.csv", rounded(df).to_csv(index=False).encode())
     for name, df in report.data.items():  # per-model data at full precision
-        _write(out / f"{_slug(name)}.csv", df.to_csv(index=False).encode())
+        atomic_write(out / f"{_slug(name)}.csv", df.to_csv(index=False).encode())
     return path

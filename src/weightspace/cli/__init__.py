@@ -15,10 +15,10 @@ from collections import Counter
 
 from ..errors import WeightspaceError
 from ..safe_input import claim_output_file, claimed_output
-from . import analysis, analyze, generate, merge, study, zoo
+from . import analyze, generate, merge, predict_accuracy, regions, study, zoo
 from .common import threads_set
 
-COMMANDS = (study, zoo, generate, merge, analyze, analysis)
+COMMANDS = (study, zoo, generate, merge, analyze, predict_accuracy, regions)
 
 
 class _Parser(argparse.ArgumentParser):

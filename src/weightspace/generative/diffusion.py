@@ -1,4 +1,4 @@
-"""Shared diffusion core: DDPM training loss, DDPM ancestral and DDIM sampling, EMA.
+"""Shared diffusion core: DDPM training loss, DDPM ancestral and DDIM sampling, the training loop.
 
 Every diffusion-based generator of weights (P-diff's latent DDPM, G.pt, HyperDiffusion) uses this
 one implementation, so differences between methods come from their denoisers and data, not from
@@ -9,13 +9,14 @@ subtly different samplers. A denoiser is any callable ``model(x_t, t, cond) -> T
 
 from __future__ import annotations
 
-import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
@@ -170,69 +171,70 @@ class Diffusion:
         return x
 
 
-class EMA:
-    """Exponential moving average of a module's parameters (buffers are copied as they are).
-
-    With ``warmup`` the decay used at update n is ``min(decay, (1 + n) / (10 + n))``, so short fits
-    (a few hundred steps, as on CPU) are not dominated by the random initialisation."""
-
-    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
-        if not 0 <= decay < 1:
-            raise ConfigError(f"decay: expected 0 <= decay < 1, got {decay!r}")
-        self.decay = decay
-        self.warmup = warmup
-        self.updates = 0
-        self.shadow = copy.deepcopy(model).eval()
-        for p in self.shadow.parameters():
-            p.requires_grad_(False)
-
-    def current_decay(self) -> float:
-        if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+def ema_avg_fn(decay: float = 0.999, warmup: bool = True):
+    """A ``multi_avg_fn`` for :class:`~torch.optim.swa_utils.AveragedModel`: the exponential moving
+    average of ``get_ema_multi_avg_fn(decay)``, with a warm-up by default. With ``warmup`` the decay at
+    the n-th update is ``min(decay, n / (n + 9))`` (1/10, 2/11, ...), so short fits (a few hundred
+    steps, as on CPU) are not dominated by the random initialisation."""
+    if not 0 <= decay < 1:
+        raise ConfigError(f"decay: expected 0 <= decay < 1, got {decay!r}")
+    if not warmup:
+        return get_ema_multi_avg_fn(decay)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = self.current_decay()
-        shadow, params = list(self.shadow.parameters()), [p.detach() for p in model.parameters()]
-        if len(shadow) != len(params):
-            raise ConfigError(f"model: expected {len(shadow)} parameters as the averaged copy, got {len(params)}")
-        torch._foreach_lerp_(shadow, params, 1.0 - d)  # one call for all parameters, as torch.optim does
-        for avg, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
-            avg.copy_(b)
-        self.updates += 1
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor | int) -> None:
+        n = int(num_averaged)  # the starting copy counts as one: the first update sees n = 1
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, n / (n + 9)))
 
-    def averaged(self) -> nn.Module:
-        """A deep copy of the module holding the averaged parameters (eval mode)."""
-        return copy.deepcopy(self.shadow).eval()
+    return update
+
+
+def ema_model(model: nn.Module, decay: float = 0.999, warmup: bool = True) -> AveragedModel:
+    """An :class:`~torch.optim.swa_utils.AveragedModel` of ``model`` with :func:`ema_avg_fn` that
+    starts at the model's current weights (its first update averages them with the trained ones);
+    buffers are copied as they are. Call ``update_parameters(model)`` after each step."""
+    averaged = AveragedModel(model, multi_avg_fn=ema_avg_fn(decay, warmup))
+    averaged.update_parameters(model)  # AveragedModel's first update copies: the average starts here
+    return averaged
 
 
 def fit_denoiser(model: nn.Module, diffusion: Diffusion, data: Tensor, *, steps: int, batch_size: int = 64,
                  lr: float = 1e-3, cond: Tensor | None = None, ema_decay: float = 0.999,
                  weight_decay: float = 0.0, generator: torch.Generator | None = None,
-                 progress: bool = True, desc: str = "diffusion") -> nn.Module:
+                 progress: bool = True, desc: str = "diffusion",
+                 batch: Callable[[Tensor], tuple[Tensor, Tensor | None]] | None = None,
+                 lr_lambda: Callable[[int], float] | None = None) -> nn.Module:
     """Train ``model`` (in place, as an optimiser does) with AdamW on minibatches of ``data`` rows drawn
-    with replacement from ``generator``; returns the EMA copy in eval mode."""
+    with replacement from ``generator``; returns the EMA copy (:func:`ema_model`) in eval mode.
+
+    ``batch(idx)`` turns the drawn row indices ``LongTensor[batch_size]`` into the minibatch
+    ``(x0, cond)`` (default: ``data[idx]`` and ``cond[idx]``), for augmentation or for rows that are
+    not the samples themselves (G.pt's pairs of checkpoints); it may draw from ``generator`` too.
+    ``lr_lambda(step)`` scales the learning rate after each step (``LambdaLR``)."""
     if cond is not None and cond.shape[0] != data.shape[0]:
         raise ConfigError(f"cond: expected {data.shape[0]} rows to match data, got {cond.shape[0]}")
     if int(steps) < 1 or int(batch_size) < 1:
         raise ConfigError(f"steps, batch_size: expected positive integers, got {steps!r}, {batch_size!r}")
     gen_device = generator.device if generator is not None else torch.device("cpu")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    ema = EMA(model, ema_decay)
+    sched = None if lr_lambda is None else torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    ema = ema_model(model, ema_decay)
     model.train()
     bar = tqdm(range(int(steps)), desc=desc, disable=not progress, leave=False)
     for step in bar:
         idx = torch.randint(0, data.shape[0], (int(batch_size),), generator=generator,
                             device=gen_device).to(data.device)
-        loss = diffusion.loss(model, data[idx], None if cond is None else cond[idx], generator)
+        x0, c = batch(idx) if batch is not None else (data[idx], None if cond is None else cond[idx])
+        loss = diffusion.loss(model, x0, c, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema.update(model)
+        if sched is not None:
+            sched.step()
+        ema.update_parameters(model)
         if progress and step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    return ema.averaged()
+    return ema.module.eval().requires_grad_(False)
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:

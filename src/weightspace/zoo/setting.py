@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import pandas as pd
+import torch
 from torch import Tensor
 
 from ..errors import ConfigError
@@ -26,6 +28,13 @@ from .method_record import Record, check_record
 from .store import Zoo
 
 CLASSIFIER, SHAPES = "classifier", "shapes"
+HELDOUT_PREFIX = "heldout"  # the run ids of held-out runs start with it
+
+
+def held_out_rows(index: pd.DataFrame) -> Tensor:
+    """``bool[N]`` over the rows of a zoo's index (:meth:`Zoo.index`): those of held-out runs, whose
+    run ids start with :data:`HELDOUT_PREFIX`."""
+    return torch.tensor(index["run_id"].str.startswith(HELDOUT_PREFIX).to_numpy(dtype=bool))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,14 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, InputError, LayoutError, ZooError
-from ..io import load_checkpoint, read_tensor_specs, save_checkpoint, sha256_file
+from ..io import (
+    atomic_write,
+    fsync_dir,
+    load_checkpoint,
+    save_checkpoint,
+    sha256_file,
+)
+from ..jsonable import json_default
 from ..safe_input import (
     check_sqlite_schema,
     connect_sqlite,
@@ -48,13 +55,8 @@ from ..safe_input import (
     sqlite_over_budget,
 )
 from ..space import StateDict, WeightSpace
-
-FORMAT = "weightspace-zoo"
-FORMAT_VERSION = 1
-ZOO_JSON = "zoo.json"
-INDEX = "index.sqlite"
-MODELS = "models"
-STAGING = ".staging"
+from .check import clean, inspect, verify
+from .layout import FORMAT, FORMAT_VERSION, INDEX, MODELS, STAGING, ZOO_JSON
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 COLUMN_TYPES = (("model_id", "TEXT"), ("run_id", "TEXT"), ("seed", "INTEGER"), ("epoch", "INTEGER"),
@@ -144,7 +146,7 @@ class Zoo:
         except sqlite3.Error as e:
             raise ZooError(f"{root / INDEX}: cannot make the zoo's index there ({e})") from None
         # zoo.json last: its presence is what makes the directory a zoo.
-        if not _write_atomic(root / ZOO_JSON, text.encode(), replace=False):
+        if not atomic_write(root / ZOO_JSON, text.encode(), replace=False):
             return cls.open(root)._require_layout(space)
         return cls(root, space, json.loads(text))  # as open() would read it: tuples become lists
 
@@ -263,7 +265,7 @@ class Zoo:
                         os.replace(path, self.root / row["file"])
                         added += 1
                 if added:
-                    _fsync_dir(self.root / MODELS)
+                    fsync_dir(self.root / MODELS)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -300,10 +302,10 @@ class Zoo:
                 raise ValueError(f"model {model_id!r}: record lacks '{key}'")
         run_id = rec.pop("run_id")
         if not isinstance(run_id, str):
-            raise ValueError(f"model {model_id!r}: record['run_id'] must be a str, got {type(run_id).__name__}")
+            raise ValueError(f"model {model_id!r}: record['run_id'] must be a str, got {type(run_id).__name__}")  # noqa: TRY004
         hparams = rec.pop("hparams", None) or {}
         if not isinstance(hparams, Mapping):
-            raise ValueError(f"model {model_id!r}: record['hparams'] must be a dict, got {type(hparams).__name__}")
+            raise ValueError(f"model {model_id!r}: record['hparams'] must be a dict, got {type(hparams).__name__}")  # noqa: TRY004
         row = {
             "model_id": model_id,
             "run_id": run_id,
@@ -370,6 +372,11 @@ class Zoo:
                 sql = f"SELECT model_id FROM models WHERE model_id IN ({', '.join('?' * len(chunk))})"
                 found.update(r[0] for r in con.execute(sql, chunk))
         return found
+
+    def files(self) -> set[str]:
+        """The file of every indexed model, as the index names it (relative to the zoo)."""
+        with self._db() as con:
+            return {r[0] for r in con.execute("SELECT file FROM models")}
 
     def ids(self) -> set[str]:
         with self._db() as con:
@@ -489,86 +496,19 @@ class Zoo:
                 raise ZooError(f"model {model_id!r}: cannot load {file}: {e} (Zoo.verify lists every problem)") from e
         return weights
 
-    # ------------------------------------------------------------------ checking
+    # ------------------------------------------------------------------ checking (zoo/check.py)
     def verify(self) -> list[str]:
-        """Problems with indexed files (missing, unreadable, checksum mismatch), then orphan files.
-
-        Orphans, files in models/ with no row (a writer killed between rename and commit), are only
-        informational: the index never points at them.
-        """
-        problems, orphans = self.inspect()
-        return problems + orphans
+        """Problems with indexed files (missing, unreadable, checksum mismatch), then orphan files
+        (:func:`~weightspace.zoo.check.verify`)."""
+        return verify(self)
 
     def inspect(self) -> tuple[list[str], list[str]]:
-        """``(problems, leftovers)``: indexed files that are outside the zoo, missing, unreadable, of
-        another checksum or layout; then orphan files in models/ and ``.staging`` leftovers."""
-        df = self.index()
-        problems = []
-        for model_id, file, expected in zip(df["model_id"], df["file"], df["sha256"]):
-            try:
-                path = self.path_of(file)
-            except ZooError as e:
-                problems.append(f"{model_id}: {e}")
-                continue
-            if not path.is_file():
-                problems.append(f"{model_id}: {file} is missing")
-                continue
-            try:
-                actual = sha256_file(path)
-                tensors = read_tensor_specs(path)
-            except (OSError, CheckpointError) as e:
-                problems.append(f"{model_id}: {file} is unreadable ({e})")
-                continue
-            if actual != expected:
-                problems.append(
-                    f"{model_id}: {file} checksum mismatch (index {expected[:12]}..., file {actual[:12]}...): "
-                    "the file changed after it was indexed"
-                )
-            mismatch = self._layout_mismatch(tensors)
-            if mismatch:
-                problems.append(f"{model_id}: {file} does not hold layout '{self.space.name}': {mismatch}")
-        models = self.root / MODELS
-        if not models.is_dir():
-            problems.append(f"{MODELS}/ is not a directory")
-            return problems, []
-        indexed = set(df["file"])
-        orphans = [
-            f"orphan: {MODELS}/{p.name} is not in the index (a write interrupted before indexing); "
-            "delete it or add the model again"
-            for p in sorted(models.iterdir())
-            if p.is_file() and not p.name.endswith(".tmp") and f"{MODELS}/{p.name}" not in indexed
-        ]
-        staging = self.root / STAGING
-        if staging.is_dir():
-            orphans += [f"leftover: {STAGING}/{p.name} (a write that never finished); Zoo.clean() removes it"
-                        for p in sorted(staging.iterdir())]
-        return problems, orphans
-
-    def _layout_mismatch(self, tensors: dict[str, tuple[tuple[int, ...], str]]) -> str | None:
-        for e in self.space.entries:
-            if e.name not in tensors:
-                return f"it lacks tensor {e.name!r}"
-            shape, dtype = tensors[e.name]
-            if shape != e.shape or dtype != str(e.dtype).removeprefix("torch."):
-                return f"tensor {e.name!r} is {dtype} {list(shape)}, the layout says {e.dtype} {list(e.shape)}"
-        return None
+        """``(problems, leftovers)`` (:func:`~weightspace.zoo.check.inspect`)."""
+        return inspect(self)
 
     def clean(self) -> list[str]:
-        """Remove what interrupted writes left behind (``.staging`` files, orphan files in models/);
-        returns what was removed. Only files no index row points at are touched; run it when no
-        writer is adding to the zoo (its staged files would go too)."""
-        with self._db() as con:
-            indexed = {r[0] for r in con.execute("SELECT file FROM models")}
-        removed = []
-        for d in (self.root / STAGING, self.root / MODELS):
-            if not d.is_dir():
-                continue
-            for p in sorted(d.iterdir()):
-                rel = f"{d.name}/{p.name}"
-                if p.is_file() and rel not in indexed:
-                    p.unlink()
-                    removed.append(rel)
-        return removed
+        """Remove what interrupted writes left behind (:func:`~weightspace.zoo.check.clean`)."""
+        return clean(self)
 
     # ------------------------------------------------------------------ export
     def export(self, out_dir: str | os.PathLike, where: str | None = None, params: Sequence = (), *,
@@ -580,8 +520,8 @@ class Zoo:
         if len(df) == 0:
             raise ZooError(f"no model of zoo {self.root} matches {where!r} with {tuple(params)!r}; nothing exported")
         out = prepare_output(out_dir, "zoo export", force=force, what="export directory")
-        _write_atomic(out / "models.csv", df.to_csv(index=False).encode())
-        _write_atomic(out / ZOO_JSON, (self.root / ZOO_JSON).read_bytes())
+        atomic_write(out / "models.csv", df.to_csv(index=False).encode())
+        atomic_write(out / ZOO_JSON, (self.root / ZOO_JSON).read_bytes())
         meta = {"layout": self.space.to_json(), "model_ids": json.dumps(list(df["model_id"]))}
         save_checkpoint(out / "weights.safetensors", {"weights": weights}, meta)
         return out
@@ -605,18 +545,9 @@ def _as_int(model_id: str, key: str, value) -> int | None:
         raise ValueError(f"model {model_id!r}: record[{key!r}] must be an int, got {value!r}") from e
 
 
-def _json_default(value):
-    """Numpy and 0-d torch scalars (metric values often are) and paths, as JSON scalars."""
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _dumps(value, what: str, **kwargs) -> str:
     try:
-        return json.dumps(value, default=_json_default, **kwargs)
+        return json.dumps(value, default=json_default, **kwargs)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what}: {e}") from e
 
@@ -624,32 +555,3 @@ def _dumps(value, what: str, **kwargs) -> str:
 def _unlink(staged: list[tuple[Path, dict]]) -> None:
     for path, _ in staged:
         path.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, *, replace: bool = True) -> bool:
-    """Write via a fsynced temp file; with ``replace=False`` an existing ``path`` is kept (returns False)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic create-if-absent
-            except FileExistsError:
-                return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return True

@@ -1,13 +1,12 @@
 """A nonlinear generator in the aligned space: rectified flow on the top principal directions.
 
-``AlignedGaussian`` (``aligned``) loses about 4 points of accuracy against fresh runs; the hypothesis
-tested here is that a Gaussian spreads its draws along straight directions while the runs' low-loss
-region is curved. This generator keeps its data setting and its alignment (same runs, same
+``AlignedGaussian`` (``aligned``) loses accuracy against fresh runs; the hypothesis tested here is
+that a Gaussian spreads its draws along straight directions while the runs' low-loss region is
+curved. This generator keeps its data setting and its alignment (same runs, same
 barycenter) and replaces the Gaussian over the top ``dims`` principal directions with a conditional
 flow-matching model (rectified flow: a small MLP velocity field trained on straight paths from
 N(0, I) to the whitened runs, integrated with a few Euler steps). The directions left over keep an
-isotropic Gaussian residual, as in probabilistic PCA. Measured (README): it gains 1-2 points over the
-Gaussian and then levels off, below fresh runs and near the aligned midpoint.
+isotropic Gaussian residual, as in probabilistic PCA. docs/generators.md has what it measured.
 
 The training length is chosen on novelty, not loss: a fifth of the runs is held back from the flow
 (the principal directions come from all of them); at every check the flow's samples must lie at

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from ...data import load_dataset
@@ -15,7 +14,7 @@ from ...errors import ConfigError
 from ...nets import build_architecture
 from ...safe_input import check_int, check_str
 from ...zoo.method_record import Fields, Record
-from ...zoo.setting import DataSetting, register_method
+from ...zoo.setting import HELDOUT_PREFIX, DataSetting, held_out_rows, register_method
 from ...zoo.store import Zoo
 from ...zoo.train import HParams, Run, TrainConfig, train_population
 
@@ -29,7 +28,6 @@ PRESETS = {
     "tiny": {"runs": 48, "heldout_runs": 12, "epochs": 6, "lr": 0.05, "dataset": {"name": "digits", "seed": 0},
              "architecture": {**ARCHITECTURE, "in_features": 64}},
 }
-HELDOUT_PREFIX = "heldout"
 # What build_data records (checked when a zoo is opened as this method's).
 ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int}))
 
@@ -72,19 +70,15 @@ class AlignedSetting(DataSetting):
     def training(self, zoo: Zoo) -> Tensor:
         """The final checkpoint of every training run."""
         weights, df = zoo.load()
-        return weights[~_held_out(df)]
+        return weights[~held_out_rows(df)]
 
     def heldout(self, zoo: Zoo) -> Tensor:
         """The final checkpoint of every held-out run: fresh training runs, the novelty ceiling."""
         weights, df = zoo.load()
-        return weights[_held_out(df)]
+        return weights[held_out_rows(df)]
 
     def generator_config(self, zoo: Zoo) -> dict:
         return {"architecture": dict(zoo.info["architecture"])}
-
-
-def _held_out(df) -> Tensor:
-    return torch.tensor(df["run_id"].str.startswith(HELDOUT_PREFIX).to_numpy(dtype=bool))
 
 
 SETTING = register_method(AlignedSetting())

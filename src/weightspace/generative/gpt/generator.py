@@ -8,14 +8,13 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ...errors import ConfigError, LayoutError
 from ...generator import Generator, seeded
 from ...nets import build_architecture
 from ...space import WeightSpace
 from ...symmetry import permutation_pool, random_permutation
-from ..diffusion import EMA, Diffusion, NoiseSchedule
+from ..diffusion import Diffusion, NoiseSchedule, fit_denoiser
 from .network import GptDenoiser, chunk_splits
 from .setting import ARCHITECTURE
 
@@ -57,20 +56,17 @@ class Gpt(Generator):
     ``fresh_init_prob``: the probability that a pair starting at a run's init gets a fresh random
     init as its start instead (same loss, same target). With a few dozen runs the network otherwise
     learns the shortcut "this exact init → that run's checkpoints" and has nothing to say about an
-    unseen init, which is all one-step prompting gives it (default data, 6,000 steps, no permutations: prompted
-    samples average 55% test accuracy without it, 94% with 0.5, the runs 95%); G.pt's 10k runs made
-    that shortcut useless. ``fresh_init_prob=0`` is the original training.
+    unseen init, which is all one-step prompting gives it; G.pt's 10k runs made that shortcut
+    useless. ``fresh_init_prob=0`` is the original training.
 
     ``permutations``: neuron permutations applied to both members of a pair. The original drew a
-    fresh one per pair (``-1``): that multiplies every target by 10! orderings, which a denoiser
-    this small cannot learn (prompted samples 13% test accuracy; 21% when pairs with a swapped init
-    keep their target unpermuted, as all pool settings do). Here the default draws from a pool of
-    2 (the identity and one random permutation, fixed per fit). At 6,000 steps: 83–89% (pool of 4:
-    82.5%; none: 94%); at the default 9,000 steps: 93.3% and 93.5% for fit seeds 0 and 1.
+    fresh one per pair (``-1``): that multiplies every target by 10! orderings, more than a denoiser
+    this small learns. Here the default draws from a pool of 2 (the identity and one random
+    permutation, fixed per fit); pairs with a swapped init keep their target unpermuted.
 
-    Also differs from the original, measured on the default data: no global residual (θ' predicted
-    from scratch; with ``θ' = θ_start + decoder(...)`` prompted samples average 71%, as the output
-    stays tied to a random init coordinate by coordinate); ``global_residual=True`` restores it.
+    Also differs from the original: no global residual (θ' predicted from scratch; with
+    ``θ' = θ_start + decoder(...)`` the output stays tied to a random init coordinate by coordinate);
+    ``global_residual=True`` restores it. docs/generators.md has the measurements behind each choice.
     """
 
     name = "gpt"
@@ -221,18 +217,13 @@ class Gpt(Generator):
 
     def _train(self, wn: Tensor, ln: Tensor, pairs: Tensor, from_init: Tensor, fresh: Tensor | None,
                gen: torch.Generator, progress: bool) -> GptDenoiser:
-        """AdamW on random pairs (start, later target) with the diffusion loss; returns the EMA copy."""
+        """The diffusion loss on random pairs (start, later target), permuted and with fresh inits
+        swapped in as the batch transform of :func:`fit_denoiser`; returns the EMA copy."""
         device, space = wn.device, self.space
         net = self._new_net().to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
-        # Cosine decay to 0: the last steps at a small rate sharpen what the denoiser memorised.
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / self.train_steps)))
-        ema = EMA(net, self.ema_decay)
-        net.train()
         pool = permutation_pool(space, self.permutations, gen).to(device)  # -1 (per pair): identity only
-        bar = tqdm(range(self.train_steps), desc="G.pt", disable=not progress, leave=False)
-        for it in bar:
-            pick = torch.randint(len(pairs), (self.batch_size,), generator=gen).to(device)
+
+        def batch(pick: Tensor) -> tuple[Tensor, Tensor]:
             i, j = pairs[pick, 0], pairs[pick, 1]
             start, target = wn[i], wn[j]
             clean_target = target
@@ -248,16 +239,13 @@ class Gpt(Generator):
                 other = fresh[torch.randint(len(fresh), (self.batch_size,), generator=gen).to(device)]
                 start = torch.where(swap[:, None], other, start)
                 target = torch.where(swap[:, None], clean_target, target)
-            cond = torch.cat([start, ln[i, None], ln[j, None]], dim=1)
-            loss = self.diffusion.loss(net, target, cond, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            ema.update(net)
-            if progress and it % 100 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        return ema.averaged()
+            return target, torch.cat([start, ln[i, None], ln[j, None]], dim=1)
+
+        # Cosine decay to 0: the last steps at a small rate sharpen what the denoiser memorised.
+        return fit_denoiser(net, self.diffusion, pairs, steps=self.train_steps, batch_size=self.batch_size,
+                            lr=self.lr, weight_decay=self.weight_decay, ema_decay=self.ema_decay, generator=gen,
+                            progress=progress, desc="G.pt", batch=batch,
+                            lr_lambda=lambda i: 0.5 * (1 + math.cos(math.pi * i / self.train_steps)))
 
     def prompt(self, starts: Tensor, start_loss: Tensor | float | None = None,
                target_loss: Tensor | float | None = None, seed: int = 0) -> Tensor:

@@ -4,8 +4,8 @@ thousand errors; trained on a 5,000-image subset to keep a run's trajectory shor
 checkpoints (every 12 SGD steps over 3 epochs, the init included), plus 16 held-out runs trained alike
 and never shown to the generator. The original used 10,228 runs × 200 checkpoints on MNIST. The
 ``tiny`` preset keeps the 64→10→10 MLP on scikit-learn's digits for tests. A CPU-sized denoiser
-memorises a few dozen runs; on digits with 256 runs (3,000 steps) its prompted samples averaged 15%
-test accuracy against the runs' 95%, so the default keeps the number of runs it can learn.
+learns a few dozen runs and not a few hundred (docs/generators.md), so the default keeps the number
+of runs it can learn.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from ...errors import ConfigError
 from ...nets import build_architecture
 from ...safe_input import check_int, check_str
 from ...zoo.method_record import Fields, Record
-from ...zoo.setting import DataSetting, PaperCall, register_method
+from ...zoo.setting import (
+    HELDOUT_PREFIX,
+    DataSetting,
+    PaperCall,
+    held_out_rows,
+    register_method,
+)
 from ...zoo.store import Zoo
 from ...zoo.train import HParams, Run, TrainConfig, train_population
 
@@ -42,7 +48,6 @@ PRESETS = {
              "dataset": {"name": "digits", "seed": 0},
              "architecture": {**ARCHITECTURE, "in_features": 64}, "generator": {}},
 }
-HELDOUT_PREFIX = "heldout"  # run ids of the held-out runs
 LOSS_METRICS = ("train_loss", "val_loss", "test_loss")
 # What build_data records and the code below reads (checked when a zoo is opened as G.pt's): the
 # preset's generator settings become constructor arguments, so no other key is accepted there.
@@ -95,12 +100,12 @@ class GptSetting(DataSetting):
         """The final checkpoint of every training run: what the paper compares G.pt's samples against
         (a training run's own final checkpoint is compared with the other runs' only)."""
         weights, df = zoo.load()
-        return weights[_final_rows(df) & ~_held_out(df)]
+        return weights[_final_rows(df) & ~held_out_rows(df)]
 
     def heldout(self, zoo: Zoo) -> Tensor:
         """The final checkpoint of every held-out run (trained like the training runs, never fitted on)."""
         weights, df = zoo.load()
-        return weights[_final_rows(df) & _held_out(df)]
+        return weights[_final_rows(df) & held_out_rows(df)]
 
     def fit_context(self, zoo: Zoo, metric: str = "test_loss") -> dict:
         """Every checkpoint of the training runs with its run, step and loss (G.pt conditions on test
@@ -108,7 +113,7 @@ class GptSetting(DataSetting):
         if metric not in LOSS_METRICS:
             raise ConfigError(f"metric: expected one of {LOSS_METRICS}, got {metric!r}")
         weights, df = zoo.load()
-        keep = ~_held_out(df)
+        keep = ~held_out_rows(df)
         df = df[keep.numpy()]
         return {
             "checkpoints": weights[keep],
@@ -121,10 +126,6 @@ class GptSetting(DataSetting):
 def _final_rows(df) -> Tensor:
     last = df.groupby("run_id")["step"].transform("max")
     return torch.tensor((df["step"] == last).to_numpy(dtype=bool))
-
-
-def _held_out(df) -> Tensor:
-    return torch.tensor(df["run_id"].str.startswith(HELDOUT_PREFIX).to_numpy(dtype=bool))
 
 
 SETTING = register_method(GptSetting())

@@ -39,9 +39,8 @@ from ...zoo.setting import SHAPES, DataSetting, PaperCall, Reference, register_m
 
 PRESETS = {
     # ~300 ankle-boot silhouettes, 100 held out; 2,625 weights per MLP. Each MLP overfits its shape,
-    # as in the paper: a fit's decoded shape lies at about 0.23 of the shapes' own spacing from its
-    # ground truth (4,096 occupancy samples, 4 frequencies and 500 steps left it at 0.47, where the
-    # replica axis could not call a copy a replica; docs/study.md has the measurements).
+    # as in the paper: a looser fit left the replica axis unable to call a copy a replica
+    # (docs/generators.md has the measurements).
     "default": {
         "shapes": {"source": "auto", "n_train": 300, "n_test": 100, "classes": None, "seed": 0},
         "architecture": {"widths": [32, 32, 32], "n_frequencies": 3},

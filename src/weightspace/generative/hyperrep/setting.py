@@ -24,7 +24,14 @@ from ...generator import seeded
 from ...nets import build_architecture
 from ...safe_input import check_int, check_str
 from ...zoo.method_record import Fields, Record
-from ...zoo.setting import DataSetting, PaperCall, Reference, register_method
+from ...zoo.setting import (
+    HELDOUT_PREFIX,
+    DataSetting,
+    PaperCall,
+    Reference,
+    held_out_rows,
+    register_method,
+)
 from ...zoo.store import Zoo
 from ...zoo.train import HParams, Run, TrainConfig, train_population
 
@@ -37,7 +44,6 @@ PRESETS = {
     "tiny": {"runs": 8, "heldout_runs": 2, "epochs": 4, "checkpoint_epochs": [2],
              "dataset": {"name": "digits", "seed": 0, "image": True}},
 }
-HELDOUT_PREFIX = "heldout"  # run ids of the held-out runs
 ACCURACY_METRICS = ("test_acc", "val_acc", "train_acc")
 # What build_data records (checked when a zoo is opened as Hyper-Representations').
 ZOO_RECORD = Record(Fields({"preset": lambda v, k: check_str(v, k, PRESETS), "seed": check_int}))
@@ -55,8 +61,6 @@ def zoo_runs(n: int, epochs: int, seed: int = 0, prefix: str = "run") -> list[Ru
     return [Run(f"{prefix}{i:04d}", seed + i, HParams(lr=round(float(lrs[i]), 5), init_scale=round(float(scales[i]), 3),
                                                       dropout=float(drops[i]), optimizer="adam", epochs=epochs))
             for i in range(n)]
-
-
 
 
 class HyperRepSetting(DataSetting):
@@ -137,7 +141,7 @@ class HyperRepSetting(DataSetting):
 
 def _index(zoo: Zoo, held_out: bool):
     df = zoo.index()
-    return df[df["run_id"].str.startswith(HELDOUT_PREFIX) == held_out]
+    return df[(held_out_rows(df) == held_out).numpy()]
 
 
 SETTING = register_method(HyperRepSetting())

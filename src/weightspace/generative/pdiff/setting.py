@@ -34,8 +34,7 @@ BASE_RUN, FINETUNE_RUN, HELDOUT_RUN = "base", "finetune", "heldout"
 PRESETS = {
     # The paper's fine-tune: the last two BatchNorm layers' 2,048 affine values (ResNet-18's count:
     # 2 × (32 + 992)), 200 steps, one checkpoint each. The base is trained until its validation
-    # accuracy stops improving (Adam at 0.002: about 0.83 from epoch 14 on, while its training loss
-    # keeps falling; docs/study.md has the curve).
+    # accuracy stops improving while its training loss keeps falling (docs/generators.md).
     "default": {"base_epochs": 15, "base_lr": 0.002, "finetune_steps": 200, "channels": (16, 32, 992),
                 "dataset": {"name": "fashion-mnist", "image": True, "image_size": 7, "max_train": 6000,
                             "max_test": 2000}},

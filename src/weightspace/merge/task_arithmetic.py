@@ -3,7 +3,11 @@
 magnitude-ranked random drop) and optionally with a sign consensus (TIES): per coordinate a sign is
 elected by the sign of Σ wᵢ δᵢ and only the deltas that agree with it are averaged.
 
-One implementation with two options (``sparsify``, ``consensus``), as the family is one method.
+One implementation with two options (``sparsify``, ``consensus``), as the family is one method. It
+runs in two passes so that a large tensor (a 65 M-entry embedding) never has its M task vectors
+materialised at once: first, model by model, the mask of each δᵢ and the factor that rescales it
+(they depend on the whole tensor); then the combination, entry by entry, in chunks. Every entry goes
+through the operations, in the dtype, that one pass over the whole tensor would apply.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from ..errors import ConfigError
 from . import sparsify as sp
 
 SPARSIFIERS = ("magnitude", "random", "magnitude_outliers", "della")
+CHUNK = 1 << 22  # entries per chunk of the second pass
 
 
 def task_arithmetic(
@@ -37,18 +42,41 @@ def task_arithmetic(
     ``weight``, ``density``, ``gamma`` and ``epsilon`` are per model (``Tensor[M]``). ``normalize``
     divides the summed deltas by the summed weights (of the agreeing models, with ``consensus``).
     """
-    deltas = tensors - base
-    if sparsify == "magnitude":
-        deltas = sp.magnitude(deltas, density, rescale=rescale)
-    elif sparsify == "random":
-        deltas = sp.bernoulli(deltas, density, generator, rescale=rescale)
-    elif sparsify == "magnitude_outliers":
-        deltas = sp.magnitude_outliers(deltas, density, gamma, rescale=rescale)
-    elif sparsify == "della":
-        deltas = sp.della_magprune(deltas, density, epsilon, generator, rescale=rescale)
-    elif sparsify is not None:
+    if sparsify is not None and sparsify not in SPARSIFIERS:
         raise ConfigError(f"sparsify: expected one of {list(SPARSIFIERS)} or None, got {sparsify!r}")
-    w = weight.to(deltas.dtype).reshape(-1, *([1] * base.dim()))
+    m = tensors.shape[0]
+    masks: list[tuple[Tensor, Tensor | None] | None] = [None] * m  # per model: (mask, rescale factor)
+    if sparsify is not None:
+        for i in range(m):
+            d = float(density[i])
+            if d >= 1:
+                continue  # kept whole, not rescaled
+            delta = tensors[i] - base
+            mask = sp.keep_mask(delta, sparsify, d, gamma=0.0 if gamma is None else float(gamma[i]),
+                                epsilon=0.0 if epsilon is None else float(epsilon[i]), generator=generator)
+            factor = None
+            if rescale:
+                work = delta.to(mask.dtype)
+                factor = sp.rescale_factor(work, work * mask)
+            masks[i] = (mask, factor)
+            del delta
+    w = weight.to(base.dtype)
+    flat_in, flat_base = tensors.reshape(m, -1), base.reshape(-1)
+    out = torch.empty_like(flat_base)
+    for start in range(0, flat_base.numel(), CHUNK):
+        part = slice(start, start + CHUNK)
+        deltas = flat_in[:, part] - flat_base[part]
+        for i, kept in enumerate(masks):
+            if kept is not None:
+                mask, factor = kept
+                d = deltas[i].to(mask.dtype) * mask.reshape(-1)[part]
+                deltas[i] = d if factor is None else d * factor
+        out[part] = _combine(deltas, flat_base[part], w, consensus, normalize, lambda_)
+    return out.reshape(base.shape)
+
+
+def _combine(deltas: Tensor, base: Tensor, w: Tensor, consensus: bool, normalize: bool, lambda_: float) -> Tensor:
+    w = w.reshape(-1, 1)
     deltas = deltas * w
     if consensus:
         elected = torch.where(deltas.sum(0) >= 0, 1.0, -1.0).to(deltas.dtype)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError
-from .registry import PER_MODEL, REQUIRED, MergeMethod, get_method
+from .registry import PER_MODEL, MergeMethod, get_method
 
 CONFIG_KEYS = {"merge_method", "base_model", "models", "slices", "modules", "parameters", "dtype", "out_dtype",
                "tokenizer_source", "tokenizer", "chat_template", "seed"}
@@ -270,25 +270,26 @@ def evaluate(setting, tensor: str, t: float, kind, where: str):
     return None
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "t", "y", "1"), ("false", "no", "off", "f", "n", "0")
+
+
 def _validate(value, kind, where: str):
+    """``value`` as the parameter's type, converted as mergekit's (pydantic's lax) validation does:
+    numbers from numeric strings and booleans, booleans from 0/1 and true/false words."""
     if isinstance(kind, bool):
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
         if isinstance(value, (int, float)) and value in (0, 1):
             return bool(value)
         raise ConfigError(f"merge config: {where}: expected true or false, got {value!r}")
-    if kind is None:  # an optional number
-        kind = 0.0
     try:
-        number = float(value) if not isinstance(value, bool) else None
+        number = float(value)
     except (TypeError, ValueError):
-        number = None
-    if number is None:
-        raise ConfigError(f"merge config: {where}: expected a number, got {value!r}")
-    if isinstance(kind, int) and kind is not REQUIRED:
-        if number != int(number):
+        raise ConfigError(f"merge config: {where}: expected a number, got {value!r}") from None
+    if isinstance(kind, int) and not isinstance(kind, bool):
+        if number != int(number) or isinstance(value, str):
             raise ConfigError(f"merge config: {where}: expected an integer, got {value!r}")
         return int(number)
     return number

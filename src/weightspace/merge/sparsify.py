@@ -1,6 +1,6 @@
-"""Which entries of one model's task vector δ a sparsified merge keeps, and the factor that restores
-its L1 norm: masks are made per model on the whole tensor (the choices depend on all of it), and
-applied by the caller, chunk by chunk.
+"""Which entries of one model's task vector δ a sparsified merge keeps (a boolean mask), and the
+factor that restores its L1 norm: masks are made per model on the whole tensor (the choices depend
+on all of it), and applied by the caller, chunk by chunk.
 
 A positive density keeps at least one entry of a non-empty tensor: with k = int(density · numel)
 a bias of 3 entries at density 0.2 would otherwise lose its whole update (mergekit #9, #411).
@@ -32,20 +32,20 @@ def mask_dtype(method: str, dtype: torch.dtype) -> torch.dtype:
 
 def keep_mask(delta: Tensor, method: str, density: float, *, gamma: float = 0.0, epsilon: float = 0.0,
               generator: torch.Generator | None = None) -> Tensor:
-    """``delta``'s mask (1 kept, 0 dropped) in :func:`mask_dtype`: ``magnitude`` (TIES: the k largest
-    magnitudes, among equal ones those mergekit's sort keeps), ``magnitude_outliers`` (breadcrumbs:
-    drop the ``gamma`` fraction of largest magnitudes, then the smallest), ``random`` (DARE: each entry
-    with probability ``density``, drawn from ``generator``) or ``della`` (keep probability rising
-    linearly with the magnitude's rank along the tensor's axis 1, from density − ε to density + ε)."""
+    """``delta``'s entries kept: ``magnitude`` (TIES: the k largest magnitudes, among equal ones those
+    mergekit's sort keeps), ``magnitude_outliers`` (breadcrumbs: drop the ``gamma`` fraction of largest
+    magnitudes, then the smallest), ``random`` (DARE: each entry with probability ``density``, drawn
+    in :func:`mask_dtype` from ``generator``) or ``della`` (keep probability rising linearly with the
+    magnitude's rank along the tensor's axis 1, from density − ε to density + ε)."""
     dtype = mask_dtype(method, delta.dtype)
     if method == "magnitude":
-        return largest_magnitudes(delta, keep_count(density, delta.numel())).to(dtype)
+        return largest_magnitudes(delta, keep_count(density, delta.numel()))
     if method == "magnitude_outliers":
-        return _outliers(delta, density, gamma).to(dtype)
+        return _outliers(delta, density, gamma)
     if method == "random":
-        return torch.bernoulli(torch.full(delta.shape, density, dtype=dtype), generator=generator)
+        return torch.bernoulli(torch.full(delta.shape, density, dtype=dtype), generator=generator).bool()
     if method == "della":
-        return _della(delta, density, epsilon, dtype, generator)
+        return _della(delta, density, epsilon, dtype, generator).bool()
     raise ValueError(f"unknown sparsification {method!r}")
 
 

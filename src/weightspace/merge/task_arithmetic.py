@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from . import sparsify as sp
+from .topk import largest_magnitudes
 
 SPARSIFIERS = ("magnitude", "random", "magnitude_outliers", "della")
 CHUNK = 1 << 22  # entries per chunk of the second pass
@@ -45,19 +46,23 @@ def task_arithmetic(
     if sparsify is not None and sparsify not in SPARSIFIERS:
         raise ConfigError(f"sparsify: expected one of {list(SPARSIFIERS)} or None, got {sparsify!r}")
     m = tensors.shape[0]
-    masks: list[tuple[Tensor, Tensor | None] | None] = [None] * m  # per model: (mask, rescale factor)
+    masks: list[tuple[Tensor, Tensor | None] | None] = [None] * m  # per model: (kept entries, rescale factor)
+    work = sp.mask_dtype(sparsify, base.dtype)  # what a sparsified delta is computed in
     if sparsify is not None:
         for i in range(m):
             d = float(density[i])
             if d >= 1:
                 continue  # kept whole, not rescaled
+            if sparsify == "magnitude" and not rescale:  # the k largest |δ|, δ made chunk by chunk
+                masks[i] = (largest_magnitudes(tensors[i], sp.keep_count(d, base.numel()), base), None)
+                continue
             delta = tensors[i] - base
             mask = sp.keep_mask(delta, sparsify, d, gamma=0.0 if gamma is None else float(gamma[i]),
                                 epsilon=0.0 if epsilon is None else float(epsilon[i]), generator=generator)
             factor = None
             if rescale:
-                work = delta.to(mask.dtype)
-                factor = sp.rescale_factor(work, work * mask)
+                delta = delta.to(work)
+                factor = sp.rescale_factor(delta, delta * mask)
             masks[i] = (mask, factor)
             del delta
     w = weight.to(base.dtype)
@@ -69,7 +74,7 @@ def task_arithmetic(
         for i, kept in enumerate(masks):
             if kept is not None:
                 mask, factor = kept
-                d = deltas[i].to(mask.dtype) * mask.reshape(-1)[part]
+                d = deltas[i].to(work) * mask.reshape(-1)[part]
                 deltas[i] = d if factor is None else d * factor
         out[part] = _combine(deltas, flat_base[part], w, consensus, normalize, lambda_)
     return out.reshape(base.shape)

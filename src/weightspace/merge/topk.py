@@ -24,35 +24,48 @@ import torch
 from torch import Tensor
 
 _INSERTION = 16  # libstdc++'s _S_threshold: segments of at most this many entries are insertion-sorted
+CHUNK = 1 << 22
 
 
-def largest_magnitudes(x: Tensor, k: int) -> Tensor:
+def largest_magnitudes(x: Tensor, k: int, base: Tensor | None = None) -> Tensor:
     """Boolean mask (shape of ``x``) of the entries at positions ``< k`` of
-    ``torch.sort(x.abs().reshape(-1).float(), descending=True)``."""
+    ``torch.sort((x - base).abs().reshape(-1).float(), descending=True)`` (``base`` None: of ``x``),
+    the difference made chunk by chunk, never whole."""
     n = x.numel()
     if k >= n:
         return torch.ones(x.shape, dtype=torch.bool)
     if k <= 0:
         return torch.zeros(x.shape, dtype=torch.bool)
-    keys = x.abs().reshape(-1)
+    keys, finite = _magnitudes(x, base)
     mask = torch.zeros(n, dtype=torch.bool)
-    if not bool(torch.isnan(keys).any()):
+    if finite:
         order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
         if _introselect(_comparable(keys), order, k):
             mask.numpy()[order[:k]] = True
             return mask.reshape(x.shape)
+        keys, _ = _magnitudes(x, base)  # the kernel reordered them
     mask[torch.argsort(keys.float(), descending=True)[:k]] = True  # NaN or heapsort: the sort decides
     return mask.reshape(x.shape)
 
 
-def _comparable(keys: Tensor) -> np.ndarray:
-    """Magnitudes as an array that orders as their float32 values do (a private copy: it is reordered).
+def _magnitudes(x: Tensor, base: Tensor | None) -> tuple[Tensor, bool]:
+    """|x − base| as mergekit's sort keys (float64 rounded to float32 after the difference; half
+    precision kept: its values compare as their float32 conversions do), and whether all are finite
+    or ±inf (no NaN)."""
+    flat, b = x.reshape(-1), None if base is None else base.reshape(-1)
+    keys = torch.empty(flat.numel(), dtype=torch.float32 if x.dtype == torch.float64 else x.dtype)
+    finite = True
+    for i in range(0, flat.numel(), CHUNK):
+        part = flat[i:i + CHUNK] if b is None else flat[i:i + CHUNK] - b[i:i + CHUNK]
+        keys[i:i + CHUNK] = part.abs()
+        finite = finite and not bool(torch.isnan(keys[i:i + CHUNK]).any())
+    return keys, finite
 
-    float16/bfloat16: their bits as int16 — for non-negative numbers the bit patterns order as the
-    values, and half the memory of float32; float64: rounded to float32 first, as mergekit's keys are."""
-    if keys.dtype in (torch.float16, torch.bfloat16):
-        return keys.view(torch.int16).numpy()
-    return keys.float().numpy() if keys.dtype != torch.float32 else keys.numpy()
+
+def _comparable(keys: Tensor) -> np.ndarray:
+    """The keys as an array that orders as their float32 values do: float16/bfloat16 magnitudes as
+    their bits (int16: for non-negative numbers the bit patterns order as the values)."""
+    return keys.view(torch.int16).numpy() if keys.dtype in (torch.float16, torch.bfloat16) else keys.numpy()
 
 
 @numba.njit(cache=True, nogil=True)

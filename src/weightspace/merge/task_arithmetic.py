@@ -12,6 +12,7 @@ through the operations, in the dtype, that one pass over the whole tensor would 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,7 +21,7 @@ from . import sparsify as sp
 from .topk import largest_magnitudes
 
 SPARSIFIERS = ("magnitude", "random", "magnitude_outliers", "della")
-CHUNK = 1 << 22  # entries per chunk of the second pass
+CHUNK = 1 << 22  # entries per chunk of the second pass (a multiple of 8: masks are kept as bits)
 
 
 def task_arithmetic(
@@ -54,7 +55,7 @@ def task_arithmetic(
             if d >= 1:
                 continue  # kept whole, not rescaled
             if sparsify == "magnitude" and not rescale:  # the k largest |δ|, δ made chunk by chunk
-                masks[i] = (largest_magnitudes(tensors[i], sp.keep_count(d, base.numel()), base), None)
+                masks[i] = (_packed(largest_magnitudes(tensors[i], sp.keep_count(d, base.numel()), base)), None)
                 continue
             delta = tensors[i] - base
             mask = sp.keep_mask(delta, sparsify, d, gamma=0.0 if gamma is None else float(gamma[i]),
@@ -63,7 +64,7 @@ def task_arithmetic(
             if rescale:
                 delta = delta.to(work)
                 factor = sp.rescale_factor(delta, delta * mask)
-            masks[i] = (mask, factor)
+            masks[i] = (_packed(mask), factor)
             del delta
     w = weight.to(base.dtype)
     flat_in, flat_base = tensors.reshape(m, -1), base.reshape(-1)
@@ -73,11 +74,17 @@ def task_arithmetic(
         deltas = flat_in[:, part] - flat_base[part]
         for i, kept in enumerate(masks):
             if kept is not None:
-                mask, factor = kept
-                d = deltas[i].to(work) * mask.reshape(-1)[part]
+                bits, factor = kept
+                mask = torch.from_numpy(np.unpackbits(bits[start // 8:], count=deltas.shape[1]).view(np.bool_))
+                d = deltas[i].to(work) * mask
                 deltas[i] = d if factor is None else d * factor
         out[part] = _combine(deltas, flat_base[part], w, consensus, normalize, lambda_)
     return out.reshape(base.shape)
+
+
+def _packed(mask: Tensor) -> np.ndarray:
+    """A boolean mask as bits: one eighth of its bytes while the other models' masks are made."""
+    return np.packbits(mask.reshape(-1).numpy())
 
 
 def _combine(deltas: Tensor, base: Tensor, w: Tensor, consensus: bool, normalize: bool, lambda_: float) -> Tensor:

@@ -37,13 +37,15 @@ def largest_magnitudes(x: Tensor, k: int, base: Tensor | None = None) -> Tensor:
     if k <= 0:
         return torch.zeros(x.shape, dtype=torch.bool)
     keys, finite = _magnitudes(x, base)
-    mask = torch.zeros(n, dtype=torch.bool)
     if finite:
         order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
         if _introselect(_comparable(keys), order, k):
+            del keys  # before the mask is made: the peak is the keys and the order, not all three
+            mask = torch.zeros(n, dtype=torch.bool)
             mask.numpy()[order[:k]] = True
             return mask.reshape(x.shape)
         keys, _ = _magnitudes(x, base)  # the kernel reordered them
+    mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.argsort(keys.float(), descending=True)[:k]] = True  # NaN or heapsort: the sort decides
     return mask.reshape(x.shape)
 

@@ -148,3 +148,19 @@ def test_mergekit_examples_equal_mergekit(folders, tmp_path, name):
     for folder in ("ours", "theirs"):
         assert transformers.AutoConfig.from_pretrained(tmp_path / folder).num_hidden_layers == \
             transformers.AutoConfig.from_pretrained(tmp_path / "theirs").num_hidden_layers
+
+
+def test_tokenizer_and_template_problems_stop_the_merge_before_it_starts(folders, tmp_path, capsys):
+    small = tmp_path / "small-vocab"
+    small.mkdir()
+    (small / "config.json").write_text('{"vocab_size": 32}')
+    base = {"merge_method": "linear", "models": [{"model": str(folders["m1"])}, {"model": str(folders["m2"])}]}
+    cases = [({**base, "chat_template": "auto"}, "none of the models has a chat template"),
+             ({**base, "tokenizer_source": "base"}, "there is no base_model"),
+             ({**base, "tokenizer_source": str(small)}, "vocabulary of 32, the merged model 64")]
+    for i, (config, message) in enumerate(cases):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert main(["merge", str(path), str(tmp_path / f"out{i}"), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / f"out{i}").exists()

@@ -18,7 +18,8 @@ first entry whose ``filter`` is a substring of the tensor's name (or that has no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -62,6 +63,22 @@ class MergeConfig:
     chat_template: str | None
     seed: int
     notes: tuple[str, ...] = ()
+
+    def resolved(self) -> MergeConfig:
+        """The same config with every model that is a local path made absolute: what repeats the merge
+        from any directory."""
+        def ref(r: str | None) -> str | None:
+            return str(Path(r).resolve()) if r is not None and Path(r).exists() else r
+
+        def source(s: Source) -> Source:
+            return replace(s, model=ref(s.model))
+
+        tokenizer = self.tokenizer_source if self.tokenizer_source == "base" else ref(self.tokenizer_source)
+        return replace(self, base_model=ref(self.base_model), tokenizer_source=tokenizer,
+                       models=None if self.models is None else tuple(map(source, self.models)),
+                       slices=None if self.slices is None else tuple(
+                           replace(sl, base_model=ref(sl.base_model), sources=tuple(map(source, sl.sources)))
+                           for sl in self.slices))
 
     def referenced_models(self) -> list[str]:
         """Every model the config names, base first, each once."""

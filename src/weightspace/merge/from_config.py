@@ -11,10 +11,17 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..errors import ConfigError
 from ..shards import SINGLE_NAME, ShardWriter
 from .config import parse_merge_config
 from .execute import DEFAULT_BUDGET, run_plan
-from .hf_folder import copy_tokenizer, set_chat_template, write_config
+from .hf_folder import (
+    chat_template_text,
+    check_vocabulary,
+    copy_tokenizer,
+    write_chat_template,
+    write_config,
+)
 from .plan import plan_merge
 from .sources import open_source, read_yaml_mapping
 
@@ -45,11 +52,21 @@ def merge_from_config(config: str | Path | Mapping, out: str | Path, *, out_shar
     ``threads`` (default: torch's thread count) tensors are merged at once, within ``memory_budget``
     bytes of tensors in flight."""
     raw = config if isinstance(config, Mapping) else read_yaml_mapping(config)
-    cfg = parse_merge_config(raw)
+    cfg = parse_merge_config(raw).resolved()
     sources = {ref: open_source(ref) for ref in cfg.referenced_models()}
     plan = plan_merge(cfg, sources)
     out = Path(out)
     single = out.suffix == ".safetensors"
+    donor, tokenizer, template = _folder(plan.donor), None, None
+    if not single:  # what the folder gets besides the weights: checked before any work
+        source = cfg.tokenizer_source
+        if source == "base" and cfg.base_model is None:
+            raise ConfigError("merge config: tokenizer_source: base, but there is no base_model")
+        tokenizer = _folder(plan.donor if source is None else cfg.base_model if source == "base" else source)
+        if source is not None:
+            check_vocabulary(tokenizer, donor)
+        if cfg.chat_template is not None:
+            template = chat_template_text(cfg.chat_template, [f for f in map(_folder, cfg.referenced_models()) if f])
     folder = out.parent if single else out
     folder.mkdir(parents=True, exist_ok=True)
     settings = cfg.to_dict()
@@ -64,18 +81,13 @@ def merge_from_config(config: str | Path | Mapping, out: str | Path, *, out_shar
     weights = writer.close()
     config_path = out.with_suffix(".yaml") if single else out / "merge.yaml"
     config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
-    extras, notes = [], list(cfg.notes)
+    extras = []
     if not single:
-        donor = _folder(plan.donor)
-        dtype = cfg.out_dtype or cfg.dtype
-        extras += [p for p in [write_config(out, donor, dict(plan.layers), dtype)] if p is not None]
-        tokenizer = cfg.tokenizer_source
-        tokenizer = plan.donor if tokenizer is None else cfg.base_model if tokenizer == "base" else tokenizer
-        extras += copy_tokenizer(out, _folder(tokenizer))
-        if cfg.chat_template is not None:
-            folders = [f for f in map(_folder, cfg.referenced_models()) if f is not None]
-            extras.append(set_chat_template(out, cfg.chat_template, folders))
-    return MergeResult(weights, config_path, extras, tuple(notes))
+        extras += [p for p in [write_config(out, donor, dict(plan.layers), cfg.out_dtype or cfg.dtype)] if p]
+        extras += copy_tokenizer(out, tokenizer)
+        if template is not None:
+            extras.append(write_chat_template(out, template))
+    return MergeResult(weights, config_path, extras, cfg.notes)
 
 
 def _folder(ref: str | None) -> Path | None:

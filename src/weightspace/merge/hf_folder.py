@@ -55,18 +55,23 @@ def copy_tokenizer(out: Path, donor: Path | None) -> list[Path]:
     return copied
 
 
-def set_chat_template(out: Path, template: str, folders: list[Path]) -> Path:
-    """Write ``template`` (``auto``: the one most of ``folders`` use; ``chatml``; or Jinja text) as the
-    output's chat template: ``chat_template.jinja``, and in ``tokenizer_config.json`` if there is one."""
+def chat_template_text(template: str, folders: list[Path]) -> str:
+    """The Jinja text a config's ``chat_template`` names: ``auto`` (the one most of ``folders`` use),
+    ``chatml``, or the text itself."""
     if template == "auto":
         found = [t for t in (_template_of(f) for f in folders) if t]
         if not found:
             raise ConfigError("chat_template: auto, but none of the models has a chat template")
-        template = Counter(found).most_common(1)[0][0]
-    elif template == "chatml":
-        template = CHATML
-    elif "{" not in template:
+        return Counter(found).most_common(1)[0][0]
+    if template == "chatml":
+        return CHATML
+    if "{" not in template:
         raise ConfigError(f"chat_template: expected 'auto', 'chatml' or a Jinja template, got {template!r}")
+    return template
+
+
+def write_chat_template(out: Path, template: str) -> Path:
+    """``chat_template.jinja``, and the template in ``tokenizer_config.json`` if there is one."""
     path = out / "chat_template.jinja"
     path.write_text(template)
     config_path = out / "tokenizer_config.json"
@@ -76,6 +81,23 @@ def set_chat_template(out: Path, template: str, folders: list[Path]) -> Path:
             config["chat_template"] = template
             config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def check_vocabulary(tokenizer: Path | None, donor: Path | None) -> None:
+    """A tokenizer taken from another model must have the donor's vocabulary size: embeddings are not
+    re-mapped to another vocabulary."""
+    sizes = [_vocab_size(f) for f in (tokenizer, donor)]
+    if None not in sizes and sizes[0] != sizes[1]:
+        raise ConfigError(f"tokenizer_source: {tokenizer} has a vocabulary of {sizes[0]}, the merged model "
+                          f"{sizes[1]}; re-mapping the embeddings to another vocabulary is not supported")
+
+
+def _vocab_size(folder: Path | None) -> int | None:
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    config = read_json(folder / "config.json", "model config", limit=MAX_CONFIG_BYTES)
+    size = config.get("vocab_size") if isinstance(config, dict) else None
+    return size if isinstance(size, int) else None
 
 
 def _template_of(folder: Path) -> str | None:

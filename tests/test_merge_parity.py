@@ -52,8 +52,8 @@ COUNT = {"slerp": 1, "passthrough": 1, "nearswap": 1, "arcee_fusion": 1, "nusler
 FLOAT32_INSIDE = {"karcher", "model_stock"}
 
 
-def _both(method, params, dtype=None, shapes=SHAPES):
-    base, models = _models(COUNT.get(method, 3), shapes=shapes)
+def _both(method, params, dtype=None, shapes=SHAPES, count=None):
+    base, models = _models(count or COUNT.get(method, 3), shapes=shapes)
     seed = 1234
     if method in NO_BASE:
         ours = merge_state_dicts(models, method, parameters=params, seed=seed, dtype=dtype)
@@ -85,9 +85,15 @@ def test_half_precision_outputs_equal_mergekit_bit_for_bit(method, params, dtype
         assert torch.equal(ours[name], theirs[name]), f"{method}: {name}"
 
 
-def test_arcee_fusion_samples_large_tensors_as_mergekit_does():
-    ours, theirs = _both("arcee_fusion", {}, torch.bfloat16, shapes={"big": (1100, 1000), "small": (30, 20)})
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+@pytest.mark.parametrize("method,params", [("slerp", {"t": 0.3}), ("arcee_fusion", {}), ("linear", {"weight": [0.2, 0.5]}),
+                                           ("ties", {"weight": [0.5, 0.7], "density": 0.5})], ids=lambda v: str(v)[:12])
+def test_tensors_of_more_than_a_million_entries_equal_mergekit(method, params):
+    """Where blocks (SLERP's norms, 2²⁰ entries), samples (Arcee Fusion's quartiles, 10⁶ entries) or
+    chunks (the second pass of TIES, 2²² entries) begin to matter."""
+    shapes = {"big": (4500, 1000), "small": (30, 20)}
+    for dtype in (torch.float16, torch.bfloat16):
+        ours, theirs = _both(method, params, dtype, shapes=shapes, count=COUNT.get(method, 2))
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), dtype
 
 
 @pytest.mark.parametrize("method,params", CASES, ids=lambda v: str(v)[:20])

@@ -72,7 +72,7 @@ def test_analyze_without_out_claims_no_file(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "... 22 models (all with --out DIR, in DIR/summary.csv)" in text and "wrote" not in text
     assert not list(tmp_path.rglob("summary.csv"))
-    assert main(["analyze", str(zoo.root), "--quiet", "--no-figures", "--out", str(tmp_path / "a")]) == 0
+    assert main(["analyze", str(zoo.root), "--quiet", "--out", str(tmp_path / "a")]) == 0
     text = capsys.readouterr().out
     assert f"... 22 models (all in {tmp_path / 'a' / 'summary.csv'})" in text
     assert (tmp_path / "a" / "summary.csv").is_file()

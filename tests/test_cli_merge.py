@@ -49,8 +49,12 @@ def test_merge_yaml_with_files_and_zoo_entries(zoo, tmp_path, capsys):
                                  parameters={"density": [0.5, 0.4, 0.9], "weight": [0.7, 0.3, 1.0]})
     for k in expected:
         torch.testing.assert_close(got[k], expected[k])
-    saved = yaml.safe_load((tmp_path / "out" / "model.yaml").read_text())
-    assert saved["merge_method"] == "ties" and len(saved["models"]) == 3 and saved["seed"] == 3
+    saved = yaml.safe_load((tmp_path / "out" / "merge.yaml").read_text())
+    assert saved["merge_method"] == "ties" and len(saved["models"]) == 4 and saved["seed"] == 3
+    # the resolved config repeats the merge
+    assert main(["merge", str(tmp_path / "out" / "merge.yaml"), str(tmp_path / "again.safetensors"), "--quiet"]) == 0
+    again = load_file(str(tmp_path / "again.safetensors"))
+    assert all(torch.equal(again[k], got[k]) for k in got)
 
 
 @pytest.mark.parametrize("text,message", [

@@ -254,7 +254,7 @@ def _case(rng: random.Random, base: Path, case: Path, sentinel: Path) -> tuple[s
         ckpt, key = str(case / "in" / "train.pt"), rng.choice(KEYS)
         with_key = [] if key is None else ["--key", key]
         model = f"{zoo}::{next((zoo / 'models').iterdir()).stem}"
-        return kind, [["analyze", ckpt, "--quiet", "--no-figures", "--out", str(out / "a"), *with_key],
+        return kind, [["analyze", ckpt, "--quiet", "--out", str(out / "a"), *with_key],
                       ["align", model, ckpt, "--out", str(out / "b.safetensors"), *with_key]]
     if kind == "hf-index":
         patched = {**BASE_CONFIG, "init_from": str(hf), "training": {**BASE_CONFIG["training"], "max_steps": 1}}

@@ -381,7 +381,7 @@ def test_cli_analyze_file_writes_tables_and_figures(tmp_path, capsys):
     save_checkpoint(path, {"fc1.weight": _heavy(96, 48, 0), "fc1.bias": torch.zeros(96),
                            "fc2.weight": _heavy(10, 96, 1), "bad.weight": torch.zeros(20, 20)})
     out = tmp_path / "out"
-    assert main(["analyze", str(path), "--out", str(out), "--mp-fit", "--randomize", "--quiet"]) == 0
+    assert main(["analyze", str(path), "--out", str(out), "--mp-fit", "--randomize", "--quiet", "--figures"]) == 0
     text = capsys.readouterr().out
     assert "fc1.weight" in text and "all-zero" in text and "alpha_hat" in text
     import pandas as pd

@@ -92,7 +92,7 @@ def test_cli_threads(tmp_path, capsys):
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, _models(1)[0])
     for threads in ("1", "2"):
-        args = ["analyze", str(path), "--out", str(tmp_path / threads), "--threads", threads, "--quiet", "--no-figures"]
+        args = ["analyze", str(path), "--out", str(tmp_path / threads), "--threads", threads, "--quiet"]
         assert main(args) == 0
     assert (tmp_path / "1" / "details.csv").read_text() == (tmp_path / "2" / "details.csv").read_text()
     capsys.readouterr()

@@ -264,7 +264,7 @@ def test_real_resemblyzer_checkpoint_is_analysed(tmp_path, capsys):
     assert len(tensors) == 16 and sum(t.numel() for t in tensors.values()) == 1_423_618
     assert tensors["lstm.weight_ih_l0"].shape == (1024, 40) and tensors["linear.weight"].shape == (256, 256)
 
-    assert main(["analyze", str(path), "--quiet", "--no-figures", "--out", str(tmp_path / "a")]) == 0
+    assert main(["analyze", str(path), "--quiet", "--out", str(tmp_path / "a")]) == 0
     out, err = capsys.readouterr()
     assert err == f"note: {path}: read the state dict under 'model_state' (16 tensors, 1,423,618 parameters)\n"
     assert "lstm.weight_hh_l2[gate3]" in out and "linear.weight" in out
@@ -334,8 +334,7 @@ def test_analyze_asks_which_and_reads_the_one_chosen(zoo, wrapped, tmp_path, cap
     path = wrapped[0][0]
     one_line_error(capsys, ["analyze", path, "--quiet"], "'model_state' (4 tensors, 610 parameters)",
                    "'ema_state' (4 tensors, 610 parameters)", "--key model_state")
-    assert main(["analyze", str(path), "--quiet", "--key", "ema_state", "--out", str(tmp_path / "a"),
-                 "--no-figures"]) == 0
+    assert main(["analyze", str(path), "--quiet", "--key", "ema_state", "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
     assert err == f"note: {path}: read the state dict under --key 'ema_state' (4 tensors, 610 parameters)\n"
     assert yaml.safe_load((tmp_path / "a" / "config.json").read_text())["key"] == "ema_state"
@@ -402,13 +401,14 @@ def test_audit_reads_a_folder_of_training_checkpoints_by_key(zoo, wrapped, tmp_p
     from weightspace.audit.external import load_generated
 
     paths, weights, _ = wrapped
-    got, _ = load_generated(paths[0].parent, zoo, key="ema_state")
+    got, _, _ = load_generated(paths[0].parent, zoo, key="ema_state")
     torch.testing.assert_close(got, weights * 0.9)
     with pytest.raises(AmbiguousCheckpointError):
         load_generated(paths[0].parent, zoo)
     with pytest.raises(ConfigError, match="is not such a folder"):
         load_generated(zoo.root, zoo, key="ema_state")
-    one_line_error(capsys, ["audit", "--train", zoo.root, "--generated", paths[0].parent, "--out", tmp_path / "a"],
+    one_line_error(capsys, ["audit", "--train", zoo.root, "--generated", paths[0].parent, "--out", tmp_path / "a",
+                            "--quiet"],
                    "--key")
     assert not (tmp_path / "a").exists()
 

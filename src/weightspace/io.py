@@ -26,8 +26,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from weightspace.errors import AmbiguousCheckpointError, CheckpointError, InputError, UnsafeCheckpointError
-from weightspace.safe_input import inside_root, read_json, read_safetensors_header
+from weightspace.errors import (
+    AmbiguousCheckpointError,
+    CheckpointError,
+    UnsafeCheckpointError,
+)
+from weightspace.safe_input import read_safetensors_header
+from weightspace.shards import read_index
 from weightspace.training_checkpoint import find_state_dict
 
 StateDict = dict[str, torch.Tensor]
@@ -360,28 +365,9 @@ def _ends_inside_name(path: Path, qualified_name: str) -> bool:
 
 def _load_sharded(index_path: Path) -> StateDict:
     """Load the shards an index lists, each once, and check every indexed tensor is where it says."""
-    index = read_json(index_path, "index file", error=CheckpointError)
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise CheckpointError(f"{index_path}: 'weight_map' must be a non-empty mapping of tensor name to shard file")
-
-    # Shard names come from the (untrusted) index: plain file names, inside the folder even
-    # through symlinks.
-    outside = sorted({repr(s) for s in weight_map.values() if not isinstance(s, str) or Path(s).name != s})
-    if outside:
-        raise CheckpointError(f"{index_path}: shard names must be plain file names, got {', '.join(outside[:5])}")
-    shards = sorted(set(weight_map.values()))
-    for shard in shards:
-        try:
-            inside_root(index_path.parent, shard, f"{index_path}: shard")
-        except InputError as e:
-            raise CheckpointError(str(e)) from None
-    absent = [s for s in shards if not (index_path.parent / s).is_file()]
-    if absent:
-        raise CheckpointError(f"{index_path}: missing shard file(s): {', '.join(absent)}")
-
+    weight_map = read_index(index_path)
     tensors: StateDict = {}
-    for shard in shards:
+    for shard in sorted(set(weight_map.values())):
         shard_tensors, _ = load_checkpoint(index_path.parent / shard)
         expected = [name for name, s in weight_map.items() if s == shard]
         missing = [name for name in expected if name not in shard_tensors]

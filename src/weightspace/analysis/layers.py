@@ -44,11 +44,14 @@ class LayerMatrices:
         return int(self.mats.shape[1])
 
 
-def layer_matrices(batched: Mapping[str, Tensor], *, conv: str = "pool", split_fused: bool = True) -> list[LayerMatrices]:
+def layer_matrices(batched: Mapping[str, Tensor], *, conv: str = "pool", split_fused: bool = True,
+                   context: Mapping[str, Tensor] | None = None) -> list[LayerMatrices]:
     """The analysable matrices of a batched state dict ``{name: Tensor[B, *shape]}``, in its order.
 
     Skipped tensors (norm layers, vectors, non-float buffers, shapes of more than 4 axes) come back
-    with ``kind="skipped"`` and a reason, so that a report can say what was left out.
+    with ``kind="skipped"`` and a reason, so that a report can say what was left out. ``context``: the
+    whole model's tensors (shapes suffice: ``meta`` tensors), where ``batched`` is a part of it — an
+    LSTM's gates are split by the size of its hidden-to-hidden weight.
     """
     if conv not in CONV_MODES:
         from ..errors import ConfigError
@@ -65,7 +68,7 @@ def layer_matrices(batched: Mapping[str, Tensor], *, conv: str = "pool", split_f
         elif _NORM_NAME.search(name):
             out.append(LayerMatrices(name, "skipped", None, "normalisation layer"))
         elif len(shape) == 2:
-            out.extend(_matrix_layers(name, t, batched, split_fused))
+            out.extend(_matrix_layers(name, t, batched if context is None else context, split_fused))
         elif len(shape) in (3, 4):
             layer = _conv_layer(name, t, "pool" if conv == "slices" else conv)
             if conv == "slices":  # WeightWatcher's pool=False: every kernel position its own matrix

@@ -27,12 +27,14 @@ variance: α describes noise); ``too-few-evals``; ``too-many-evals``/``too-large
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,7 @@ PRECISIONS = ("float64", "float32")
 FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
 WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
+STREAM_BYTES = 256 << 20  # a model read from a path is analysed this much (as float32) at a time
 SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank",
                    "mp_softrank")
 
@@ -140,10 +143,28 @@ class SpectralAnalyzer:
                 raise ConfigError(f"--key {key!r}: only a zoo is analysed on Ray, and --key picks an entry of a "
                                   "training checkpoint file")
             return self._fit_blocks(source, where, backend, block_size)
+        if isinstance(source, (str, os.PathLike)) and not (Path(source) / "zoo.json").is_file():
+            return self._fit_path(Path(source), key)
         batched, models, table = as_batched(source, where=where, key=key)
         layers = layer_matrices(batched, conv=self.conv)
-        details, spectra = self._analyse(layers, models)
+        details, spectra = self._analyse([layers], models, total=sum(layer.kind != "skipped" for layer in layers))
         return self._finish(details, spectra, models, table)
+
+    def _fit_path(self, path: Path, key: str | None = None) -> SpectralAnalyzer:
+        """One checkpoint or Hugging Face folder, read a few tensors at a time (at most
+        ``STREAM_BYTES`` of float32 matrices, or one tensor) so a model larger than memory is
+        analysed one layer after another; results as if it had been read whole."""
+        reader = open_model(path, key)
+        meta = {n: torch.empty((1, *s.shape), dtype=s.dtype, device="meta") for n, s in reader.specs.items()}
+
+        def parts():
+            for names in _stream_groups(reader.specs, STREAM_BYTES):
+                tensors = {n: _analysable(t).unsqueeze(0) for n, t in reader.read(names).items()}
+                yield layer_matrices(tensors, conv=self.conv, context=meta)
+
+        total = sum(layer.kind != "skipped" for layer in layer_matrices(meta, conv=self.conv))
+        details, spectra = self._analyse(parts(), [path.name], total=total)
+        return self._finish(details, spectra, [path.name], None)
 
     def _fit_blocks(self, source, where, backend, block_size: int) -> SpectralAnalyzer:
         from ..zoo import Zoo
@@ -186,43 +207,59 @@ class SpectralAnalyzer:
     def _threads(self) -> int:
         return torch.get_num_threads() if self.threads is None else self.threads
 
-    def _analyse(self, layers: list[LayerMatrices], models: list[str]):
+    def _analyse(self, parts: Iterable[list[LayerMatrices]], models: list[str], total: int | None = None):
+        """The details table and spectra of the layers of ``parts`` (lists of layers, analysed one list
+        at a time, numbered on across them), as one call on all of them would give."""
         frames: list[dict] = []  # columns of rows, one dict per layer (or per status of a layer)
         spectra: dict[str, dict] = {}
+        state = _Draws(torch.Generator().manual_seed(self.seed), {})
+        lid = 0
+        bar = tqdm(total=total, desc="spectral", unit="layer", disable=not self.progress)
+        with bar, workers(self._threads()) as on:
+            for layers in parts:
+                part_frames, part_spectra = self._analyse_part(layers, lid, models, state, bar, on)
+                frames += part_frames
+                spectra.update(part_spectra)
+                lid += len(layers)
+        return _combine(frames, models), spectra
+
+    def _analyse_part(self, layers: list[LayerMatrices], first_lid: int, models: list[str], state, bar, on: Workers):
+        frames: list[dict] = []
+        spectra: dict[str, dict] = {}
         todo = []  # (layer_id, layer, indices of the models whose matrices can be decomposed)
-        for lid, layer in enumerate(layers):
+        for lid, layer in enumerate(layers, start=first_lid):
             if layer.kind == "skipped":
                 frames.append(_frame(models, lid, layer, f"skipped: {layer.reason}"))
                 continue
+            if layer.mats.dtype == torch.bfloat16:  # exact in float32, which numpy and LAPACK take
+                layer = dataclasses.replace(layer, mats=layer.mats.float())
             status = self._static_status(layer)
             if status:
                 frames.append(_frame(models, lid, layer, status))
+                bar.update(1)
                 continue
             lo, hi = torch.aminmax(_per_model(layer.mats), dim=1)  # one pass, no |W| copy
-            top = torch.maximum(hi, -lo).numpy()  # NaN and Inf survive; all-zero gives 0
+            top = torch.maximum(hi, -lo).float().numpy()  # NaN and Inf survive; all-zero gives 0
             bad = np.where(~np.isfinite(top), "non-finite", np.where(top == 0, "all-zero", ""))
             if (bad != "").any():
                 frames.append(_frame([models[i] for i in np.nonzero(bad != "")[0]], lid, layer, bad[bad != ""]))
             good = torch.from_numpy(np.nonzero(bad == "")[0])
             if len(good):
                 todo.append((lid, layer, good))
+            else:
+                bar.update(1)
 
-        # One bar for the whole job, in matrix entries: a layer's decompositions, then its fit. Each
-        # layer is fitted here as soon as its decompositions are done, while the pool goes on with
-        # the others' (LAPACK releases the GIL), and the frames are put back in layer order.
-        size = sum(len(good) * layer.mats[0].numel() for _, layer, good in todo)
+        # Each layer is fitted here as soon as its decompositions are done, while the pool goes on
+        # with the others' (LAPACK releases the GIL), and the frames are put back in layer order.
         done: dict[int, dict] = {}
-        with tqdm(total=2 * size, desc="spectral", unit="entry", unit_scale=True,
-                  disable=not self.progress or size == 0) as bar, workers(self._threads()) as on:
-            for k, ev in self._eigenvalues(todo, on):
-                lid, layer, good = todo[k]
-                bar.update(len(good) * layer.mats[0].numel())
-                names = [models[i] for i in good.tolist()]
-                done[k], spectra[layer.name] = self._layer_frame(lid, layer, names, ev, on)
-                bar.update(len(good) * layer.mats[0].numel())
+        for k, ev in self._eigenvalues(todo, on, state):
+            lid, layer, good = todo[k]
+            names = [models[i] for i in good.tolist()]
+            done[k], spectra[layer.name] = self._layer_frame(lid, layer, names, ev, on)
+            bar.update(1)
         frames += [done[k] for k in sorted(done)]
         spectra = {todo[k][1].name: spectra[todo[k][1].name] for k in sorted(done)}
-        return _combine(frames, models), spectra
+        return frames, spectra
 
     def _static_status(self, layer: LayerMatrices) -> str:
         n = layer.M * layer.rf
@@ -234,14 +271,14 @@ class SpectralAnalyzer:
             return "too-large"
         return ""
 
-    def _eigenvalues(self, todo, on: Workers):
+    def _eigenvalues(self, todo, on: Workers, state: _Draws):
         """Per entry k of ``todo``, as it is ready: ``(k, {"full": [b, n] (all slices pooled), and
         "farms"/"rand" when asked})``, each sorted.
 
         Every matrix of every kind and layer is put in one list; matrices of one shape go through one
         batched decomposition (small ones) or one task each (large ones).
         """
-        gen, perms = torch.Generator().manual_seed(self.seed), {}
+        gen, perms = state
         jobs: list[tuple[int, str, Tensor | Shuffled]] = []  # (todo index, what, [b, S', r, c])
         for k, (_, layer, good) in enumerate(todo):
             m = layer.mats if len(good) == layer.mats.shape[0] else layer.mats[good]  # no copy when all are good
@@ -340,7 +377,52 @@ def _analyse_block(weights: Tensor, rows: pd.DataFrame, *, space: WeightSpace, s
     """One block of a zoo (a Ray task): its details table and spectra, models named by ``model_id``."""
     analyzer = SpectralAnalyzer(**settings)
     batched, _, _ = as_batched((weights, space))
-    return analyzer._analyse(layer_matrices(batched, conv=analyzer.conv), [str(m) for m in rows["model_id"]])
+    return analyzer._analyse([layer_matrices(batched, conv=analyzer.conv)], [str(m) for m in rows["model_id"]])
+
+
+class _Draws(NamedTuple):
+    """The generator and permutation pool of ``randomize``, carried from one part of a model to the next."""
+
+    generator: torch.Generator
+    perms: dict[int, list[Tensor]]
+
+
+def open_model(path: Path, key: str | None = None):
+    """A checkpoint or Hugging Face folder with ``specs`` and ``read(names)``: safetensors lazily,
+    anything else (pickle checkpoints, their entry ``key``) read whole."""
+    from ..io import load_weights
+    from ..shards import SafetensorsSource, TensorSpec
+
+    if key is None and SafetensorsSource.is_source(path):
+        return SafetensorsSource(path)
+    tensors, _ = load_weights(path, key)
+    return _Loaded(tensors, {n: TensorSpec(tuple(t.shape), t.dtype) for n, t in tensors.items()})
+
+
+class _Loaded(NamedTuple):
+    tensors: dict[str, Tensor]
+    specs: dict
+
+    def read(self, names):
+        return {n: self.tensors[n] for n in names}
+
+
+def _analysable(t: Tensor) -> Tensor:
+    return t.float() if t.dtype == torch.bfloat16 else t
+
+
+def _stream_groups(specs: Mapping, limit: int) -> Iterator[list[str]]:
+    """Tensor names in order, in groups of at most ``limit`` bytes as float32 (a larger tensor alone)."""
+    group, size = [], 0
+    for name, spec in specs.items():
+        nbytes = spec.numel * 4
+        if group and size + nbytes > limit:
+            yield group
+            group, size = [], 0
+        group.append(name)
+        size += nbytes
+    if group:
+        yield group
 
 
 def _merge_spectra(parts: list[dict[str, dict]]) -> dict[str, dict]:

@@ -18,7 +18,6 @@ SUMMARY_COLUMNS = ["model", "layers", "layers_ok", "alpha", "alpha_hat", "alpha_
 
 def _analyze(args) -> None:
     from ..analysis import SpectralAnalyzer
-    from ..analysis.spectral_figures import save_spectral_figures
 
     backend = backend_from(args)  # an unreachable --address fails here, before any work
     start = time.perf_counter()
@@ -55,14 +54,18 @@ def _analyze(args) -> None:
         summary.to_csv(out / "summary.csv", index=False)
         config = dict(path=str(Path(args.path).resolve()), where=args.where, key=args.key, **analyzer.params_)
         (out / "config.json").write_text(json.dumps(config, indent=2))
-        figures = [] if args.no_figures else save_spectral_figures(analyzer, out / "figures")
-        print(f"wrote {out}/details.csv, summary.csv, config.json and {len(figures)} figures")
+        figures = []
+        if args.figures:
+            from ..analysis.spectral_figures import save_spectral_figures
+
+            figures = save_spectral_figures(analyzer, out / "figures")
+        print(f"wrote {out}/details.csv, summary.csv, config.json" + (f" and {len(figures)} figures" if figures else ""))
 
 
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="spectral diagnostics (ESD, power-law α, MP fit) of weight matrices")
     p.add_argument("path", help="a checkpoint file, a Hugging Face model folder, or a zoo directory")
-    add_output(p, "analyze", help="write details.csv, summary.csv, config.json and figures/ here")
+    add_output(p, "analyze", help="write details.csv, summary.csv and config.json here (figures/ with --figures)")
     p.add_argument("--fit", choices=("robust", "ww"), default="robust",
                    help="robust (default: bias-corrected, tail floor, bootstrap interval, FARMS) or ww "
                         "(WeightWatcher 0.7.7's default fit and conventions)")
@@ -77,6 +80,7 @@ def register(sub) -> None:
     add_threads(p, default=cores(), help="matrices decomposed at once, one thread each, as the study's workers "
                 f"(default: one per core, here {cores()}); the numbers do not depend on it")
     add_backend_options(p)
-    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--figures", action="store_true", help="also draw the figures (ESD per layer, α by layer, ...) "
+                   "into --out/figures: a few seconds more on a small model")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_analyze)

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import OutputError
-from .common import add_key_option, add_output, add_output_file, add_threads
+from .common import add_key_option, add_output, add_output_file, add_threads, cores
 
 
 def _merge(args) -> None:
-    from ..merge.run import merge_from_config
+    from ..merge.from_config import merge_from_config
 
-    path = merge_from_config(args.config, args.out, key=args.key)
-    print(f"merged → {path} (settings: {path.with_suffix('.yaml')})")
+    result = merge_from_config(args.config, args.out, out_shard_size=args.out_shard_size, threads=args.threads,
+                               progress=not args.quiet, key=args.key)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    where = result.weights[0] if len(result.weights) == 1 else f"{args.out} ({len(result.weights) - 1} shards + index)"
+    extras = f", {len(result.extras)} config/tokenizer files" if result.extras else ""
+    print(f"merged → {where} (resolved config: {result.config}{extras})")
+
+
+def _size(text: str) -> int:
+    """A byte count: an integer with an optional K, M or B (thousand, million, billion) suffix."""
+    scale = {"K": 10**3, "M": 10**6, "B": 10**9}.get(text[-1:].upper(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 5B, 500M or 1000000, got {text!r}")
+    return int(digits) * scale
 
 
 def _soup(args) -> None:
@@ -95,11 +110,16 @@ def _barrier(args) -> None:
 
 
 def register(sub) -> None:
-    merge = sub.add_parser("merge", help="merge models as a mergekit-style YAML config says")
-    merge.add_argument("config", help="YAML: merge_method, base_model, models (files, HF folders, ZOO::ID), parameters")
-    add_output_file(merge, "merge", positional=True, help="output .safetensors file, or a folder (gets model.safetensors)")
+    merge = sub.add_parser("merge", help="merge models as a mergekit YAML config says (out of core)")
+    merge.add_argument("config", help="mergekit YAML: merge_method, base_model, models or slices (files, HF folders, "
+                       "ZOO::ID), parameters, dtype, out_dtype, tokenizer_source, chat_template")
+    add_output_file(merge, "merge", positional=True, help="output .safetensors file, or a folder (a Hugging Face "
+                    "folder: shards, index, config.json, tokenizer, merge.yaml)")
+    merge.add_argument("--out-shard-size", type=_size, default=5_000_000_000, metavar="SIZE",
+                       help="bytes per output shard, e.g. 2B, 500M (default 5B, as mergekit)")
     add_key_option(merge, "each training checkpoint among the models")
-    add_threads(merge)
+    add_threads(merge, default=cores(), help="tensors merged at once, and CPU threads (default: one per core)")
+    merge.add_argument("--quiet", action="store_true", help="no progress bar")
     merge.set_defaults(func=_merge)
 
     soup = sub.add_parser("soup", help="a model soup of a zoo's models (uniform by default)")

@@ -14,12 +14,14 @@ from torch import Tensor
 
 from ..errors import ConfigError, LayoutError
 from ..space import StateDict, WeightSpace
+from .config import NO_EFFECT
 from .registry import PER_MODEL, REQUIRED, MergeMethod, get_method
 from .task_arithmetic import check_della
 
 
 def resolve_parameters(method: MergeMethod, parameters: Mapping | None, n_models: int) -> dict:
-    """The method's defaults overridden by ``parameters``; per-model values as ``Tensor[M]``."""
+    """The method's keyword arguments: its defaults overridden by ``parameters``, per-model values as
+    ``Tensor[M]``; parameters that change nothing (``int8_mask``) are checked and left out."""
     parameters = dict(parameters or {})
     unknown = sorted(set(parameters) - set(method.parameters))
     if unknown:
@@ -39,16 +41,17 @@ def resolve_parameters(method: MergeMethod, parameters: Mapping | None, n_models
                 value = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
             except (TypeError, ValueError):
                 raise ConfigError(f"parameter '{name}': expected numbers, got {values!r}") from None
-        out["lambda_" if name == "lambda" else name] = value
+        if name not in NO_EFFECT:
+            out["lambda_" if name == "lambda" else name] = value
     if method.name.startswith("della"):
         check_della(out["density"], out["epsilon"])
     return out
 
 
 def _check_count(method: MergeMethod, n_models: int, has_base: bool) -> None:
-    if method.needs_base and not has_base:
+    if method.base == "required" and not has_base:
         raise ConfigError(f"merge method '{method.name}' needs a base model")
-    if not method.needs_base and has_base:
+    if method.base == "none" and has_base:
         raise ConfigError(f"merge method '{method.name}' takes no base model; list it among the models")
     if n_models < method.min_models or (method.max_models is not None and n_models > method.max_models):
         most = "" if method.max_models is None else f" and at most {method.max_models}"
@@ -56,12 +59,18 @@ def _check_count(method: MergeMethod, n_models: int, has_base: bool) -> None:
                           f"besides the base, got {n_models}")
 
 
+def merge_tensor(method: MergeMethod, tensors: Tensor, base: Tensor | None, params: dict,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """One output tensor: ``tensors [M, *shape]`` (and ``base``) through the method, with the keyword
+    arguments of :func:`resolve_parameters`; random methods draw from ``generator``."""
+    return method.fn(tensors, base, **params, **({"generator": generator} if method.random else {}))
+
+
 def _merge_tensors(method: MergeMethod, items: Iterator[tuple[str, Tensor, Tensor | None]], params: dict,
                    seed: int) -> Iterator[tuple[str, Tensor]]:
     generator = torch.Generator().manual_seed(seed)
-    extra = {"generator": generator} if method.random else {}
     for name, tensors, base in items:
-        yield name, method.fn(tensors, base, **params, **extra)
+        yield name, merge_tensor(method, tensors, base, params, generator)
 
 
 def merge_state_dicts(
@@ -71,12 +80,15 @@ def merge_state_dicts(
     base: Mapping[str, Tensor] | None = None,
     parameters: Mapping | None = None,
     seed: int = 0,
+    dtype: torch.dtype | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> StateDict:
     """Merge state dicts of any architecture with a registered method (``METHODS``).
 
     Every model (and the base) must have the same tensor names, shapes and dtypes; the error names the
     first tensor that differs. Integer tensors (e.g. ``num_batches_tracked``) are copied when all
-    models agree on them.
+    models agree on them. ``dtype``: what the floating-point tensors are cast to and merged in
+    (default: their own); ``out_dtype``: what the results are cast to (default: as computed).
     """
     m = get_method(method)
     _check_count(m, len(models), base is not None)
@@ -103,8 +115,10 @@ def merge_state_dicts(
         else:
             raise LayoutError(f"tensor '{name}' is not floating point and differs between models; "
                               "there is no way to merge it")
-    items = ((n, torch.stack([sd[n] for sd in models]), None if base is None else base[n]) for n in floats)
-    merged.update(_merge_tensors(m, items, params, seed))
+    cast = (lambda t: t) if dtype is None else (lambda t: t.to(dtype))
+    items = ((n, cast(torch.stack([sd[n] for sd in models])), None if base is None else cast(base[n])) for n in floats)
+    for name, tensor in _merge_tensors(m, items, params, seed):
+        merged[name] = tensor if out_dtype is None else tensor.to(out_dtype)
     return {n: merged[n] for n in names}
 
 

@@ -1,5 +1,5 @@
-"""What the CLI runs: a merge from a config, a soup of a zoo, an alignment, a barrier — each reads
-its inputs, calls the library, and writes its output with the resolved settings beside it."""
+"""What the CLI runs: a soup of a zoo, an alignment, a barrier — each reads its inputs, calls the
+library, and writes its output with the resolved settings beside it (merges: :mod:`.from_config`)."""
 
 from __future__ import annotations
 
@@ -18,18 +18,10 @@ from ..task import Task
 from ..zoo import Zoo
 from ..zoo.build import task_for_zoo, zoo_activation
 from ..zoo.train import with_activation
-from .api import merge_state_dicts
 from .batchnorm import has_batchnorm, recompute_batchnorm
 from .interpolation import barrier, interpolation_curve
 from .soups import greedy_soup, learned_soup, uniform_soup
-from .sources import (
-    DTYPES,
-    LoadedModel,
-    check_key_applies,
-    load_model,
-    parse_merge_config,
-    read_yaml_mapping,
-)
+from .sources import LoadedModel, check_key_applies, load_model
 
 
 def _output_file(out: str | Path) -> Path:
@@ -48,19 +40,6 @@ def _write(out: str | Path, state_dict, settings: dict, extra_meta: dict | None 
     save_checkpoint(path, state_dict, meta)
     path.with_suffix(".yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     return path
-
-
-def merge_from_config(config: str | Path, out: str | Path, *, key: str | None = None) -> Path:
-    """``weightspace merge CONFIG OUT``: merge the models a mergekit-style YAML names (``key``: the
-    entry of each training checkpoint file among them that holds the model)."""
-    cfg = parse_merge_config(read_yaml_mapping(config))
-    check_key_applies(key, [*cfg.models, cfg.base])
-    models = [load_model(ref, key).state_dict for ref in cfg.models]
-    base = load_model(cfg.base, key).state_dict if cfg.base else None
-    merged = merge_state_dicts(models, cfg.method, base=base, parameters=cfg.parameters, seed=cfg.seed)
-    if cfg.dtype:
-        merged = {k: v.to(DTYPES[cfg.dtype]) if v.is_floating_point() else v for k, v in merged.items()}
-    return _write(out, merged, {"command": "merge", **cfg.to_dict(), **({"key": key} if key else {})})
 
 
 def _context(a: LoadedModel, b: LoadedModel, zoo_dir: str | None, need_data: bool):

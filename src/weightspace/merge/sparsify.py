@@ -1,8 +1,11 @@
-"""Sparsification of task vectors, for M models at once: ``deltas [M, *shape]`` → same shape.
+"""Which entries of one model's task vector δ a sparsified merge keeps (a boolean mask), and the
+factor that restores its L1 norm: masks are made per model on the whole tensor (the choices depend
+on all of it), and applied by the caller, chunk by chunk.
 
-Each model has its own density (``Tensor[M]``); one sort of the stacked rows serves them all.
 A positive density keeps at least one entry of a non-empty tensor: with k = int(density · numel)
 a bias of 3 entries at density 0.2 would otherwise lose its whole update (mergekit #9, #411).
+Dtypes as mergekit's: random masks on float16 are drawn and applied in float32 (``torch.bernoulli``
+has no float16 kernel on CPU), everything else in the task vector's own dtype.
 """
 
 from __future__ import annotations
@@ -10,103 +13,67 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .topk import largest_magnitudes
 
-def _rows(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)
-
-
-def _per_model(x: Tensor, like: Tensor) -> Tensor:
-    """``Tensor[M]`` → broadcastable against ``like [M, *shape]``."""
-    return x.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+RESCALE_EPS = 1e-7
 
 
-def _keep_count(density: Tensor, numel: int) -> Tensor:
-    """Entries kept per model: int(density · numel), at least 1 when density > 0."""
-    k = (density.double() * numel).floor().long()
-    return torch.where(density > 0, k.clamp_min(1), torch.zeros_like(k)).clamp_max(numel)
+def keep_count(density: float, numel: int) -> int:
+    """Entries kept: int(density · numel), at least 1 when density > 0."""
+    if density <= 0:
+        return 0
+    return min(numel, max(1, int(density * numel)))
 
 
-def rescale_l1(deltas: Tensor, kept: Tensor, eps: float = 1e-7) -> Tensor:
-    """``kept`` scaled, per model, to the L1 norm of ``deltas`` (left as is when either norm < eps)."""
-    before, after = _rows(deltas).abs().sum(1), _rows(kept).abs().sum(1)
-    ok = (before >= eps) & (after >= eps)
-    scale = torch.where(ok, before / torch.where(ok, after, torch.ones_like(after)), torch.ones_like(after))
-    return kept * _per_model(scale, kept)
+def mask_dtype(method: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a sparsifier's mask is applied (and the rescaling computed) in."""
+    return torch.float32 if method in ("random", "della") and dtype == torch.float16 else dtype
 
 
-def _finish(deltas: Tensor, mask: Tensor, density: Tensor, rescale: bool) -> Tensor:
-    kept = deltas * mask
-    if rescale:
-        kept = rescale_l1(deltas, kept)
-    # density ≥ 1 keeps the update untouched (no rescaling either)
-    return torch.where(_per_model(density >= 1, deltas).bool(), deltas, kept)
+def keep_mask(delta: Tensor, method: str, density: float, *, gamma: float = 0.0, epsilon: float = 0.0,
+              generator: torch.Generator | None = None) -> Tensor:
+    """``delta``'s entries kept: ``magnitude`` (TIES: the k largest magnitudes, among equal ones those
+    mergekit's sort keeps), ``magnitude_outliers`` (breadcrumbs: drop the ``gamma`` fraction of largest
+    magnitudes, then the smallest), ``random`` (DARE: each entry with probability ``density``, drawn
+    in :func:`mask_dtype` from ``generator``) or ``della`` (keep probability rising linearly with the
+    magnitude's rank along the tensor's axis 1, from density − ε to density + ε)."""
+    dtype = mask_dtype(method, delta.dtype)
+    if method == "magnitude":
+        return largest_magnitudes(delta, keep_count(density, delta.numel()))
+    if method == "magnitude_outliers":
+        return _outliers(delta, density, gamma)
+    if method == "random":
+        return torch.bernoulli(torch.full(delta.shape, density, dtype=dtype), generator=generator).bool()
+    if method == "della":
+        return _della(delta, density, epsilon, dtype, generator).bool()
+    raise ValueError(f"unknown sparsification {method!r}")
 
 
-def _ranks(magnitude: Tensor, descending: bool, dim: int = 1) -> Tensor:
-    """Position of each entry in its row's sort by magnitude (0 = first): one sort and one scatter."""
-    order = torch.argsort(magnitude, dim=dim, descending=descending)
-    positions = torch.arange(magnitude.shape[dim], device=magnitude.device)
-    positions = positions.reshape(-1, *([1] * (magnitude.dim() - dim - 1))).expand_as(order)
-    return torch.empty_like(order).scatter_(dim, order, positions)
+def rescale_factor(delta: Tensor, kept: Tensor) -> Tensor | None:
+    """‖δ‖₁ / ‖kept‖₁ in their dtype, or None (leave ``kept`` as is) where either norm is below 1e-7."""
+    before, after = delta.abs().sum(), kept.abs().sum()
+    if before < RESCALE_EPS or after < RESCALE_EPS:
+        return None
+    return before / after
 
 
-def magnitude(deltas: Tensor, density: Tensor, *, rescale: bool = False) -> Tensor:
-    """Keep the ``density`` fraction of largest-magnitude entries of each model's delta (TIES).
-
-    A selection (``kthvalue``, about 4× faster than a sort) finds each model's k-th largest
-    magnitude; only models with ties at that threshold are sorted, so that exactly k entries are
-    kept, the ones mergekit's sort keeps."""
-    rows = _rows(deltas)
-    mag = rows.abs().float()
-    k = _keep_count(density, rows.shape[1])
-    threshold = torch.full((rows.shape[0], 1), float("inf"), device=rows.device)
-    for kk in k.unique().tolist():  # usually one density for all models
-        if kk > 0:
-            sel = k == kk
-            threshold[sel] = torch.kthvalue(mag[sel], rows.shape[1] - kk + 1, dim=1, keepdim=True).values
-    mask = mag >= threshold
-    tied = mask.sum(1) > k
-    if bool(tied.any()):
-        mask[tied] = _ranks(mag[tied], descending=True) < k[tied, None]
-    return _finish(deltas, mask.reshape(deltas.shape).to(deltas.dtype), density, rescale)
+def _outliers(delta: Tensor, density: float, gamma: float) -> Tensor:
+    n = delta.numel()
+    keep = keep_count(density, n)
+    bottom = max(0, n - keep - int(gamma * n))  # fewer outliers go when both would leave less than `keep`
+    order = torch.sort(delta.abs().reshape(-1).float(), descending=False).indices
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[order[bottom:bottom + keep]] = True
+    return mask.reshape(delta.shape)
 
 
-def magnitude_outliers(deltas: Tensor, density: Tensor, gamma: Tensor, *, rescale: bool = False) -> Tensor:
-    """Drop the ``gamma`` fraction of largest entries, then the smallest, keeping ``density`` (breadcrumbs).
-
-    Fewer outliers are dropped when both together would leave less than ``density``."""
-    rows = _rows(deltas)
-    n = rows.shape[1]
-    keep = _keep_count(density, n)
-    top = (gamma.double() * n).floor().long()
-    bottom = (n - keep - top).clamp_min(0)
-    rank = _ranks(rows.abs().float(), descending=False)
-    mask = ((rank >= bottom[:, None]) & (rank < (bottom + keep)[:, None])).reshape(deltas.shape)
-    return _finish(deltas, mask.to(deltas.dtype), density, rescale)
-
-
-def bernoulli(deltas: Tensor, density: Tensor, generator: torch.Generator, *, rescale: bool = True) -> Tensor:
-    """Keep each entry with probability ``density`` (DARE), rescaled to the delta's L1 norm.
-
-    The draws come in model order, tensor by tensor, from ``generator``: the stream mergekit draws
-    from the global generator one model at a time, so a seeded run matches it exactly."""
-    probs = _per_model(density, deltas).float().expand(deltas.shape).contiguous()
-    mask = torch.bernoulli(probs, generator=generator)
-    return _finish(deltas, mask.to(deltas.dtype), density, rescale)
-
-
-def della_magprune(deltas: Tensor, density: Tensor, epsilon: Tensor, generator: torch.Generator, *,
-                   rescale: bool = True) -> Tensor:
-    """Keep each entry with a probability rising linearly with its magnitude rank along the tensor's
-    input axis (a vector's only axis), from density − ε to density + ε (DELLA's MagPrune).
-
-    A row of one entry (an input axis of size 1) has no rank spread and keeps with ``density``."""
-    x = deltas if deltas.dim() > 2 else deltas.reshape(deltas.shape[0], 1, -1)
-    axis = 2  # the tensor's axis 1 (after the model axis); for vectors the only axis
-    rank = _ranks(x.abs(), descending=False, dim=axis).float()
-    n = x.shape[axis]
-    spread = rank / (n - 1) if n > 1 else torch.full_like(rank, 0.5)
-    d, e = _per_model(density, x).float(), _per_model(epsilon, x).float()
-    probs = ((d - e) + spread.clamp(0, 1) * 2 * e).clamp(0, 1).contiguous()
-    mask = torch.bernoulli(probs, generator=generator).reshape(deltas.shape)
-    return _finish(deltas, mask.to(deltas.dtype), density, rescale)
+def _della(delta: Tensor, density: float, epsilon: float, dtype: torch.dtype, generator) -> Tensor:
+    if density <= 0:
+        return torch.zeros(delta.shape, dtype=dtype)
+    rows = delta if delta.dim() > 1 else delta.unsqueeze(0)
+    ranks = rows.abs().argsort(dim=1).argsort(dim=1).to(dtype) + 1
+    lo, hi = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+    # a row of one entry has no rank spread: it keeps with probability `density`
+    spread = torch.where(hi > lo, ((ranks - lo) / (hi - lo)).clamp(0, 1), 0.5)
+    probs = (density - epsilon) + spread * 2 * epsilon
+    return torch.bernoulli(probs, generator=generator).to(dtype).reshape(delta.shape)

@@ -5,7 +5,10 @@ takes 8-12 s here and the Ray tests 40-75 s in all, so they are slow (pytest -m 
 paths (unreachable address, Ray missing) start no Ray and run by default.
 """
 
+import json
 import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -114,7 +117,7 @@ def _fails_on_two(block):
 
 
 @pytest.mark.parametrize("command", [["zoo", "train", "digits-mlp", "--out"], ["audit", "--train", "nowhere", "--out"],
-                                     ["analyze"]])
+                                     ["analyze"], ["study", "--preset", "tiny", "--out"]])
 def test_an_unreachable_address_is_one_line(tmp_path, capsys, command):
     rc = main([*command, str(tmp_path / "z"), "--backend", "ray", "--address", "127.0.0.1:9"]
               + (["--generated", "nothing"] if command[0] == "audit" else []))
@@ -167,3 +170,55 @@ def test_spectral_analysis_of_a_zoo_on_ray_equals_local(tmp_path, local_ray):
     assert local["alpha_lo"].notna().any()
     pd.testing.assert_frame_equal(robust, local)
 
+
+def test_study_on_ray_takes_no_worker_count_and_runs_no_ablation(tmp_path, capsys):
+    for extra, named in ((["--workers", "2"], "--workers"), (["--ablation"], "--ablation")):
+        rc = main(["study", "--preset", "tiny", "--out", str(tmp_path / "s"), "--backend", "ray", "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and named in err
+        assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_lines_printed_in_tasks_are_printed_here_as_they_are(local_ray, capsys):
+    assert map_blocks(_prints, ["a", "b"], 2, backend=local_ray, relay_prints=True) == ["a", "b"]
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(out) == ["a: 1 of 2", "a: 2 of 2", "b: 1 of 2", "b: 2 of 2"]
+    assert out.index("a: 1 of 2") < out.index("a: 2 of 2")  # one task's lines in order
+
+
+def _prints(block, n):
+    for i in range(n):
+        print(f"{block}: {i + 1} of {n}", flush=True)
+    return block
+
+
+def _study_numbers(out) -> str:
+    """results.json without its timings."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in ("timings_s", "total_seconds")}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    return json.dumps(strip(json.loads((out / "results.json").read_text())), sort_keys=True)  # NaN-safe
+
+
+def _stage_lines(stdout: str) -> list[str]:
+    """The study's per-stage lines ('pdiff: fit (seed 3) done (11 s)') without their seconds, sorted."""
+    return sorted(re.sub(r" \(\d+ s\)$", "", line) for line in stdout.splitlines() if line.endswith(" s)")
+                  and " done (" in line)
+
+
+@pytest.mark.slow
+def test_the_study_on_ray_gives_the_local_results_and_progress_lines(tmp_path, local_ray, capsys):
+    args = ["study", "--preset", "tiny", "--methods", "aligned,pdiff", "--seed", "3"]
+    # the local backend (two worker processes) in a fresh process, as in test_study
+    here = subprocess.run([sys.executable, "-m", "weightspace.cli", *args, "--out", str(tmp_path / "local")],
+                          check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert main([*args, "--out", str(tmp_path / "ray"), "--backend", "ray"]) == 0
+    on_ray = capsys.readouterr().out
+    assert _study_numbers(tmp_path / "ray") == _study_numbers(tmp_path / "local")
+    stages = _stage_lines(on_ray)
+    assert len(stages) == 2 * 4 and stages == _stage_lines(here.stdout)  # data, fit, sample, audit per method
+    verdicts = [line for line in on_ray.splitlines() if "replicates:" in line]
+    assert verdicts and verdicts == [line for line in here.stdout.splitlines() if "replicates:" in line]

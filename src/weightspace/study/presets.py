@@ -13,6 +13,11 @@ PAPER_NAMES = {"pdiff": "P-diff", "hyperrep": "Hyper-Representations", "gpt": "G
 # worker pool starts the long ones first and fills in with the short ones (longest-first scheduling).
 COST_ORDER = ("hyperrep", "gpt", "hyperdiffusion", "pdiff", "aligned")
 
+
+def longest_first(names):
+    """``names`` in :data:`COST_ORDER` (a name not in it first: assume it is long)."""
+    return sorted(names, key=lambda m: COST_ORDER.index(m) if m in COST_ORDER else -1)
+
 # The paper's calls (Zeng et al. 2025, at original scale): what each method's samples are.
 PAPER_CALLS = {
     "hyperrep": {"verdict": "replicates", "replicates": True, "beats_noise": False, "interpolates": False},

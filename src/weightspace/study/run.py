@@ -33,10 +33,12 @@ from ..audit.verdict import pooled_verdict, rule_text
 from ..errors import ConfigError
 from ..generative import methods
 from ..generative.base import load_generator, make_generator
+from ..parallel import resolve_backend
 from .ablation import ablation_figure, run_ablation
 from .frontiers import aligned_interpolation_sets, beyond_every_table
 from .paper_calls import paper_comparison
-from .presets import COPIES, COST_ORDER, HELDOUT, PAPER_NAMES, PRESETS
+from .on_ray import method_parts_on_ray
+from .presets import COPIES, HELDOUT, PAPER_NAMES, PRESETS, longest_first
 from .symmetry_check import symmetry_check, symmetry_figure
 
 SYMMETRY_MODELS = 32  # training checkpoints passed through an autoencoder for the symmetry check
@@ -280,14 +282,17 @@ def _one_thread() -> None:
 
 
 def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, workers: int, progress: bool,
-                  seeds: int = 1) -> list[dict]:
+                  seeds: int = 1, backend=None) -> list[dict]:
     """One part per method, in ``names`` order; ``workers > 1`` runs methods in that many processes
-    at once (one torch thread each), each method's own progress bars then silenced."""
+    at once (one torch thread each), each method's own progress bars then silenced; a Ray
+    ``backend`` runs each method as a Ray task instead, the same way."""
+    if backend is not None:
+        return method_parts_on_ray(method_part, names, out, preset, seed, seeds, progress, backend)
     if workers <= 1 or len(names) <= 1:
         return [method_part(m, out, preset, seed, progress, False, seeds) for m in names]
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
     with ProcessPoolExecutor(min(workers, len(names)), mp_context=ctx, initializer=_one_thread) as pool:
-        first = sorted(names, key=lambda m: COST_ORDER.index(m) if m in COST_ORDER else -1)  # unknown: assume long
+        first = longest_first(names)
         futures = {pool.submit(method_part, m, out, preset, seed, False, progress, seeds): m for m in first}
         done = {}
         bar = tqdm(total=len(names), desc=f"study ({min(workers, len(names))} workers)", disable=not progress)
@@ -300,12 +305,17 @@ def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, work
 
 
 def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_: Sequence[str] = methods.METHODS,
-              seed: int = 0, seeds: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
+              seed: int = 0, seeds: int | None = None, workers: int | None = None, progress: bool = True,
+              backend="local", address: str | None = None) -> Path:
     """Run the study and write ``report.html``, ``results.json`` and CSV tables under ``out``.
     ``seed`` seeds everything: the data (zoos, built once) and the first of ``seeds`` generator fits
     (seeds ``seed``, ``seed + 1``, …, each with its own samples, baselines and bootstrap; default:
     the preset's). ``workers``: methods run at once in separate processes (default: one per core,
-    at most one per method); results do not depend on it."""
+    at most one per method); results do not depend on it. ``backend="ray"``: each method is a Ray
+    task instead (a local Ray, or the cluster at ``address``), to the same results."""
+    ray_backend = resolve_backend(backend, address)
+    if ray_backend is not None and workers is not None:
+        raise ConfigError("--workers: the local backend's processes; on Ray the cluster's CPUs run the methods")
     if preset not in PRESETS:
         raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     for m in methods_:
@@ -323,7 +333,7 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = _method_parts(list(methods_), out, p, int(seed), int(workers), progress, int(seeds))
+    results = _method_parts(list(methods_), out, p, int(seed), int(workers), progress, int(seeds), ray_backend)
     summary = pd.DataFrame([row for r in results for row in r["summary"]])
     fit_seeds = list(range(int(seed), int(seed) + int(seeds)))
     report = Report(

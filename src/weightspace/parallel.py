@@ -124,6 +124,16 @@ def ray_session(backend: RayBackend):
         ray.shutdown()
 
 
+def driver_actor(ray, cls, *args):
+    """An actor of ``cls`` on the driver's node, taking no CPU: the driver's helpers (progress,
+    relayed lines, the zoo's index writer) go down with the driver only, never with a worker node
+    (Ray would place an actor that takes no CPU on any node)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(cls).options(scheduling_strategy=here).remote(*args)
+
+
 def _run_block(fn, key, block, counter, lines, threads, *shared):
     """One Ray task: ``fn(block, *shared)`` with ``threads`` torch threads (and a ticker when counted,
     its printed lines sent to ``lines`` when relayed)."""
@@ -178,8 +188,8 @@ def map_blocks(
 
 def _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc, relay_prints) -> list:
     refs = [ray.put(s) for s in shared]
-    counter = ray.remote(num_cpus=0)(Counter).remote() if total is not None else None
-    lines = ray.remote(num_cpus=0)(Lines).remote() if relay_prints else None
+    counter = driver_actor(ray, Counter) if total is not None else None
+    lines = driver_actor(ray, Lines) if relay_prints else None
     task = ray.remote(_run_block).options(num_cpus=backend.cpus_per_task, max_retries=backend.max_retries)
     pending = {task.remote(fn, i, b, counter, lines, backend.cpus_per_task, *refs): i
                for i, b in enumerate(blocks)}

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..data import Dataset
 from ..errors import ConfigError
 from ..nets import build_architecture
-from ..parallel import RayBackend, map_blocks, ray_session
+from ..parallel import RayBackend, driver_actor, map_blocks, ray_session
 from ..task import Task
 from .store import Zoo
 from .train import TrainConfig, _train_chunk, run_architecture
@@ -34,10 +34,7 @@ def train_chunks_on_ray(arch, dataset: Dataset, chunks: list, zoo: Zoo, config: 
         raise ConfigError(f"the Ray backend writes to a zoo directory, got a {type(zoo).__name__}")
     root = str(zoo.root.resolve())
     with ray_session(backend) as ray:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        writer = ray.remote(num_cpus=0)(_IndexWriter).options(scheduling_strategy=here).remote(root)
+        writer = driver_actor(ray, _IndexWriter, root)
         added = map_blocks(_train_shard, chunks, arch.config, dataset, root, writer, config, init,
                            steps_per_epoch, extra, backend=backend, total=total, progress=progress,
                            desc=f"training {sum(map(len, chunks))} runs in {len(chunks)} shards")

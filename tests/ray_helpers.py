@@ -29,6 +29,7 @@ from weightspace.zoo.build import task_for_zoo
 
 BLOCK = "ray::_run_block"  # the process title of a Ray worker while it runs a block (idle: ray::IDLE)
 WRITER = "ray::_IndexWriter"  # the zoo index writer's actor
+COUNTER = "ray::Counter"  # the progress counter's actor
 
 
 def config(**training) -> dict:

@@ -21,7 +21,11 @@ import weightspace.zoo.blocks
 import weightspace.zoo.ray_backend
 from weightspace.align import aligned_l2, aligned_l2_fast
 from weightspace.audit.novelty import ModelSet, novelty_table
-from weightspace.audit.similarity import chamfer_distance, error_iou, prediction_agreement
+from weightspace.audit.similarity import (
+    chamfer_distance,
+    error_iou,
+    prediction_agreement,
+)
 from weightspace.errors import WeightspaceError
 from weightspace.zoo import Zoo
 from weightspace.zoo.blocks import map_zoo
@@ -188,7 +192,7 @@ class InBackground:
     def _run(self, fn):
         try:
             self.value = fn()
-        except BaseException as e:  # handed to result()
+        except BaseException as e:  # noqa: BLE001 - handed to result(), which raises it
             self.error = e
 
     def running(self) -> bool:

@@ -3,8 +3,9 @@ nodes on this machine, each a raylet with its own CPU and object store, the driv
 
 A build and the audit's blocks spread over the nodes give the local results bit for bit; a worker
 node lost mid-build leaves a complete zoo, each checkpoint once, on the nodes that remain; the index
-writer lives on the driver's node; a driver killed mid-build and run again resumes without
-duplicates. Starting the cluster takes 10-20 s here, the module about 3 minutes: slow.
+writer and the progress counter live on the driver's node; a driver killed mid-build, or a build
+stopped by a lost node with no retries left, resumes when run again, without duplicates. Starting
+the cluster takes 10-20 s here, the module about 4 minutes: slow.
 """
 
 import os
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from weightspace.cli import main
+from weightspace.errors import BackendError
 from weightspace.parallel import RayBackend
 from weightspace.zoo import Zoo
 from weightspace.zoo.build import build_zoo
@@ -149,7 +151,7 @@ def test_a_worker_node_lost_mid_build_leaves_a_complete_zoo(tmp_path, cluster, l
     # the build's actors, the index writer and the progress counter, run on the driver's node (the
     # head), never on a node that may go (Ray would put an actor that takes no CPU on any node)
     for actor in (WRITER, COUNTER):
-        wait_for(lambda: cluster.running(cluster.head, actor), actor)
+        wait_for(lambda title=actor: cluster.running(cluster.head, title), actor)
         assert not any(cluster.running(n, actor) for n in cluster.workers)
     wait_for(lambda: cluster.running(lost) and indexed(root), "a chunk running on the node to lose, and a first write")
     at_loss = indexed(root)
@@ -163,6 +165,28 @@ def test_a_worker_node_lost_mid_build_leaves_a_complete_zoo(tmp_path, cluster, l
     assert starts[lost.node_id] >= 1 and sum(starts.values()) > 3  # a chunk ran there, and was run again
     _assert_complete_once(zoo, 1536, capsys)
     assert_same_zoo(local_long, zoo)
+
+
+def test_a_node_lost_with_no_retries_left_stops_the_build_in_one_line_and_a_rerun_resumes(
+        tmp_path, cluster, local_long, capsys):
+    root = tmp_path / "zoo"
+    no_retries = RayBackend(address=cluster.cluster.address, max_retries=0)
+    build = InBackground(lambda: build_zoo(long_config(chunks=3), out=root, progress=False, backend=no_retries))
+    lost = wait_for(lambda: indexed(root) and next((n for n in cluster.workers if cluster.running(n)), None),
+                    "a first write, and a worker node running a chunk")
+    cluster.lose(lost)
+    try:
+        with pytest.raises(BackendError, match=r"^block \d: its Ray worker died \(\w+\) and its 0 retries are used up; "
+                                               "finished work is kept, run again to resume$"):
+            build.result()
+    finally:
+        cluster.replace()
+    assert 0 < indexed(root) < 1536
+    # the build cancelled its other tasks; once they are gone the user runs it again
+    wait_for(lambda: not any(cluster.running(n) for n in cluster.nodes()), "the cancelled tasks to end", every=0.5)
+    resumed = build_zoo(long_config(chunks=3), out=root, progress=False, backend=cluster.backend)
+    _assert_complete_once(resumed, 1536, capsys)
+    assert_same_zoo(local_long, resumed)
 
 
 def _assert_complete_once(zoo: Zoo, expected: int, capsys) -> None:

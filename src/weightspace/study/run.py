@@ -36,8 +36,8 @@ from ..generative.base import load_generator, make_generator
 from ..parallel import resolve_backend
 from .ablation import ablation_figure, run_ablation
 from .frontiers import aligned_interpolation_sets, beyond_every_table
-from .paper_calls import paper_comparison
 from .on_ray import method_parts_on_ray
+from .paper_calls import paper_comparison
 from .presets import COPIES, HELDOUT, PAPER_NAMES, PRESETS, longest_first
 from .symmetry_check import symmetry_check, symmetry_figure
 

@@ -93,13 +93,20 @@ def test_tensors_sharing_storage_save_fine(tmp_path):
     assert all(t.is_contiguous() for t in tensors.values())
 
 
-def test_saved_file_gets_normal_permissions(tmp_path):
+@pytest.mark.parametrize("in_memory_bytes", [wio.IN_MEMORY_BYTES, 0], ids=["in memory", "streamed"])
+def test_saved_file_gets_normal_permissions_and_the_same_bytes_either_way(tmp_path, monkeypatch, in_memory_bytes):
+    monkeypatch.setattr(wio, "IN_MEMORY_BYTES", in_memory_bytes)
+    sd = make_state_dict(seed=5)
     old = os.umask(0o022)
     try:
-        path = save_checkpoint(tmp_path / "ckpt.safetensors", {"w": torch.ones(1)})
+        path = save_checkpoint(tmp_path / "ckpt.safetensors", sd, {"k": "v"})
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+    reference = tmp_path / "reference.safetensors"
+    save_file({k: v.detach().clone() for k, v in sd.items()}, reference, metadata={"k": "v"})
+    assert path.read_bytes() == reference.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors", "reference.safetensors"]
 
 
 def test_save_replaces_existing_file(tmp_path):
@@ -132,17 +139,24 @@ def _partial_write_then_fail(tensors, filename, metadata=None):
     raise RuntimeError("killed mid-write")
 
 
+def _fails_to_serialise(tensors, metadata=None):
+    raise MemoryError("no room for the bytes")
+
+
 @pytest.mark.parametrize(
-    "target, replacement",
-    [(os, ("replace", _failing_replace)), (wio, ("save_file", _partial_write_then_fail))],
-    ids=["os.replace fails", "write fails"],
+    "target, replacement, in_memory_bytes",
+    [(os, ("replace", _failing_replace), wio.IN_MEMORY_BYTES),
+     (wio, ("save_bytes", _fails_to_serialise), wio.IN_MEMORY_BYTES),
+     (wio, ("save_file", _partial_write_then_fail), 0)],
+    ids=["os.replace fails", "in-memory write fails", "streamed write fails"],
 )
-def test_failed_save_leaves_old_file_and_no_temp(tmp_path, monkeypatch, target, replacement):
+def test_failed_save_leaves_old_file_and_no_temp(tmp_path, monkeypatch, target, replacement, in_memory_bytes):
     path = save_checkpoint(tmp_path / "ckpt.safetensors", {"w": torch.ones(3)}, {"v": "1"})
     before = path.read_bytes()
     monkeypatch.setattr(target, *replacement)
+    monkeypatch.setattr(wio, "IN_MEMORY_BYTES", in_memory_bytes)
 
-    with pytest.raises((OSError, RuntimeError)):
+    with pytest.raises((OSError, RuntimeError, MemoryError)):
         save_checkpoint(path, {"w": torch.zeros(3)}, {"v": "2"})
 
     assert path.read_bytes() == before

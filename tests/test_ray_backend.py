@@ -5,6 +5,10 @@ takes 8-12 s here and the Ray tests 40-75 s in all, so they are slow (pytest -m 
 paths (unreachable address, Ray missing) start no Ray and run by default.
 """
 
+import json
+import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -15,7 +19,19 @@ from weightspace.errors import BackendError
 from weightspace.parallel import RayBackend, map_blocks, resolve_backend
 from weightspace.zoo import Zoo
 from weightspace.zoo.build import build_zoo
-from weightspace.zoo.ray_backend import KILL_ENV
+
+from .ray_helpers import (
+    BLOCK,
+    InBackground,
+    assert_same_zoo,
+    audit_blocks_equal_local,
+    config,
+    indexed,
+    kill,
+    long_config,
+    processes,
+    wait_for,
+)
 
 ray = pytest.importorskip("ray")
 
@@ -27,67 +43,48 @@ def local_ray():
     ray.shutdown()
 
 
-def _config(**training):
-    """12 small MLPs in 3 chunks of 4, half with dropout: dropout masks depend on the chunk."""
-    return {
-        "name": "t",
-        "dataset": {"name": "digits", "seed": 0},
-        "architecture": {"kind": "mlp", "widths": [16]},
-        "population": {"runs": 12, "seed": 0,
-                       "hparams": {"dropout": [0.0, 0.1], "epochs": 2, "lr": {"log_uniform": [0.01, 0.1]}}},
-        "training": {"checkpoint_epochs": [1], "chunk_size": 4, **training},
-    }
-
-
-def _assert_same_zoo(a, b):
-    wa, da = a.load()
-    wb, db = b.load()
-    assert list(da["model_id"]) == list(db["model_id"])
-    assert torch.equal(wa, wb)
-    cols = ["run_id", "seed", "epoch", "step", "hparams", "test_acc", "train_loss"]
-    assert da[cols].equals(db[cols])
-
-
 @pytest.mark.slow
 def test_ray_backend_trains_the_local_weights_bit_for_bit(tmp_path, local_ray):
-    local = build_zoo(_config(), out=tmp_path / "local", progress=False)
-    on_ray = build_zoo(_config(), out=tmp_path / "ray", progress=False, backend=local_ray)
+    local = build_zoo(config(), out=tmp_path / "local", progress=False)
+    on_ray = build_zoo(config(), out=tmp_path / "ray", progress=False, backend=local_ray)
     assert len(on_ray) == 24 and on_ray.verify() == []
-    _assert_same_zoo(local, on_ray)
+    assert_same_zoo(local, on_ray)
     # The chunking matters, so it is the local one: other chunks give other dropout masks.
-    other = build_zoo(_config(chunk_size=3), out=tmp_path / "other", progress=False)
+    other = build_zoo(config(chunk_size=3), out=tmp_path / "other", progress=False)
     assert not torch.equal(other.load()[0], local.load()[0])
 
 
+def _kill_blocks_after_first_write(root):
+    """SIGKILL the workers running blocks once the zoo at ``root`` has indexed a chunk's first write
+    (as the OOM killer or an operator would); returns (workers killed, checkpoints then)."""
+    n = wait_for(lambda: indexed(root), f"the first checkpoints in {root}")
+    return kill(processes(os.getpid(), BLOCK)), n
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_shard_is_retried_and_the_zoo_ends_complete(tmp_path, local_ray, monkeypatch):
-    # 4 models x 81 checkpoints per chunk: the trainer writes after 64 steps (256 checkpoints), then at the end.
-    cfg = _config(every_steps=1, max_steps=80, checkpoint_epochs=[])
-    cfg["population"]["runs"] = 8
-    cfg["population"]["hparams"]["epochs"] = 5  # 85 steps, cut at 80
+def test_a_worker_killed_mid_shard_is_retried_and_the_zoo_ends_complete(tmp_path, local_ray):
+    cfg = long_config()
     local = build_zoo(cfg, out=tmp_path / "local", progress=False)
-    monkeypatch.setenv(KILL_ENV, "1:1")  # chunk 1 dies right after its first write, on its first attempt
-    on_ray = build_zoo(cfg, out=tmp_path / "ray", progress=False, backend=local_ray)
-    marker = tmp_path / "ray" / ".staging" / "killed-shard-1"
-    assert marker.exists()  # it did die once, after 256 writes
-    marker.unlink()  # the test hook's own note; any other leftover would be a lost write
-    assert len(on_ray) == 8 * 81 and on_ray.verify() == []  # complete, no orphans or leftovers, checksums hold
-    _assert_same_zoo(local, on_ray)
+    build = InBackground(lambda: build_zoo(cfg, out=tmp_path / "ray", progress=False, backend=local_ray))
+    killed, at_kill = _kill_blocks_after_first_write(tmp_path / "ray")
+    on_ray = build.result()
+    assert killed >= 1 and 256 <= at_kill < 1024  # killed mid-build, after a first write
+    assert len(on_ray) == 1024 and on_ray.verify() == []  # complete; no orphans, no leftovers; checksums hold
+    assert_same_zoo(local, on_ray)
 
 
 @pytest.mark.slow
-def test_without_retries_a_killed_worker_stops_the_build_and_a_rerun_resumes(tmp_path, local_ray, monkeypatch):
-    cfg = _config(every_steps=1, max_steps=80, checkpoint_epochs=[])
-    cfg["population"]["runs"] = 4
-    cfg["population"]["hparams"]["epochs"] = 5
-    monkeypatch.setenv(KILL_ENV, "0:1")
-    with pytest.raises(BackendError, match="block 0: its Ray worker died .* 0 retries are used up"):
-        build_zoo(cfg, out=tmp_path / "ray", progress=False, backend=RayBackend(max_retries=0))
-    assert len(Zoo.open(tmp_path / "ray")) == 256  # the first write survived the kill
+def test_without_retries_a_killed_worker_stops_the_build_and_a_rerun_resumes(tmp_path, local_ray):
+    cfg = long_config()
+    build = InBackground(lambda: build_zoo(cfg, out=tmp_path / "ray", progress=False,
+                                           backend=RayBackend(max_retries=0)))
+    killed, _ = _kill_blocks_after_first_write(tmp_path / "ray")
+    with pytest.raises(BackendError, match="block [01]: its Ray worker died .* 0 retries are used up"):
+        build.result()
+    assert killed >= 1 and 256 <= len(Zoo.open(tmp_path / "ray")) < 1024  # the first writes survived the kill
     resumed = build_zoo(cfg, out=tmp_path / "ray", progress=False, backend=local_ray)
-    (tmp_path / "ray" / ".staging" / "killed-shard-0").unlink()  # the test hook's own note
-    assert len(resumed) == 4 * 81 and resumed.verify() == []
-    _assert_same_zoo(build_zoo(cfg, out=tmp_path / "local", progress=False), resumed)
+    assert len(resumed) == 1024 and resumed.verify() == []
+    assert_same_zoo(build_zoo(cfg, out=tmp_path / "local", progress=False), resumed)
 
 
 @pytest.mark.slow
@@ -120,7 +117,7 @@ def _fails_on_two(block):
 
 
 @pytest.mark.parametrize("command", [["zoo", "train", "digits-mlp", "--out"], ["audit", "--train", "nowhere", "--out"],
-                                     ["analyze"]])
+                                     ["analyze"], ["study", "--preset", "tiny", "--out"]])
 def test_an_unreachable_address_is_one_line(tmp_path, capsys, command):
     rc = main([*command, str(tmp_path / "z"), "--backend", "ray", "--address", "127.0.0.1:9"]
               + (["--generated", "nothing"] if command[0] == "audit" else []))
@@ -143,55 +140,11 @@ def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkey
     assert rc == 2 and "pip install 'weightspace[ray]'" in capsys.readouterr().err
 
 
-def _mean_abs(weights, rows, *, scale):
-    return rows[["model_id"]].assign(v=weights.abs().mean(1).numpy() * scale)
-
-
 @pytest.mark.slow
 def test_audit_evaluation_and_zoo_blocks_on_ray_equal_local(tmp_path, local_ray):
     """Pairwise similarity blocks, aligned distances, evaluation of many models and a map over a
     zoo's blocks give on Ray what they give here."""
-    import pandas as pd
-
-    from weightspace.align import aligned_l2, aligned_l2_fast
-    from weightspace.audit.novelty import ModelSet, novelty_table
-    from weightspace.audit.similarity import (
-        chamfer_distance,
-        error_iou,
-        prediction_agreement,
-    )
-    from weightspace.zoo.blocks import map_zoo
-    from weightspace.zoo.build import task_for_zoo
-
-    zoo = build_zoo(_config(), out=tmp_path / "zoo", progress=False)
-    w, _ = zoo.load()
-    task = task_for_zoo(zoo)
-    pred = task.predictions(w)
-    assert torch.equal(task.predictions(w, backend=local_ray, block_size=7), pred)
-    pd.testing.assert_frame_equal(task.evaluate(w, backend=local_ray, block_size=7), task.evaluate(w))
-    labels = task.dataset.y_test
-    assert torch.equal(error_iou(pred[:5], pred, labels, chunk_size=7, backend=local_ray),
-                       error_iou(pred[:5], pred, labels))
-    assert torch.equal(prediction_agreement(pred[:5], pred, chunk_size=7, backend=local_ray),
-                       prediction_agreement(pred[:5], pred))
-    space = zoo.space
-    assert torch.equal(aligned_l2(space, w[:3], w[:6], chunk_pairs=5, backend=local_ray), aligned_l2(space, w[:3], w[:6]))
-    torch.testing.assert_close(aligned_l2_fast(space, w[:4], w, block_size=5, backend=local_ray),
-                               aligned_l2_fast(space, w[:4], w))
-    points = [torch.randn(n, 2, generator=torch.Generator().manual_seed(n)) for n in (5, 9, 7, 3, 8)]
-    torch.testing.assert_close(chamfer_distance(points[:2], points, block_size=2, backend=local_ray),
-                               chamfer_distance(points[:2], points))
-    gen = w[:3] + 0.01 * torch.randn(3, w.shape[1], generator=torch.Generator().manual_seed(0))
-    sets = [ModelSet("training", task.accuracy(w), weights=w, predictions=pred, is_training=True),
-            ModelSet("generated", task.accuracy(gen), weights=gen, predictions=task.predictions(gen))]
-    pd.testing.assert_frame_equal(novelty_table(sets, labels, space=space, aligned="exact", backend=local_ray),
-                                  novelty_table(sets, labels, space=space, aligned="exact"))
-    on_ray = pd.concat(map_zoo(_mean_abs, zoo, where="epoch = ?", params=(2,), block_size=5, backend=local_ray,
-                               scale=2.0), ignore_index=True)
-    here = pd.concat(map_zoo(_mean_abs, zoo, where="epoch = ?", params=(2,), block_size=5, scale=2.0),
-                     ignore_index=True)
-    assert len(here) == 12
-    pd.testing.assert_frame_equal(on_ray, here)
+    audit_blocks_equal_local(build_zoo(config(), out=tmp_path / "zoo", progress=False), local_ray)
 
 
 @pytest.mark.slow
@@ -203,7 +156,7 @@ def test_spectral_analysis_of_a_zoo_on_ray_equals_local(tmp_path, local_ray):
 
     from weightspace.analysis import SpectralAnalyzer
 
-    zoo = build_zoo(_config(), out=tmp_path / "zoo", progress=False)
+    zoo = build_zoo(config(), out=tmp_path / "zoo", progress=False)
     here = SpectralAnalyzer(fit="ww", progress=False).fit(zoo, where="epoch = 2")
     on_ray = SpectralAnalyzer(fit="ww", progress=False).fit(zoo, where="epoch = 2", backend=local_ray, block_size=5)
     assert len(here.details_) == 12 * 4 and (here.details_["status"] == "ok").any()
@@ -216,3 +169,56 @@ def test_spectral_analysis_of_a_zoo_on_ray_equals_local(tmp_path, local_ray):
     local = SpectralAnalyzer(progress=False).fit(zoo).details_
     assert local["alpha_lo"].notna().any()
     pd.testing.assert_frame_equal(robust, local)
+
+
+def test_study_on_ray_takes_no_worker_count_and_runs_no_ablation(tmp_path, capsys):
+    for extra, named in ((["--workers", "2"], "--workers"), (["--ablation"], "--ablation")):
+        rc = main(["study", "--preset", "tiny", "--out", str(tmp_path / "s"), "--backend", "ray", "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and named in err
+        assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_lines_printed_in_tasks_are_printed_here_as_they_are(local_ray, capsys):
+    assert map_blocks(_prints, ["a", "b"], 2, backend=local_ray, relay_prints=True) == ["a", "b"]
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(out) == ["a: 1 of 2", "a: 2 of 2", "b: 1 of 2", "b: 2 of 2"]
+    assert out.index("a: 1 of 2") < out.index("a: 2 of 2")  # one task's lines in order
+
+
+def _prints(block, n):
+    for i in range(n):
+        print(f"{block}: {i + 1} of {n}", flush=True)
+    return block
+
+
+def _study_numbers(out) -> str:
+    """results.json without its timings."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in ("timings_s", "total_seconds")}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    return json.dumps(strip(json.loads((out / "results.json").read_text())), sort_keys=True)  # NaN-safe
+
+
+def _stage_lines(stdout: str) -> list[str]:
+    """The study's per-stage lines ('pdiff: fit (seed 3) done (11 s)') without their seconds, sorted."""
+    return sorted(re.sub(r" \(\d+ s\)$", "", line) for line in stdout.splitlines() if line.endswith(" s)")
+                  and " done (" in line)
+
+
+@pytest.mark.slow
+def test_the_study_on_ray_gives_the_local_results_and_progress_lines(tmp_path, local_ray, capsys):
+    args = ["study", "--preset", "tiny", "--methods", "aligned,pdiff", "--seed", "3"]
+    # the local backend (two worker processes) in a fresh process, as in test_study
+    here = subprocess.run([sys.executable, "-m", "weightspace.cli", *args, "--out", str(tmp_path / "local")],
+                          check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert main([*args, "--out", str(tmp_path / "ray"), "--backend", "ray"]) == 0
+    on_ray = capsys.readouterr().out
+    assert _study_numbers(tmp_path / "ray") == _study_numbers(tmp_path / "local")
+    stages = _stage_lines(on_ray)
+    assert len(stages) == 2 * 4 and stages == _stage_lines(here.stdout)  # data, fit, sample, audit per method
+    verdicts = [line for line in on_ray.splitlines() if "replicates:" in line]
+    assert verdicts and verdicts == [line for line in here.stdout.splitlines() if "replicates:" in line]

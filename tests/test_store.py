@@ -327,3 +327,22 @@ def test_files_staged_by_one_writer_are_indexed_by_another(tmp_path):
     assert torch.equal(weights[:2], w[:2]) and torch.equal(weights[2], w2[2])
     assert indexer.verify() == [] and not any((tmp_path / "zoo" / ".staging").iterdir())
     assert torch.equal(indexer.load_rows(df.iloc[[2, 0]]), weights[[2, 0]])
+
+
+def test_files_a_dead_writer_staged_are_dropped_once_their_ids_are_indexed(tmp_path):
+    """A writer killed after staging leaves files (and a temp file, if killed mid-write); once another
+    attempt indexed those ids they are dropped, while staged files of ids not indexed yet stay."""
+    zoo = make_zoo(tmp_path / "zoo")
+    w = ARCH.init(range(4))
+    dead = zoo.stage_many([(f"m.{i}", w[i], record(i)) for i in range(3)], skip_indexed=False)
+    half_written = dead[0][0].with_name(f".{dead[0][0].name}.4242.0123abcd.tmp")
+    half_written.write_bytes(b"partial")
+    stranger = tmp_path / "zoo" / ".staging" / "notes.txt"  # not a staged checkpoint: never touched
+    stranger.write_text("x")
+    assert zoo.add_many([(f"m.{i}", w[i], record(i)) for i in range(2)]) == 2  # the retry indexes m.0, m.1
+    removed = zoo.drop_stale_staged()
+    assert sorted(removed) == sorted(f".staging/{p.name}" for p in (dead[0][0], dead[1][0], half_written))
+    assert dead[2][0].is_file() and stranger.is_file()  # m.2 is not indexed yet: it may still be committed
+    assert zoo.commit_staged(dead[2:]) == 1 and zoo.drop_stale_staged() == []
+    stranger.unlink()
+    assert zoo.verify() == [] and len(zoo) == 3

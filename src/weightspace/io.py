@@ -24,6 +24,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 
 from weightspace.errors import (
@@ -56,6 +57,7 @@ _HF_WEIGHT_FILES = (
 _MALFORMED_PICKLE = re.compile(r"Unsupported operand \d+|String is too long")
 
 _CHUNK = 1 << 20
+IN_MEMORY_BYTES = 64 << 20  # checkpoints up to this size are written from memory in one call
 
 
 def save_checkpoint(
@@ -64,7 +66,10 @@ def save_checkpoint(
     """Write ``state_dict`` to a .safetensors file atomically.
 
     Readers see either the old file or the complete new one: the data goes to a
-    temporary file in the same directory, is fsynced, then renamed over ``path``.
+    temporary file in the same directory, is fsynced, then renamed over ``path``. A checkpoint
+    up to 64 MiB is serialised in memory and written in one call, so a write killed midway leaves
+    no file but ``.NAME.PID.HEX.tmp`` (larger ones are streamed by safetensors, through a
+    temporary file of its own).
     """
     path = Path(path)
     if path.suffix != SAFETENSORS_SUFFIX:
@@ -81,10 +86,14 @@ def save_checkpoint(
     # O_EXCL reserves the name; its mode is what the umask grants any new file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     mode = stat.S_IMODE(os.fstat(fd).st_mode)
-    os.close(fd)
+    small = sum(t.numel() * t.element_size() for t in tensors.values()) <= IN_MEMORY_BYTES
     try:
-        save_file(tensors, tmp, metadata=metadata or None)
-        os.chmod(tmp, mode)  # safetensors leaves its files at 0o600
+        with os.fdopen(fd, "wb") as f:
+            if small:
+                f.write(save_bytes(tensors, metadata=metadata or None))
+        if not small:
+            save_file(tensors, tmp, metadata=metadata or None)
+            os.chmod(tmp, mode)  # safetensors leaves its files at 0o600
         _fsync(tmp, os.O_RDWR)
         os.replace(tmp, path)
     except BaseException:

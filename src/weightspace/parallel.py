@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .errors import BackendError, ConfigError, WeightspaceError
-from .ray_progress import Counter, Ticker
+from .ray_progress import Counter, LineRelay, Lines, Ticker
 
 INSTALL_HINT = "pip install 'weightspace[ray]'"
 BACKENDS = ("local", "ray")
@@ -124,9 +124,27 @@ def ray_session(backend: RayBackend):
         ray.shutdown()
 
 
-def _run_block(fn, key, block, counter, threads, *shared):
-    """One Ray task: ``fn(block, *shared)`` with ``threads`` torch threads (and a ticker when counted)."""
+def driver_actor(ray, cls, *args):
+    """An actor of ``cls`` on the driver's node, taking no CPU: the driver's helpers (progress,
+    relayed lines, the zoo's index writer) go down with the driver only, never with a worker node
+    (Ray would place an actor that takes no CPU on any node)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(cls).options(scheduling_strategy=here).remote(*args)
+
+
+def _run_block(fn, key, block, counter, lines, threads, *shared):
+    """One Ray task: ``fn(block, *shared)`` with ``threads`` torch threads (and a ticker when counted,
+    its printed lines sent to ``lines`` when relayed)."""
     torch.set_num_threads(threads)
+    if lines is not None:
+        relay = LineRelay(lines)
+        try:
+            with redirect_stdout(relay):
+                return _run_block(fn, key, block, counter, None, threads, *shared)
+        finally:
+            relay.close()
     if counter is None:
         return fn(block, *shared)
     ticker = Ticker(counter, key)
@@ -144,13 +162,16 @@ def map_blocks(
     total: int | None = None,
     progress: bool = False,
     desc: str = "blocks",
+    relay_prints: bool = False,
 ) -> list:
     """``[fn(block, *shared) for block in blocks]``, here or as one Ray task per block.
 
     ``fn`` must be a module-level function (Ray ships it by reference; on a cluster weightspace
     must be installed on every node). With ``total``, ``fn`` also gets ``tick``, an object with
     tqdm's ``update(n)``, and the progress bar counts those units across all workers; otherwise
-    it counts finished blocks. Results come back in the order of ``blocks``.
+    it counts finished blocks. Results come back in the order of ``blocks``. With
+    ``relay_prints``, the lines ``fn`` prints on Ray's workers are printed here as they come, as
+    they are (Ray would show them prefixed by the worker's name).
     """
     blocks = list(blocks)
     if backend is None:
@@ -162,14 +183,16 @@ def map_blocks(
                     bar.update(1)
             return out
     with ray_session(backend) as ray:
-        return _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc)
+        return _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc, relay_prints)
 
 
-def _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc) -> list:
+def _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc, relay_prints) -> list:
     refs = [ray.put(s) for s in shared]
-    counter = ray.remote(num_cpus=0)(Counter).remote() if total is not None else None
+    counter = driver_actor(ray, Counter) if total is not None else None
+    lines = driver_actor(ray, Lines) if relay_prints else None
     task = ray.remote(_run_block).options(num_cpus=backend.cpus_per_task, max_retries=backend.max_retries)
-    pending = {task.remote(fn, i, b, counter, backend.cpus_per_task, *refs): i for i, b in enumerate(blocks)}
+    pending = {task.remote(fn, i, b, counter, lines, backend.cpus_per_task, *refs): i
+               for i, b in enumerate(blocks)}
     out: list = [None] * len(blocks)
     try:
         with tqdm(total=total if total is not None else len(blocks), desc=f"{desc} (ray)",
@@ -184,6 +207,9 @@ def _map_on_ray(ray, fn, blocks, shared, backend, total, progress, desc) -> list
                 if total is not None:  # every block done is every unit done, whatever the counter has heard
                     bar.n = total if not pending else min(total, ray.get(counter.total.remote()))
                     bar.refresh()
+                if lines is not None:  # a finished block's lines are all in (LineRelay.close)
+                    for line in ray.get(lines.take.remote()):
+                        tqdm.write(line)
     finally:
         for ref in pending:  # after an error or an interrupt: nothing left running in a session we keep
             ray.cancel(ref, force=True)

@@ -37,3 +37,42 @@ class Ticker:
     def flush(self) -> None:
         self.counter.set.remote(self.key, self.n)
         self.sent = time.monotonic()
+
+
+class Lines:
+    """Lines that blocks print on workers, kept by a Ray actor until the driver prints them."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def take(self) -> list[str]:
+        taken, self.lines = self.lines, []
+        return taken
+
+
+class LineRelay:
+    """A block's ``sys.stdout`` on a worker: each line it prints goes to a :class:`Lines` actor."""
+
+    def __init__(self, lines):
+        self.lines, self.partial, self.last = lines, "", None
+
+    def write(self, text: str) -> int:
+        *complete, self.partial = (self.partial + text).split("\n")
+        for line in complete:
+            self.last = self.lines.add.remote(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Send what is left and wait until the actor has every line (before the block's result)."""
+        import ray
+
+        if self.partial:
+            self.last, self.partial = self.lines.add.remote(self.partial), ""
+        if self.last is not None:
+            ray.get(self.last)

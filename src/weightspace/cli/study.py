@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import time
 
-from .common import add_backend_options, add_key_option, add_output, add_threads, backend_from
+from .common import (
+    add_backend_options,
+    add_key_option,
+    add_output,
+    add_threads,
+    backend_from,
+)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -26,15 +32,18 @@ def _study(args) -> None:
 
     start = time.perf_counter()
     if args.ablation:
+        from ..errors import ConfigError
         from ..study import run_ablation_study
 
+        if args.backend != "local":
+            raise ConfigError("--backend ray: runs the study's methods as Ray tasks; --ablation runs here")
         path = run_ablation_study(args.out, method=args.ablation, preset=args.preset, seed=args.seed,
                                   progress=not args.quiet)
         print(f"report: {path}  ({time.perf_counter() - start:.0f} s)")
         return
     chosen = None if args.methods is None else parse_methods(args.methods)
     path = run_study(args.out, preset=args.preset, methods_=chosen, seed=args.seed, seeds=args.seeds,
-                     workers=args.workers, progress=not args.quiet)
+                     workers=args.workers, progress=not args.quiet, backend=backend_from(args))
     print("\n".join(verdict_lines(args.out)))
     print(f"\nreport: {path}  ({time.perf_counter() - start:.0f} s)")
 
@@ -65,6 +74,7 @@ def register(sub) -> None:
     add_threads(study, help="CPU threads of a method run in this process (--workers 1, or one method); worker "
                 "processes run one each (default 1)")
     study.add_argument("--quiet", action="store_true")
+    add_backend_options(study)
     study.set_defaults(func=_study)
 
     audit = sub.add_parser("audit", help="audit your own generated checkpoints against a training zoo")

@@ -4,6 +4,12 @@
 # worker pool starts the long ones first and fills in with the short ones (longest-first scheduling).
 COST_ORDER = ("hyperrep", "gpt", "hyperdiffusion", "pdiff", "aligned")
 
+
+def longest_first(names):
+    """``names`` in :data:`COST_ORDER` (a name not in it first: assume it is long)."""
+    return sorted(names, key=lambda m: COST_ORDER.index(m) if m in COST_ORDER else -1)
+
+
 PRESETS = {
     # CPU-sized: every method's default data setting, 100 samples per group (as the paper's plots),
     # every generator fitted with 3 seeds on data built once.

@@ -40,12 +40,14 @@ from ..audit.similarity import min_distance_to_training
 from ..audit.verdict import pooled_verdict, rule_text
 from ..errors import ConfigError
 from ..generator import load_generator, make_generator
+from ..parallel import resolve_backend
 from ..registry import method_names, setting
 from ..zoo.setting import DataSetting
 from ..zoo.store import Zoo
 from .ablation import ablation_figure, run_ablation
+from .on_ray import method_parts_on_ray
 from .paper_calls import headline, paper_comparison
-from .presets import COST_ORDER, PRESETS
+from .presets import PRESETS, longest_first
 from .symmetry_check import symmetry_check, symmetry_figure
 from .tables import (
     axes_table,
@@ -411,14 +413,17 @@ def _one_thread() -> None:
 
 
 def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, workers: int, progress: bool,
-                  seeds: int = 1) -> list[MethodPart]:
+                  seeds: int = 1, backend=None) -> list[MethodPart]:
     """One part per method, in ``names`` order; ``workers > 1`` runs methods in that many processes
-    at once (one torch thread each), each method's own progress bars then silenced."""
+    at once (one torch thread each), each method's own progress bars then silenced; a Ray
+    ``backend`` runs each method as a Ray task instead, the same way."""
+    if backend is not None:
+        return method_parts_on_ray(method_part, names, out, preset, seed, seeds, progress, backend)
     if workers <= 1 or len(names) <= 1:
         return [method_part(m, out, preset, seed, progress, False, seeds) for m in names]
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
     with ProcessPoolExecutor(min(workers, len(names)), mp_context=ctx, initializer=_one_thread) as pool:
-        first = sorted(names, key=lambda m: COST_ORDER.index(m) if m in COST_ORDER else -1)  # unknown: assume long
+        first = longest_first(names)
         futures = {pool.submit(method_part, m, out, preset, seed, False, progress, seeds): m for m in first}
         done = {}
         bar = tqdm(total=len(names), desc=f"study ({min(workers, len(names))} workers)", disable=not progress)
@@ -431,13 +436,18 @@ def _method_parts(names: Sequence[str], out: Path, preset: dict, seed: int, work
 
 
 def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_: Sequence[str] | None = None,
-              seed: int = 0, seeds: int | None = None, workers: int | None = None, progress: bool = True) -> Path:
+              seed: int = 0, seeds: int | None = None, workers: int | None = None, progress: bool = True,
+              backend="local", address: str | None = None) -> Path:
     """Run the study and write ``report.html``, ``results.json`` and CSV tables under ``out``.
     ``methods_``: registered method names (default: the built-in ones). ``seed`` seeds everything:
     the data (zoos, built once) and the first of ``seeds`` generator fits (seeds ``seed``, ``seed +
     1``, …, each with its own samples, baselines, controls and bootstrap; default: the preset's).
     ``workers``: methods run at once in separate processes (default: one per core, at most one per
-    method); results do not depend on it."""
+    method); results do not depend on it. ``backend="ray"``: each method is a Ray task instead (a
+    local Ray, or the cluster at ``address``), to the same results."""
+    ray_backend = resolve_backend(backend, address)
+    if ray_backend is not None and workers is not None:
+        raise ConfigError("--workers: the local backend's processes; on Ray the cluster's CPUs run the methods")
     if preset not in PRESETS:
         raise ConfigError(f"--preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     methods_ = list(method_names()[:5] if methods_ is None else methods_)
@@ -456,7 +466,7 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    parts = _method_parts(methods_, out, p, int(seed), int(workers), progress, int(seeds))
+    parts = _method_parts(methods_, out, p, int(seed), int(workers), progress, int(seeds), ray_backend)
     fit_seeds = list(range(int(seed), int(seed) + int(seeds)))
     comparison = paper_comparison({r.name: r for r in parts})
     report = Report(

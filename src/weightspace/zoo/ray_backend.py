@@ -11,25 +11,19 @@ requires (it does not work across the hosts of a network file system).
 
 A worker that dies mid-chunk (killed, out of memory, its node lost) leaves the checkpoints it
 committed; Ray runs the task again, the chunk is retrained from its start to the same weights, and
-the store ignores the ids already indexed — so the zoo ends complete, each model once.
+the store ignores the ids already indexed — so the zoo ends complete, each model once. The files
+the dead worker was staging are removed when the build ends (``Zoo.drop_stale_staged``).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from ..data import Dataset
 from ..errors import ConfigError
 from ..nets import build_architecture
-from ..parallel import RayBackend, map_blocks, ray_session
+from ..parallel import RayBackend, driver_actor, map_blocks, ray_session
 from ..task import Task
-from .store import STAGING, Zoo
+from .store import Zoo
 from .train import TrainConfig, _train_chunk, run_architecture
-
-# Test hook: "SHARD:ADDS" makes the first attempt of chunk SHARD exit (os._exit) right after its
-# ADDS-th write to the zoo, as a killed worker would; the retry runs normally.
-KILL_ENV = "WEIGHTSPACE_RAY_KILL_SHARD"
 
 
 def train_chunks_on_ray(arch, dataset: Dataset, chunks: list, zoo: Zoo, config: TrainConfig, *, init,
@@ -38,15 +32,10 @@ def train_chunks_on_ray(arch, dataset: Dataset, chunks: list, zoo: Zoo, config: 
     """Train ``chunks`` (from ``plan_chunks``) as Ray tasks into ``zoo``; returns the checkpoints added."""
     if not isinstance(zoo, Zoo):
         raise ConfigError(f"the Ray backend writes to a zoo directory, got a {type(zoo).__name__}")
-    kill = _kill_hook()
-    shards = [(i, chunk, kill[1] if kill and kill[0] == i else None) for i, chunk in enumerate(chunks)]
     root = str(zoo.root.resolve())
     with ray_session(backend) as ray:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        writer = ray.remote(num_cpus=0)(_IndexWriter).options(scheduling_strategy=here).remote(root)
-        added = map_blocks(_train_shard, shards, arch.config, dataset, root, writer, config, init,
+        writer = driver_actor(ray, _IndexWriter, root)
+        added = map_blocks(_train_shard, chunks, arch.config, dataset, root, writer, config, init,
                            steps_per_epoch, extra, backend=backend, total=total, progress=progress,
                            desc=f"training {sum(map(len, chunks))} runs in {len(chunks)} shards")
     return sum(added)
@@ -83,41 +72,11 @@ class _StagingZoo:
         return sum(ray.get(self.commits))
 
 
-def _train_shard(shard, arch_config, dataset, root, writer, config, init, steps_per_epoch, extra, *, tick) -> int:
+def _train_shard(chunk, arch_config, dataset, root, writer, config, init, steps_per_epoch, extra, *, tick) -> int:
     """One chunk on a worker: the local trainer's loop, writing to the zoo at ``root``."""
-    index, chunk, kill_after = shard
     arch = run_architecture(build_architecture(arch_config), chunk[0][0].hparams)
     x, y = dataset.split("train")
     mask = arch.space.mask(config.trainable) if config.trainable else None
     staging = _StagingZoo(Zoo.open(root), writer)
-    zoo = staging if kill_after is None else _DiesOnFirstAttempt(staging, kill_after, Path(root) / STAGING /
-                                                                 f"killed-shard-{index}")
-    _train_chunk(arch, Task(dataset, arch), x, y, chunk, zoo, config, mask, init, steps_per_epoch, tick, extra)
+    _train_chunk(arch, Task(dataset, arch), x, y, chunk, staging, config, mask, init, steps_per_epoch, tick, extra)
     return staging.added()
-
-
-def _kill_hook() -> tuple[int, int] | None:
-    value = os.environ.get(KILL_ENV)
-    if not value:
-        return None
-    shard, sep, adds = value.partition(":")
-    if not (sep and shard.isdigit() and adds.isdigit() and int(adds) >= 1):
-        raise ConfigError(f"{KILL_ENV}={value!r}: expected SHARD:ADDS, e.g. 0:1")
-    return int(shard), int(adds)
-
-
-class _DiesOnFirstAttempt:
-    """The worker's zoo, except that the process exits once ``adds`` writes are indexed, unless
-    ``marker`` exists (which it creates first, so the retry lives)."""
-
-    def __init__(self, zoo: _StagingZoo, adds: int, marker: Path):
-        self.zoo, self.adds, self.marker = zoo, adds, marker
-
-    def add_many(self, items) -> int:
-        added = self.zoo.add_many(items)
-        self.adds -= 1
-        if self.adds == 0 and not self.marker.exists():
-            self.zoo.added()
-            self.marker.touch()
-            os._exit(1)
-        return added

@@ -87,6 +87,8 @@ CREATE INDEX IF NOT EXISTS models_by_run ON models (run_id, epoch, step);
 
 # A file name on every common file system, with room for the staging and temp-file suffixes.
 _MODEL_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+# A staged file (``stage_many``), or the temporary file it is written through (``save_checkpoint``).
+_STAGED = re.compile(r"\.?(.+)\.\d+\.[0-9a-f]{8}\.safetensors(?:\.\d+\.[0-9a-f]{8}\.tmp)?")
 
 
 def check_model_id(model_id: str) -> str:
@@ -509,6 +511,25 @@ class Zoo:
     def clean(self) -> list[str]:
         """Remove what interrupted writes left behind (:func:`~weightspace.zoo.check.clean`)."""
         return clean(self)
+
+    def drop_stale_staged(self) -> list[str]:
+        """Remove ``.staging`` files of models the index already has; returns what was removed.
+
+        A writer that dies (a killed worker, a lost node) leaves the files it was staging; once
+        another attempt has indexed those models the files can never be taken, since a commit
+        ignores ids it has. Safe while others write: their files of new ids are kept.
+        """
+        staging = self.root / STAGING
+        if not staging.is_dir():
+            return []
+        named = {p: m.group(1) for p in staging.iterdir() if p.is_file() and (m := _STAGED.fullmatch(p.name))}
+        indexed = self._existing(list(named.values()))
+        removed = []
+        for path, model_id in sorted(named.items()):
+            if model_id in indexed:
+                path.unlink(missing_ok=True)
+                removed.append(f"{STAGING}/{path.name}")
+        return removed
 
     # ------------------------------------------------------------------ export
     def export(self, out_dir: str | os.PathLike, where: str | None = None, params: Sequence = (), *,

@@ -229,16 +229,18 @@ def train_population(
     if backend is not None:
         from .ray_backend import train_chunks_on_ray
 
-        return train_chunks_on_ray(arch, dataset, chunks, zoo, config, init=init, steps_per_epoch=steps_per_epoch,
-                                   total=total, progress=progress, backend=backend, extra=extra)
-    mask = arch.space.mask(config.trainable) if config.trainable else None
-    added = 0
-    n_runs = sum(map(len, chunks))
-    with tqdm(total=total, desc=f"training {n_runs} runs", unit="step", disable=not progress) as bar:
-        for chunk in chunks:
-            chunk_arch = run_architecture(arch, chunk[0][0].hparams)
-            added += _train_chunk(chunk_arch, Task(dataset, chunk_arch), x, y, chunk, zoo, config, mask, init,
-                                  steps_per_epoch, bar, extra)
+        added = train_chunks_on_ray(arch, dataset, chunks, zoo, config, init=init, steps_per_epoch=steps_per_epoch,
+                                    total=total, progress=progress, backend=backend, extra=extra)
+    else:
+        mask = arch.space.mask(config.trainable) if config.trainable else None
+        added = 0
+        n_runs = sum(map(len, chunks))
+        with tqdm(total=total, desc=f"training {n_runs} runs", unit="step", disable=not progress) as bar:
+            for chunk in chunks:
+                chunk_arch = run_architecture(arch, chunk[0][0].hparams)
+                added += _train_chunk(chunk_arch, Task(dataset, chunk_arch), x, y, chunk, zoo, config, mask, init,
+                                      steps_per_epoch, bar, extra)
+    zoo.drop_stale_staged()  # what writers that died (a killed run, a lost node) were staging
     return added
 
 

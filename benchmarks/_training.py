@@ -7,7 +7,8 @@ import os
 
 import torch
 
-from weightspace.zoo.train import HParams, Run, TrainConfig, train_population
+from weightspace.zoo.train import train_population
+from weightspace.zoo.trainer import HParams, Run, TrainConfig
 
 
 class MemorySink:

@@ -100,7 +100,7 @@ def noise_ceiling(zoo, weights, table) -> dict | None:
     from weightspace.data import load_dataset
     from weightspace.nets import build_architecture
     from weightspace.task import Task
-    from weightspace.zoo.train import with_activation
+    from weightspace.zoo.trainer import with_activation
 
     info = zoo.info["task"]
     cap = info["options"].get("max_test")

@@ -26,7 +26,7 @@ from weightspace.audit.similarity import error_iou
 from weightspace.baselines import AlignedInterpolation, NoiseAddition
 from weightspace.generative import aligned
 from weightspace.zoo.build import task_for_zoo
-from weightspace.zoo.train import finetune_weights
+from weightspace.zoo.trainer import finetune_weights
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from mergekit.merge_methods.api import merge_state_dicts as mergekit_merge
 from weightspace.data import load_digits
 from weightspace.merge import merge_weights
 from weightspace.nets import MLP
-from weightspace.zoo.train import HParams
+from weightspace.zoo.trainer import HParams
 
 SIZES = (64, 1024)
 METHODS = {"ties": {"density": 0.5, "weight": 1.0}, "dare_ties": {"density": 0.5, "weight": 1.0}}

@@ -42,7 +42,7 @@ from weightspace.merge.interpolation import barrier, interpolate, interpolation_
 from weightspace.nets import CNN, MLP
 from weightspace.symmetry import permute
 from weightspace.task import Task
-from weightspace.zoo.train import HParams
+from weightspace.zoo.trainer import HParams
 
 WIDTHS = (32, 64, 128, 256, 512)
 HP_MLP = HParams(lr=0.05, momentum=0.9, epochs=10)

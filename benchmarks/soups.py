@@ -24,7 +24,7 @@ from weightspace.data import load_fashion_mnist
 from weightspace.merge.soups import greedy_soup, learned_soup, uniform_soup
 from weightspace.nets import MLP
 from weightspace.task import Task
-from weightspace.zoo.train import HParams
+from weightspace.zoo.trainer import HParams
 
 N_FINETUNES, SEED = 24, 0
 

@@ -23,7 +23,7 @@ from weightspace.merge.averaging import ema, swa
 from weightspace.merge.batchnorm import recompute_batchnorm
 from weightspace.nets import CNN
 from weightspace.task import Task
-from weightspace.zoo.train import HParams
+from weightspace.zoo.trainer import HParams
 
 SEEDS, EPOCHS, SWA_START = (1, 2, 3, 4), 16, 9
 

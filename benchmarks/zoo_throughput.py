@@ -27,7 +27,8 @@ from weightspace.data import load_digits
 from weightspace.nets import MLP
 from weightspace.task import Task
 from weightspace.zoo import Zoo
-from weightspace.zoo.train import HParams, Run, TrainConfig, batch_orders, train_population
+from weightspace.zoo.train import train_population
+from weightspace.zoo.trainer import HParams, Run, TrainConfig, batch_orders
 
 N_MODELS, EPOCHS, BATCH = 64, 20, 64
 

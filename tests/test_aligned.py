@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from weightspace.align import aligned_l2_pairs, canonical_form
+from weightspace.audit.frontiers import beyond_every_frontier
 from weightspace.audit.novelty import noise_frontier
 from weightspace.baselines import AlignedInterpolation
 from weightspace.errors import ConfigError, LayoutError, ZooError
 from weightspace.generative import aligned
 from weightspace.generator import load_generator, make_generator
-from weightspace.audit.frontiers import beyond_every_frontier
 from weightspace.symmetry import permute, random_permutation
 
 
@@ -165,7 +165,7 @@ def test_study_runs_the_method_with_every_frontier(tmp_path):
 
 def test_finetune_weights(zoo, train):
     from weightspace.zoo.build import task_for_zoo
-    from weightspace.zoo.train import finetune_weights
+    from weightspace.zoo.trainer import finetune_weights
 
     task = task_for_zoo(zoo)
     start = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo)).fit(train).sample(6, seed=0)

@@ -19,7 +19,8 @@ from weightspace.io import save_checkpoint
 from weightspace.nets import build_architecture
 from weightspace.zoo import Zoo
 from weightspace.zoo.build import task_for_zoo
-from weightspace.zoo.train import HParams, Run, TrainConfig, train_population
+from weightspace.zoo.train import train_population
+from weightspace.zoo.trainer import HParams, Run, TrainConfig
 
 RUNS, HELD, FRESH = 24, 8, 12
 

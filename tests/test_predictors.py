@@ -18,7 +18,8 @@ from weightspace.errors import ConfigError, LayoutError
 from weightspace.nets import MLP
 from weightspace.symmetry import permute, random_permutation
 from weightspace.zoo import Zoo
-from weightspace.zoo.train import HParams, Run, TrainConfig, train_population
+from weightspace.zoo.train import train_population
+from weightspace.zoo.trainer import HParams, Run, TrainConfig
 
 ARCH = MLP(64, (12,), 10)
 

@@ -7,7 +7,8 @@ from weightspace.data import load_digits
 from weightspace.nets import CNN, MLP, OccupancyMLP
 from weightspace.zoo import Zoo
 from weightspace.zoo.step import FlatStep, PackedMLPStep, make_step
-from weightspace.zoo.train import HParams, Run, TrainConfig, train_population
+from weightspace.zoo.train import train_population
+from weightspace.zoo.trainer import HParams, Run, TrainConfig
 
 
 @pytest.fixture(scope="module")

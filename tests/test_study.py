@@ -159,7 +159,8 @@ from weightspace.generator import Generator, seeded
 from weightspace.nets import build_architecture
 from weightspace.zoo import Zoo
 from weightspace.zoo.setting import DataSetting, register_method
-from weightspace.zoo.train import HParams, Run, TrainConfig, train_population
+from weightspace.zoo.trainer import HParams, Run, TrainConfig
+from weightspace.zoo.train import train_population
 
 
 class ToyGenerator(Generator):

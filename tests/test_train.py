@@ -9,13 +9,8 @@ from weightspace.errors import ConfigError
 from weightspace.nets import CNN, MLP
 from weightspace.task import Task
 from weightspace.zoo import Zoo
-from weightspace.zoo.train import (
-    HParams,
-    Run,
-    TrainConfig,
-    batch_orders,
-    train_population,
-)
+from weightspace.zoo.train import train_population
+from weightspace.zoo.trainer import HParams, Run, TrainConfig, batch_orders, plan_chunks, train_chunk
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +183,32 @@ def test_a_resumed_build_trains_the_chunks_of_an_uninterrupted_one(tmp_path, dig
     alone = _zoo(tmp_path, arch, digits, "alone")  # without r0 in the chunk, r1 and r2 train differently
     train_population(arch, digits, runs[1:], alone, cfg, progress=False)
     assert not torch.equal(alone.load()[0], whole.load("run_id != 'r0'")[0])
+
+
+def test_the_trainer_writes_to_any_sink_the_same_weights(tmp_path, digits):
+    """A chunk trained into a list in memory holds exactly what the zoo holds: same ids, weights, metrics."""
+    arch = MLP(64, (8,), 10)
+    runs = [Run("a", 1, HParams(lr=0.1, epochs=2)), Run("b", 2, HParams(lr=0.05, epochs=2))]
+    cfg = TrainConfig(batch_size=32, checkpoint_epochs=(1,))
+    zoo = _zoo(tmp_path, arch, digits)
+    train_population(arch, digits, runs, zoo, cfg, progress=False)
+    x, y = digits.split("train")
+    steps = -(-len(x) // cfg.batch_size)
+    kept = []
+
+    def sink(items):
+        kept.extend(items)
+        return len(items)
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    added = sum(train_chunk(arch, Task(digits, arch), x, y, chunk, sink, cfg, None, None, steps, Bar())
+                for chunk in plan_chunks(arch, runs, set(), steps, cfg))
+    weights, rows = zoo.load()
+    assert added == len(kept) == len(rows) == 4
+    by_id = {mid: (w, rec) for mid, w, rec in kept}
+    for w, (_, row) in zip(weights, rows.iterrows()):
+        assert torch.equal(by_id[row["model_id"]][0], w)
+        assert by_id[row["model_id"]][1]["test_acc"] == pytest.approx(row["test_acc"])

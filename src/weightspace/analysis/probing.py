@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nets import Architecture
-from ..zoo.train import with_activation
+from ..zoo.trainer import with_activation
 
 
 class ProbeNet(nn.Module):

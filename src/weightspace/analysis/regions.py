@@ -30,7 +30,8 @@ from ..task import Task
 from ..zoo import Zoo
 from ..zoo.build import architecture_for, build_zoo
 from ..zoo.config import read_config
-from ..zoo.train import HParams, Run, TrainConfig, train_population
+from ..zoo.train import train_population
+from ..zoo.trainer import HParams, Run, TrainConfig
 
 REGIONS_JSON = "regions.json"
 EMBEDDINGS = ("pca", "tsne", "umap")

@@ -17,7 +17,7 @@ from ..symmetry import permute
 from ..task import Task
 from ..zoo import Zoo
 from ..zoo.build import task_for_zoo, zoo_activation
-from ..zoo.train import with_activation
+from ..zoo.trainer import with_activation
 from .batchnorm import has_batchnorm, recompute_batchnorm
 from .interpolation import barrier, interpolation_curve
 from .soups import greedy_soup, learned_soup, uniform_soup

@@ -22,7 +22,7 @@ from ..shards import SafetensorsSource, TensorSpec
 from ..space import StateDict, WeightSpace
 from ..zoo import Zoo
 from ..zoo.build import zoo_activation
-from ..zoo.train import with_activation
+from ..zoo.trainer import with_activation
 from .config import model_ref
 
 

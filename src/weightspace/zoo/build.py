@@ -20,7 +20,8 @@ from ..parallel import resolve_backend
 from ..task import Task
 from .config import population, read_config, resolve_config
 from .store import INDEX, Zoo
-from .train import TrainConfig, train_population, with_activation
+from .train import train_population
+from .trainer import TrainConfig, with_activation
 
 
 def architecture_for(arch_cfg: Mapping, dataset: Dataset) -> Architecture:

@@ -22,7 +22,7 @@ from ..safe_input import (
     read_yaml,
     safe_name,
 )
-from .train import OPTIMIZERS, HParams, Run, TrainConfig, _generator
+from .trainer import OPTIMIZERS, HParams, Run, TrainConfig, seeded_generator
 
 TOP_KEYS = {"name", "out", "dataset", "architecture", "population", "training", "init_from", "threads"}
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
@@ -225,6 +225,6 @@ def population(resolved: Mapping) -> list[Run]:
     runs = []
     for i in range(pop["runs"]):
         values = {k: _draw(spec, rng) for k, spec in sorted(pop["hparams"].items())}
-        seed = int(_generator(pop["seed"], i).initial_seed() % 2**31)
+        seed = int(seeded_generator(pop["seed"], i).initial_seed() % 2**31)
         runs.append(Run(f"{pop['run_prefix']}{i:05d}", seed, HParams(**values)))
     return runs

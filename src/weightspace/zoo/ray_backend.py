@@ -1,6 +1,6 @@
 """Zoo training on Ray: each chunk of the population is one Ray task writing to the shared zoo.
 
-The chunks are the local trainer's own (:func:`~weightspace.zoo.train.plan_chunks`) and a task runs
+The chunks are the local trainer's own (:func:`~weightspace.zoo.trainer.plan_chunks`) and a task runs
 the local trainer's chunk loop, so the weights are bitwise those of the local backend: a model's
 weights can depend on its chunk mates (dropout masks come from one generator per chunk), so a
 shard is never anything but a whole chunk. Every worker opens the zoo by its path and writes its
@@ -23,7 +23,7 @@ from ..nets import build_architecture
 from ..parallel import RayBackend, driver_actor, map_blocks, ray_session
 from ..task import Task
 from .store import Zoo
-from .train import TrainConfig, _train_chunk, run_architecture
+from .trainer import TrainConfig, run_architecture, train_chunk
 
 
 def train_chunks_on_ray(arch, dataset: Dataset, chunks: list, zoo: Zoo, config: TrainConfig, *, init,
@@ -78,5 +78,6 @@ def _train_shard(chunk, arch_config, dataset, root, writer, config, init, steps_
     x, y = dataset.split("train")
     mask = arch.space.mask(config.trainable) if config.trainable else None
     staging = _StagingZoo(Zoo.open(root), writer)
-    _train_chunk(arch, Task(dataset, arch), x, y, chunk, staging, config, mask, init, steps_per_epoch, tick, extra)
+    train_chunk(arch, Task(dataset, arch), x, y, chunk, staging.add_many, config, mask, init, steps_per_epoch, tick,
+                extra)
     return staging.added()

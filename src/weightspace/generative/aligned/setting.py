@@ -16,7 +16,8 @@ from ...safe_input import check_int, check_str
 from ...zoo.method_record import Fields, Record
 from ...zoo.setting import HELDOUT_PREFIX, DataSetting, held_out_rows, register_method
 from ...zoo.store import Zoo
-from ...zoo.train import HParams, Run, TrainConfig, train_population
+from ...zoo.train import train_population
+from ...zoo.trainer import HParams, Run, TrainConfig
 
 DATASET = {"name": "fashion-mnist", "max_train": 6000}
 ARCHITECTURE = {"kind": "mlp", "in_features": 784, "widths": [10], "out_features": 10, "activation": "relu"}

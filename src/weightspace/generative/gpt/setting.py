@@ -30,7 +30,8 @@ from ...zoo.setting import (
     register_method,
 )
 from ...zoo.store import Zoo
-from ...zoo.train import HParams, Run, TrainConfig, train_population
+from ...zoo.train import train_population
+from ...zoo.trainer import HParams, Run, TrainConfig
 
 # The paper's MLP 784→10→10 on Fashion-MNIST (MNIST's drop-in replacement, offline here).
 DATASET = {"name": "fashion-mnist", "max_train": 6000}

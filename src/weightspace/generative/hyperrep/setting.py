@@ -33,7 +33,8 @@ from ...zoo.setting import (
     register_method,
 )
 from ...zoo.store import Zoo
-from ...zoo.train import HParams, Run, TrainConfig, train_population
+from ...zoo.train import train_population
+from ...zoo.trainer import HParams, Run, TrainConfig
 
 DATASET = {"name": "fashion-mnist", "image": True, "image_size": 7, "max_train": 6000, "max_test": 2000}
 ARCHITECTURE = {"kind": "cnn", "in_channels": 1, "image_size": 7, "channels": [8, 6, 4], "fc_widths": [20],

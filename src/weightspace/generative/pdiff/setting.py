@@ -26,7 +26,8 @@ from ...safe_input import check_int, check_list, check_str
 from ...zoo.method_record import Fields, Record
 from ...zoo.setting import DataSetting, PaperCall, register_method
 from ...zoo.store import Zoo
-from ...zoo.train import HParams, Run, TrainConfig, train_population
+from ...zoo.train import train_population
+from ...zoo.trainer import HParams, Run, TrainConfig
 
 TRAINABLE = ("norms.1.weight", "norms.1.bias", "norms.2.weight", "norms.2.bias")
 BASE_RUN, FINETUNE_RUN, HELDOUT_RUN = "base", "finetune", "heldout"

@@ -278,3 +278,14 @@ def test_two_sample_auc_tells_apart_what_differs_and_not_what_does_not():
     assert shifted["auc"] > 0.8 and shifted["ci_low"] > 0.6
     with pytest.raises(ConfigError, match="at least 2 models"):
         two_sample_auc(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+def test_bootstrap_aucs_by_ranks_equal_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from weightspace.audit.two_sample import rank_auc
+
+    rng = np.random.default_rng(0)
+    pos, neg = np.round(rng.normal(0.5, 1, (20, 30)), 1), np.round(rng.normal(0, 1, (20, 40)), 1)  # many ties
+    want = [roc_auc_score(np.r_[np.ones(30), np.zeros(40)], np.r_[p, n]) for p, n in zip(pos, neg)]
+    np.testing.assert_allclose(rank_auc(pos, neg), want, atol=1e-12)

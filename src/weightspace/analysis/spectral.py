@@ -31,7 +31,7 @@ import dataclasses
 import math
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -48,6 +48,7 @@ from .eigen import Workers, eigenvalues_as_ready, workers
 from .layers import LayerMatrices, layer_matrices
 from .mp import mp_fit, rand_distance, random_like
 from .powerlaw import fit_robust, fit_ww
+from .spectral_input import STREAM_BYTES, analysable, as_batched, describe_source, open_model, stream_groups
 
 FITS = ("robust", "ww")
 METHODS = ("gram", "svd")
@@ -55,7 +56,6 @@ PRECISIONS = ("float64", "float32")
 FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
 WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
 OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
-STREAM_BYTES = 256 << 20  # a model read from a path is analysed this much (as float32) at a time
 SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank",
                    "mp_softrank")
 
@@ -158,8 +158,8 @@ class SpectralAnalyzer:
         meta = {n: torch.empty((1, *s.shape), dtype=s.dtype, device="meta") for n, s in reader.specs.items()}
 
         def parts():
-            for names in _stream_groups(reader.specs, STREAM_BYTES):
-                tensors = {n: _analysable(t).unsqueeze(0) for n, t in reader.read(names).items()}
+            for names in stream_groups(reader.specs, STREAM_BYTES):
+                tensors = {n: analysable(t).unsqueeze(0) for n, t in reader.read(names).items()}
                 yield layer_matrices(tensors, conv=self.conv, context=meta)
 
         total = sum(layer.kind != "skipped" for layer in layer_matrices(meta, conv=self.conv))
@@ -173,7 +173,7 @@ class SpectralAnalyzer:
         if isinstance(source, (str, os.PathLike)) and (Path(source) / "zoo.json").is_file():
             source = Zoo.open(source)
         if not isinstance(source, Zoo):
-            raise ConfigError(f"backend: only a zoo is analysed on Ray, got {_describe(source)}; leave the "
+            raise ConfigError(f"backend: only a zoo is analysed on Ray, got {describe_source(source)}; leave the "
                               "backend out (or --backend local) for a single model")
         table = source.index(where)
         if len(table) == 0:
@@ -387,44 +387,6 @@ class _Draws(NamedTuple):
     perms: dict[int, list[Tensor]]
 
 
-def open_model(path: Path, key: str | None = None):
-    """A checkpoint or Hugging Face folder with ``specs`` and ``read(names)``: safetensors lazily,
-    anything else (pickle checkpoints, their entry ``key``) read whole."""
-    from ..io import load_weights
-    from ..shards import SafetensorsSource, TensorSpec
-
-    if key is None and SafetensorsSource.is_source(path):
-        return SafetensorsSource(path)
-    tensors, _ = load_weights(path, key)
-    return _Loaded(tensors, {n: TensorSpec(tuple(t.shape), t.dtype) for n, t in tensors.items()})
-
-
-class _Loaded(NamedTuple):
-    tensors: dict[str, Tensor]
-    specs: dict
-
-    def read(self, names):
-        return {n: self.tensors[n] for n in names}
-
-
-def _analysable(t: Tensor) -> Tensor:
-    return t.float() if t.dtype == torch.bfloat16 else t
-
-
-def _stream_groups(specs: Mapping, limit: int) -> Iterator[list[str]]:
-    """Tensor names in order, in groups of at most ``limit`` bytes as float32 (a larger tensor alone)."""
-    group, size = [], 0
-    for name, spec in specs.items():
-        nbytes = spec.numel * 4
-        if group and size + nbytes > limit:
-            yield group
-            group, size = [], 0
-        group.append(name)
-        size += nbytes
-    if group:
-        yield group
-
-
 def _merge_spectra(parts: list[dict[str, dict]]) -> dict[str, dict]:
     """Per layer, the blocks' spectra records joined: model lists and per-model arrays concatenated."""
     out: dict[str, dict] = {}
@@ -440,10 +402,6 @@ def _merge_spectra(parts: list[dict[str, dict]]) -> dict[str, dict]:
                 elif isinstance(value, np.ndarray) and value.ndim:
                     merged[key] = np.concatenate([merged[key], value])
     return out
-
-
-def _describe(source) -> str:
-    return repr(str(source)) if isinstance(source, (str, os.PathLike)) else f"a {type(source).__name__}"
 
 
 def _frame(models: list[str], lid: int, layer: LayerMatrices, status) -> dict:
@@ -556,43 +514,6 @@ class Shuffled:
 def _flat(m: Tensor | Shuffled):
     """A job's matrices as one ``[K, r, c]`` stack (a view where possible; a Shuffled stays lazy)."""
     return m if isinstance(m, Shuffled) else m.reshape(-1, *m.shape[-2:])
-
-
-def as_batched(source, *, where: str | None = None, key: str | None = None
-               ) -> tuple[dict[str, Tensor], list[str], pd.DataFrame | None]:
-    """``{name: Tensor[B, *shape]}``, model names and (for a zoo) its index rows, from any source
-    (``key``: see :meth:`SpectralAnalyzer.fit`)."""
-    from ..io import load_weights
-    from ..zoo import Zoo
-
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir() and (path / "zoo.json").is_file():
-            if key is not None:
-                raise ConfigError(f"--key {key!r}: {path} is a zoo; --key picks an entry of a training checkpoint file")
-            source = Zoo.open(path)
-        else:
-            sd, _ = load_weights(path, key)
-            return {k: v.unsqueeze(0) for k, v in sd.items()}, [path.name], None
-    if isinstance(source, Zoo):
-        weights, table = source.load(where)
-        if len(table) == 0:
-            raise WeightspaceError(f"zoo {source.root}: no models" + (f" match {where!r}" if where else ""))
-        batched, _, _ = as_batched((weights, source.space))
-        return batched, [str(m) for m in table["model_id"]], table
-    if isinstance(source, Mapping):
-        return {k: v.unsqueeze(0) for k, v in source.items()}, ["model"], None
-    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], WeightSpace):
-        weights, space = source
-        if weights.dim() != 2 or weights.shape[1] != space.num_params:
-            raise WeightspaceError(
-                f"expected weights [N, {space.num_params}] for layout {space.name!r}, got {tuple(weights.shape)}")
-        n = weights.shape[0]
-        batched = {k: weights[:, space.slice(k)].reshape(n, *space.spec(k).shape) for k in space.names}
-        return batched, [str(i) for i in range(n)], None
-    raise WeightspaceError(
-        f"cannot analyse a {type(source).__name__}: expected a state dict, a checkpoint path, an HF folder, "
-        "a zoo or (weights [N, P], WeightSpace)")
 
 
 def summarize(details: pd.DataFrame, models: list[str], table: pd.DataFrame | None) -> pd.DataFrame:

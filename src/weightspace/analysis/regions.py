@@ -136,19 +136,6 @@ def _reject_nested_tasks(tasks: Sequence[Mapping], base_dataset) -> None:
                                   f"same labels); give one of them a different grouping or data set")
 
 
-class _Tagged:
-    """The zoo as the trainer sees it, with fixed keys (task, family, role, start) added to every record."""
-
-    def __init__(self, zoo: Zoo, tags: dict):
-        self.zoo, self.tags = zoo, tags
-
-    def ids(self) -> set[str]:
-        return self.zoo.ids()
-
-    def add_many(self, items) -> int:
-        return self.zoo.add_many((m, w, {**r, **self.tags}) for m, w, r in items)
-
-
 def task_dataset(config: Mapping, task: Mapping) -> Dataset:
     """The data of one task of a resolved regions config (its own data set, else the base's)."""
     data = dict(task.get("dataset") or config["base"]["dataset"])
@@ -179,7 +166,7 @@ def build_regions(source, out: str | Path, *, progress: bool = True) -> Zoo:
     def finetune(task, start_name, init, role):
         runs = [Run(f"{task['name']}-{start_name}-s{k}", k, hp) for k in range(ft["seeds"])]
         tags = {"task": task["name"], "family": task["family"], "role": role, "start": start_name}
-        train_population(arch, task_dataset(cfg, task), runs, _Tagged(zoo, tags), train_cfg, init=init,
+        train_population(arch, task_dataset(cfg, task), runs, zoo, train_cfg, init=init, extra=tags,
                          progress=progress)
 
     for task in cfg["tasks"]:

@@ -1,5 +1,6 @@
-"""Every ```python block of README.md and docs/*.md runs as written: each on its own, as a user
-copies one, in a fresh process and an empty folder. A block that needs more data or time than a
+"""Every ```python block of docs/*.md runs as written: each on its own, as a user copies one, in a
+fresh process and an empty folder (the README's blocks run in order, beside the files they name, in
+``tests/test_readme.py``). A block that needs more data or time than a
 test has says so on a comment line of its own, ``# not run: WHY``, and is skipped with that reason
 (``pytest -rs`` lists them)."""
 
@@ -23,7 +24,7 @@ def code_blocks(text: str) -> list[tuple[int, str]]:
 
 
 def _params():
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for page in sorted((ROOT / "docs").glob("*.md")):
         for line, code in code_blocks(page.read_text(encoding="utf-8")):
             yield pytest.param(code, id=f"{page.relative_to(ROOT)}:{line}")
 

@@ -407,8 +407,7 @@ def test_audit_reads_a_folder_of_training_checkpoints_by_key(zoo, wrapped, tmp_p
         load_generated(paths[0].parent, zoo)
     with pytest.raises(ConfigError, match="is not such a folder"):
         load_generated(zoo.root, zoo, key="ema_state")
-    one_line_error(capsys, ["audit", "--train", zoo.root, "--generated", paths[0].parent, "--out", tmp_path / "a",
-                            "--quiet"],
+    one_line_error(capsys, ["audit", "--train", zoo.root, "--generated", paths[0].parent, "--out", tmp_path / "a"],
                    "--key")
     assert not (tmp_path / "a").exists()
 

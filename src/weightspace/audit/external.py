@@ -144,11 +144,11 @@ def audit_generated(train: str | Path, generated: str | Path, out: str | Path, *
     :class:`~weightspace.parallel.RayBackend`): where model evaluation and the pairwise similarity
     blocks run.
     """
-    stages = tqdm(total=4, desc="audit", disable=not progress)
     zoo = Zoo.open(train)
     evaluator = ZooEvaluator(zoo, task, backend=backend)
     weights, predictions, names = load_generated(generated, zoo, key)
     reference, held, info = reference_selection(zoo, where, held_out)
+    stages = tqdm(total=4, desc="audit", disable=not progress)  # after the inputs are read and checked
     stages.set_postfix_str("evaluating")
     sets = {TRAINING: evaluator.model_set(TRAINING, reference, is_training=True)}
     if weights is not None:

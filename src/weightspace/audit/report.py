@@ -22,8 +22,8 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom
 .scale{color:#555}
 .scroll{overflow-x:auto;max-width:100%;margin:1em 0}
 table{border-collapse:collapse;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
-th,td{white-space:nowrap}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.prose{white-space:normal;min-width:16em}
+td{white-space:nowrap}th{background:#f3f3f3;vertical-align:bottom}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.prose{white-space:normal;min-width:16em}td.words{white-space:normal;min-width:9em}
 ul.notes{font-size:.9em;color:#333;margin-top:-.4em}ul.notes li{margin:.2em 0}
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:.92em}
 pre{background:#f7f7f7;padding:1em;overflow:auto;max-height:32em;font-size:.8em;white-space:pre}
@@ -96,16 +96,20 @@ def _slug(name: str) -> str:
 
 def _table_html(df: pd.DataFrame, table_id: str) -> str:
     """A table in a horizontal scroll box, headers with spaces instead of underscores, text left-aligned
-    and numbers right-aligned in one format; columns of sentences (any cell over 60 characters) wrap
-    instead of stretching the table."""
+    and numbers right-aligned in one format; columns of sentences (any cell over 60 characters) and of
+    long phrases (over 30) wrap instead of stretching the table."""
     shown = df.rename(columns=lambda c: str(c).replace("_", " "))
-    prose = {c for c in shown.columns if shown[c].map(lambda v: isinstance(v, str) and len(v) > 60).any()}
+    def longest(c):
+        return shown[c].map(lambda v: len(v) if isinstance(v, str) else 0).max() if len(shown) else 0
+
+    prose = {c for c in shown.columns if longest(c) > 60}
+    words = {c for c in shown.columns if 30 < longest(c) <= 60}
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
     rows = []
     for record in shown.itertuples(index=False):
         cells = []
         for c, v in zip(shown.columns, record):
-            cls = "prose" if c in prose else ("num" if isinstance(v, (int, float, np.integer, np.floating))
+            cls = "prose" if c in prose else "words" if c in words else ("num" if isinstance(v, (int, float, np.integer, np.floating))
                                                 and not isinstance(v, (bool, np.bool_)) else "")
             cells.append(f"<td class='{cls}'>{html.escape(fmt(v))}</td>" if cls else f"<td>{html.escape(fmt(v))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 import weightspace.study  # noqa: F401  (registers the methods' zoos with the audit)
-from weightspace.audit.run import TRAINING, ZooEvaluator, audit_groups, baseline_sets
+from weightspace.audit.groups import TRAINING, ZooEvaluator, audit_groups, baseline_sets
 from weightspace.generative import aligned
 from weightspace.generative.base import make_generator
 from weightspace.study.frontiers import (

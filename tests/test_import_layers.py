@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from weightspace.audit.run import ZooEvaluator
+from weightspace.audit.groups import ZooEvaluator
 from weightspace.errors import ConfigError
 from weightspace.registry import SETTINGS, method_names
 from weightspace.space import WeightSpace
@@ -85,7 +85,7 @@ def _modules_after_import(module: str) -> set[str]:
     return set(out.split())
 
 
-@pytest.mark.parametrize("module", ["weightspace.audit", "weightspace.audit.run", "weightspace.audit.external",
+@pytest.mark.parametrize("module", ["weightspace.audit", "weightspace.audit.groups", "weightspace.audit.external",
                                     "weightspace.baselines"])
 def test_audit_and_baselines_import_nothing_from_generative(module):
     loaded = _modules_after_import(module)

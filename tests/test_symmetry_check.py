@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from weightspace.audit.run import ZooEvaluator
+from weightspace.audit.groups import ZooEvaluator
 from weightspace.errors import ConfigError, LayoutError
 from weightspace.generative import hyperrep as H
 from weightspace.nets import MLP

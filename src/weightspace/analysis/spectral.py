@@ -51,7 +51,7 @@ from .powerlaw import fit_robust, fit_ww
 from .spectral_input import STREAM_BYTES, analysable, as_batched, describe_source, open_model, stream_groups
 
 FITS = ("robust", "ww")
-METHODS = ("gram", "svd")
+EIGEN_METHODS = ("gram", "svd")  # eigenvalues of WᵀW, or squared singular values of W
 PRECISIONS = ("float64", "float32")
 FLOAT32_FLOOR = 1e-6  # relative to λmax: below it float32 Gram eigenvalues are rounding noise
 WW_MIN_EVALS, WW_MAX_EVALS, WW_MAX_N = 8, 15000, 50000
@@ -100,8 +100,8 @@ class SpectralAnalyzer:
     ):
         if fit not in FITS:
             raise ConfigError(f"fit={fit!r}: expected one of {', '.join(FITS)}")
-        if method not in METHODS:
-            raise ConfigError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+        if method not in EIGEN_METHODS:
+            raise ConfigError(f"method={method!r}: expected one of {', '.join(EIGEN_METHODS)}")
         self.fit_kind = fit
         self.mp_fit = mp_fit
         self.randomize = randomize

@@ -19,7 +19,7 @@ from ..zoo.setting import setting_for_zoo
 from .controls import HELDOUT
 from .novelty import ModelSet
 from .report import Report, write_report
-from .run import TRAINING, ZooEvaluator, audit_figures, audit_with_controls
+from .groups import TRAINING, ZooEvaluator, audit_figures, audit_with_controls
 from .verdict import rule_text
 
 GENERATED = "generated"

@@ -34,7 +34,7 @@ def _size(text: str) -> int:
 
 
 def _soup(args) -> None:
-    from ..merge.run import soup_zoo
+    from ..merge.models import soup_zoo
 
     kind = "greedy" if args.greedy else "learned" if args.learned else "uniform"
     path, table, summary = soup_zoo(args.zoo, args.out, kind=kind, strict=args.strict, where=args.where,
@@ -72,14 +72,14 @@ def _soup_warnings(kind: str, summary: dict, where: str | None) -> list[str]:
 
 
 def _align(args) -> None:
-    from ..merge.run import align_models
+    from ..merge.models import align_models
 
     path, d = align_models(args.a, args.b, args.out, method=args.method, zoo=args.zoo, key=args.key)
     print(f"L2 to A: {d['l2_before']:.4f} before, {d['l2_after']:.4f} after {args.method} matching → {path}")
 
 
 def _barrier(args) -> None:
-    from ..merge.run import barrier_curves, barrier_table
+    from ..merge.models import barrier_curves, barrier_table
 
     out = Path(args.out) if args.out else None  # claimed for this command by weightspace.cli.main
     figure = Path(args.figure) if args.figure else out / "curves.png" if out else None

@@ -3,7 +3,7 @@ Each method's data setting comes from the registry (:mod:`weightspace.registry`)
 
 from .ablation import ABLATIONS, Relative, ablation_figure, run_ablation
 from .presets import PRESETS
-from .run import (
+from .pipeline import (
     MethodPart,
     MethodResult,
     method_part,

@@ -151,7 +151,7 @@ def run_ablation(zoo, method: str, variants: Mapping[str, Mapping] | None = None
     Novelty is always measured against the full training set. One row per variant; the training
     set's own reference values are in ``table.attrs["training"]``.
     """
-    from ..audit.run import ZooEvaluator
+    from ..audit.groups import ZooEvaluator
     from ..generator import make_generator
     from ..registry import setting
 

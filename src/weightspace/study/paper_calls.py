@@ -72,7 +72,7 @@ def _failed_axes(part) -> list[str]:
 def paper_comparison(parts: Mapping[str, object]) -> pd.DataFrame:
     """One row per method the paper audits: its call, the study's pooled call, the seeds that make the
     paper's call, whether they agree, and for each axis on which they differ, the measured reason.
-    ``parts``: method → :class:`~weightspace.study.run.MethodPart`."""
+    ``parts``: method → :class:`~weightspace.study.pipeline.MethodPart`."""
     rows = []
     for name, part in parts.items():
         paper = setting(name).paper

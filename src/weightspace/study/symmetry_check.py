@@ -65,7 +65,7 @@ def _transforms(space: WeightSpace, n: int, seed: int, scale_range: tuple[float,
 
 def _outputs_fn(predict) -> tuple[Callable[[Tensor], Tensor], Tensor | None]:
     """(weights → logits ``[n, E, C]`` or labels ``[n, E]``, test labels or None) from an evaluator
-    (``.task.logits`` and ``.labels``, as :class:`~weightspace.audit.run.ZooEvaluator`) or a callable."""
+    (``.task.logits`` and ``.labels``, as :class:`~weightspace.audit.groups.ZooEvaluator`) or a callable."""
     task = getattr(predict, "task", None)
     if task is not None and hasattr(task, "logits"):
         return (lambda w: task.logits(w, "test")), predict.labels

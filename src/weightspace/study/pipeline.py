@@ -29,7 +29,7 @@ from ..audit.figures import (
 )
 from ..audit.novelty import ModelSet
 from ..audit.report import Report, ReportFigure, write_report
-from ..audit.run import (
+from ..audit.groups import (
     TRAINING,
     Audit,
     ZooEvaluator,

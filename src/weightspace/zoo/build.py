@@ -15,6 +15,7 @@ from torch import Tensor
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, LayoutError, ZooError
 from ..io import load_weights
+from ..jsonable import jsonable
 from ..nets import ACTIVATIONS, Architecture, build_architecture
 from ..parallel import resolve_backend
 from ..task import Task
@@ -87,7 +88,7 @@ _NOT_COMPARED = ("out", "threads")
 
 
 def _comparable(cfg: Mapping) -> dict:
-    return {k: v for k, v in json.loads(json.dumps(cfg)).items() if k not in _NOT_COMPARED}
+    return {k: v for k, v in jsonable(cfg).items() if k not in _NOT_COMPARED}
 
 
 def _first_difference(a, b, where: str = "") -> str | None:

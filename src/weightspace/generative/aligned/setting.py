@@ -4,13 +4,13 @@ training call, plus held-out runs trained alike and never shown to the generator
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import Tensor
 
 from ...data import load_dataset
 from ...errors import ConfigError
+from ...jsonable import jsonable
 from ...nets import build_architecture
 from ...safe_input import check_int, check_str
 from ...zoo.method_record import Fields, Record
@@ -58,7 +58,7 @@ class AlignedSetting(DataSetting):
         config = {"method": "aligned", "preset": preset, "seed": int(seed), **p,
                   "training": {"batch_size": train_cfg.batch_size, "optimizer": "sgd", "momentum": 0.9}}
         zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
-        if zoo.info["config"] != json.loads(json.dumps(config)):
+        if zoo.info["config"] != jsonable(config):
             raise ConfigError(f"out: {out} holds a zoo built with another preset, seed or number of runs; "
                               "use another directory")
         hp = HParams(lr=p["lr"], momentum=0.9, optimizer="sgd", epochs=p["epochs"])

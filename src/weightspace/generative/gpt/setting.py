@@ -10,7 +10,6 @@ of runs it can learn.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +18,7 @@ from torch import Tensor
 
 from ...data import load_dataset
 from ...errors import ConfigError
+from ...jsonable import jsonable
 from ...nets import build_architecture
 from ...safe_input import check_int, check_str
 from ...zoo.method_record import Fields, Record
@@ -82,7 +82,7 @@ class GptSetting(DataSetting):
                   "training": {"batch_size": train_cfg.batch_size, "every_steps": train_cfg.every_steps,
                                "optimizer": "sgd", "momentum": 0.9}}
         zoo = Zoo.create(out, arch.space, architecture=arch.config, task=dataset.describe(), config=config)
-        if zoo.info["config"] != json.loads(json.dumps(config)):
+        if zoo.info["config"] != jsonable(config):
             raise ConfigError(f"out: {out} holds a G.pt zoo built with another preset or seed "
                               f"({zoo.info['config'].get('preset')!r}, seed {zoo.info['config'].get('seed')!r}); "
                               "use another directory")

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ...errors import ConfigError, LayoutError, ZooError
 from ...generator import seeded
+from ...jsonable import jsonable
 from ...nets import OccupancyMLP, build_architecture
 from ...safe_input import check_float, check_int, check_list, check_str
 from ...shapes import (
@@ -116,7 +117,7 @@ ZOO_RECORD = Record(
 def _check_preset(preset: str) -> dict:
     if preset not in PRESETS:
         raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    return json.loads(json.dumps(PRESETS[preset]))
+    return jsonable(PRESETS[preset])
 
 
 def _fit_metrics(arch, w, points, labels, shapes: ShapeSet, rows, resolution) -> list[dict]:

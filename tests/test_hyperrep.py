@@ -182,8 +182,10 @@ def test_reference_is_the_autoencoders_reconstruction_of_every_training_checkpoi
     train = H.SETTING.training(zoo)
     gen = H.HyperRep(**{**SMALL, "steps": 200, "top_fraction": 0.3}).fit(train, progress=False,
                                                                         **H.SETTING.fit_context(zoo))
-    ref = H.SETTING.reference(zoo, gen).weights
+    reference = H.SETTING.reference(zoo, gen)
+    ref = reference.weights
     assert ref.shape == train.shape
+    assert reference.heldout is None  # the held-out control: fresh runs as trained, not decoded
     torch.testing.assert_close(ref, gen.decode(gen.encode(train)))
     assert (ref - train).norm(dim=1).min() > 0  # reconstructions are not the checkpoints
     top = torch.argsort(H.SETTING.fit_context(zoo)["accuracies"], descending=True, stable=True)[:5]  # ceil(0.3 x 16)

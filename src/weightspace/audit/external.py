@@ -13,13 +13,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, LayoutError
-from ..io import SUPPORTED_SUFFIXES, is_training_checkpoint_file, load_weights
+from ..io import SUPPORTED_SUFFIXES, checkpoint_files, is_training_checkpoint_file, load_weights
 from ..zoo import Zoo
 from ..zoo.setting import setting_for_zoo
 from .controls import HELDOUT
+from .groups import TRAINING, ZooEvaluator, audit_figures, audit_with_controls
 from .novelty import ModelSet
 from .report import Report, write_report
-from .groups import TRAINING, ZooEvaluator, audit_figures, audit_with_controls
 from .verdict import rule_text
 
 GENERATED = "generated"
@@ -46,7 +46,7 @@ def load_generated(path: str | Path, zoo: Zoo, key: str | None = None
         weights, rows = Zoo.open(p).load()
         names = rows["model_id"].tolist()
     elif p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES and f.is_file())
+        files = checkpoint_files(p)
         if not files:
             raise ConfigError(f"{p}: no zoo.json and no checkpoint files ({', '.join(SUPPORTED_SUFFIXES)})")
         if key is not None and not any(is_training_checkpoint_file(f) for f in files):

@@ -153,8 +153,10 @@ def test_study_runs_the_method_with_every_frontier(tmp_path):
     run_study(tmp_path, preset="tiny", methods_=["aligned"], seeds=1, progress=False)
     results = json.loads((tmp_path / "results.json").read_text())
     (run,) = results["results"]["aligned"]["seeds"]
+    from weightspace.audit.controls import EXPECTED
+
     rows = {r["group"]: r for r in run["beyond_every"]}
-    assert set(rows) == {"Aligned Gaussian (weightspace)", "held-out runs"}
+    assert set(rows) == {"Aligned Gaussian (weightspace)", *EXPECTED}  # the generated group and every control
     for r in rows.values():
         assert 0 <= r["CI low"] <= r["beyond every frontier"] <= r["CI high"] <= 1
         # beyond every frontier is never more than beyond any one of them

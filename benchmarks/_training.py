@@ -3,26 +3,29 @@ batched trainer, and the machine's load next to every timing."""
 
 from __future__ import annotations
 
+import math
 import os
+import time
 
 import torch
 
-from weightspace.zoo.train import train_population
-from weightspace.zoo.trainer import HParams, Run, TrainConfig
+from weightspace.zoo.config import read_config
+from weightspace.zoo.trainer import HParams, Run, TrainConfig, plan_chunks, train_chunks
 
 
-class MemorySink:
-    """Collects checkpoints in memory instead of a zoo on disk, so a timing is training, not the disk."""
+def train_in_memory(arch, dataset, runs: list[Run], config: TrainConfig, *, init=None) -> list[tuple]:
+    """The batched trainer with a list as its sink instead of a zoo on disk, so a timing is training,
+    not the disk: ``[(model_id, weights [P], record), ...]``."""
+    x, _ = dataset.split("train")
+    chunks = plan_chunks(arch, runs, set(), math.ceil(len(x) / config.batch_size), config)
+    items: list[tuple] = []
 
-    def __init__(self):
-        self.items = []
+    def sink(new):
+        items.extend(new)
+        return len(new)
 
-    def ids(self):
-        return set()
-
-    def add_many(self, items):
-        self.items.extend(items)
-        return len(items)
+    train_chunks(arch, dataset, chunks, sink, config, init=init, progress=False)
+    return items
 
 
 def train(arch, dataset, hparams: list[HParams], seeds: list[int], *, init=None, checkpoint_epochs=(),
@@ -30,10 +33,8 @@ def train(arch, dataset, hparams: list[HParams], seeds: list[int], *, init=None,
     """Train one run per (hparams, seed) in one batched program: checkpoints ``[K, P]`` and their records
     (run_id, epoch, ...), ordered by run then epoch."""
     runs = [Run(f"r{i:04d}", s, hp) for i, (hp, s) in enumerate(zip(hparams, seeds))]
-    sink = MemorySink()
     config = TrainConfig(batch_size=batch_size, checkpoint_epochs=tuple(checkpoint_epochs), eval_splits=())
-    train_population(arch, dataset, runs, sink, config, init=init, progress=False)
-    items = sorted(sink.items, key=lambda it: it[0])
+    items = sorted(train_in_memory(arch, dataset, runs, config, init=init), key=lambda it: it[0])
     return torch.stack([w if isinstance(w, torch.Tensor) else arch.space.flatten(w) for _, w, _ in items]), \
         [{"model_id": m, **r} for m, _, r in items]
 
@@ -41,3 +42,20 @@ def train(arch, dataset, hparams: list[HParams], seeds: list[int], *, init=None,
 def load() -> list[float]:
     """1-, 5- and 15-minute load averages (the machine is shared)."""
     return [round(v, 2) for v in os.getloadavg()]
+
+
+def digits_config(runs: int, epochs: int) -> dict:
+    """The shipped ``digits-mlp`` zoo config with ``runs`` runs of ``epochs`` epochs, one checkpoint
+    after the first epoch besides the last."""
+    cfg = read_config("digits-mlp")
+    cfg["population"]["runs"] = runs
+    cfg["population"]["hparams"]["epochs"] = epochs
+    cfg["training"]["checkpoint_epochs"] = [1]
+    return cfg
+
+
+def timed(fn):
+    """``fn()`` and the seconds it took."""
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t

@@ -37,29 +37,16 @@ import time
 import psutil
 import ray
 import torch
+from _training import digits_config as config
+from _training import timed
 from ray.cluster_utils import Cluster
 
 from weightspace.errors import WeightspaceError
 from weightspace.parallel import RayBackend
 from weightspace.zoo import Zoo
 from weightspace.zoo.build import build_zoo
-from weightspace.zoo.config import read_config
 
 STORE = 200 * 2**20
-
-
-def config(runs: int, epochs: int) -> dict:
-    cfg = read_config("digits-mlp")
-    cfg["population"]["runs"] = runs
-    cfg["population"]["hparams"]["epochs"] = epochs
-    cfg["training"]["checkpoint_epochs"] = [1]
-    return cfg
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def running_a_chunk(node) -> bool:

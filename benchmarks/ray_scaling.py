@@ -21,28 +21,14 @@ import json
 import os
 import shutil
 import tempfile
-import time
 
 import ray
 import torch
+from _training import digits_config as config
+from _training import timed
 
 from weightspace.parallel import RayBackend
 from weightspace.zoo.build import build_zoo
-from weightspace.zoo.config import read_config
-
-
-def config(runs: int, epochs: int) -> dict:
-    cfg = read_config("digits-mlp")
-    cfg["population"]["runs"] = runs
-    cfg["population"]["hparams"]["epochs"] = epochs
-    cfg["training"]["checkpoint_epochs"] = [1]
-    return cfg
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _training import MemorySink
+from _training import train_in_memory
 
 from weightspace.data import load_digits
 from weightspace.nets import MLP
@@ -52,15 +52,14 @@ def batched(arch, ds, runs, threads, repeats=5):
     only, as the loop is timed: the final models are evaluated afterwards, the same way for both."""
     torch.set_num_threads(threads)
     config = TrainConfig(batch_size=BATCH, eval_splits=())
-    train_population(arch, ds, runs[:4], MemorySink(), config, progress=False)  # warm-up
+    train_in_memory(arch, ds, runs[:4], config)  # warm-up
     elapsed, peak = float("inf"), 0.0
     for _ in range(repeats):
         peak = max(peak, matmul_gflops())
-        sink = MemorySink()
         t = time.perf_counter()
-        train_population(arch, ds, runs, sink, config, progress=False)
+        items = train_in_memory(arch, ds, runs, config)
         elapsed = min(elapsed, time.perf_counter() - t)
-    weights = torch.stack([w for _, w, _ in sink.items])
+    weights = torch.stack([w for _, w, _ in items])
     acc = float(Task(ds, arch).accuracy(weights).mean())
     with tempfile.TemporaryDirectory() as tmp:
         zoo = Zoo.create(os.path.join(tmp, "zoo"), arch.space, architecture=arch.config, task=ds.describe())

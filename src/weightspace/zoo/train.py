@@ -11,14 +11,12 @@ import math
 from collections.abc import Sequence
 
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..data import Dataset
 from ..nets import Architecture
 from ..parallel import RayBackend
-from ..task import Task
 from .store import Zoo
-from .trainer import Run, TrainConfig, plan_chunks, run_architecture, train_chunk
+from .trainer import Run, TrainConfig, plan_chunks, train_chunks
 
 
 def train_population(
@@ -51,13 +49,6 @@ def train_population(
         added = train_chunks_on_ray(arch, dataset, chunks, zoo, config, init=init, steps_per_epoch=steps_per_epoch,
                                     total=total, progress=progress, backend=backend, extra=extra)
     else:
-        mask = arch.space.mask(config.trainable) if config.trainable else None
-        added = 0
-        n_runs = sum(map(len, chunks))
-        with tqdm(total=total, desc=f"training {n_runs} runs", unit="step", disable=not progress) as bar:
-            for chunk in chunks:
-                chunk_arch = run_architecture(arch, chunk[0][0].hparams)
-                added += train_chunk(chunk_arch, Task(dataset, chunk_arch), x, y, chunk, zoo.add_many, config, mask,
-                                     init, steps_per_epoch, bar, extra)
+        added = train_chunks(arch, dataset, chunks, zoo.add_many, config, init=init, progress=progress, extra=extra)
     zoo.drop_stale_staged()  # what writers that died (a killed run, a lost node) were staging
     return added

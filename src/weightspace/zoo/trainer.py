@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..data import Dataset
 from ..errors import ConfigError
@@ -303,6 +304,24 @@ def train_chunk(arch, task, x, y, chunk, sink: CheckpointSink, cfg, mask, init, 
             step += 1
             save_due(step)
             bar.update(1)
+    return added
+
+
+def train_chunks(arch, dataset: Dataset, chunks, sink: CheckpointSink, config: TrainConfig, *,
+                 init: Tensor | None = None, progress: bool = True, extra: dict | None = None) -> int:
+    """Train ``chunks`` (from :func:`plan_chunks`) one after another here, every checkpoint handed to
+    ``sink``; returns how many it added. ``init`` and ``extra``: see
+    :func:`weightspace.zoo.train.train_population`."""
+    x, y = dataset.split("train")
+    steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
+    mask = arch.space.mask(config.trainable) if config.trainable else None
+    added = 0
+    total = sum(max(s.last for _, s in c) for c in chunks)
+    with tqdm(total=total, desc=f"training {sum(map(len, chunks))} runs", unit="step", disable=not progress) as bar:
+        for chunk in chunks:
+            chunk_arch = run_architecture(arch, chunk[0][0].hparams)
+            added += train_chunk(chunk_arch, Task(dataset, chunk_arch), x, y, chunk, sink, config, mask, init,
+                                 steps_per_epoch, bar, extra)
     return added
 
 

@@ -22,13 +22,10 @@ from pathlib import Path
 
 import torch
 
-from weightspace.generative.base import make_generator, seeded
+import weightspace.study  # noqa: F401  (registers the methods)
 from weightspace.generative.hyperrep import kde_sample
-from weightspace.generative.methods import METHODS, method_module
-from weightspace.study import PRESETS
-
-# Each method as the study runs it (Hyper-Representations with its published shared-seed sampling).
-STUDY_SETTINGS = PRESETS["quick"]["generators"]
+from weightspace.generator import make_generator, seeded
+from weightspace.registry import BUILTIN_METHODS, setting
 
 
 def _stats(q: torch.Tensor) -> dict:
@@ -37,24 +34,24 @@ def _stats(q: torch.Tensor) -> dict:
 
 
 def run(name: str, out: Path) -> dict:
-    module = method_module(name)
+    s = setting(name)  # each method as the study runs it (the default data preset's generator options)
     t0 = time.perf_counter()
-    zoo = module.build_data(out / name, progress=False)
-    train = module.training_weights(zoo)
+    zoo = s.build(out / name, progress=False)
+    train = s.training(zoo)
     t1 = time.perf_counter()
-    config = {**getattr(module, "generator_config", lambda z: {})(zoo), **STUDY_SETTINGS.get(name, {})}
-    gen = make_generator(name, **config).fit(train, progress=False, **module.fit_context(zoo))
+    config = {**s.generator_config(zoo), **s.generator_options("default")}
+    gen = make_generator(s.generator_name, **config).fit(train, progress=False, **s.fit_context(zoo))
     t2 = time.perf_counter()
-    n = module.n_samples(zoo)
+    n = s.n_samples(zoo)
     samples = gen.sample(n, seed=0)
     t3 = time.perf_counter()
-    q_train, q_gen = module.quality(zoo, train), module.quality(zoo, samples)
+    q_train, q_gen = s.quality(zoo, train), s.quality(zoo, samples)
     # Quality may be negative for shapes (a negated distance): compare on the scale of the spread.
     ratio = float(q_gen.mean() / q_train.mean()) if float(q_train.mean()) > 0 else float(q_train.mean() / q_gen.mean())
     extra = {}
     if name == "hyperrep":  # the other KDE sampling, from the same fitted autoencoder
         latents = kde_sample(gen.stats["anchors"], n, gen.bandwidth, seeded(0), shared_seed=not gen.shared_seed)
-        q_other = module.quality(zoo, gen.decode(latents))
+        q_other = s.quality(zoo, gen.decode(latents))
         key = "independent" if gen.shared_seed else "shared_seed"
         extra = {f"quality_generated_{key}": _stats(q_other),
                  f"quality_ratio_{key}": round(float(q_other.mean() / q_train.mean()), 4)}
@@ -69,7 +66,7 @@ def run(name: str, out: Path) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("methods", nargs="*", default=list(METHODS))
+    p.add_argument("methods", nargs="*", default=list(BUILTIN_METHODS))
     p.add_argument("--out", help="keep the zoos here (default: a temporary directory)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()

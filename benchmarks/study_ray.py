@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from weightspace.generative.methods import METHODS
+from weightspace.registry import BUILTIN_METHODS
 
 
 def numbers(out: Path) -> str:
@@ -50,7 +50,7 @@ def study(out: Path, preset: str, methods: str, *extra: str) -> tuple[str, float
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(BUILTIN_METHODS))
     args = p.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:

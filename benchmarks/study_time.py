@@ -6,8 +6,9 @@ Prints each method's data time and per-seed fit / sample / audit times (a method
 seeds one after another), the load average before and after (other work on the machine slows
 every figure), the CPU seconds the study used (this process and its worker processes: on a
 machine shared with other jobs the wall time says more about the other jobs; CPU seconds / 2 is
-the wall time two free cores would need if both stayed busy), and the verdicts. Today's single-seed study on digits took 6–7 minutes; its
-settings no longer exist in the code, so the ratio reported is against the budget.
+the wall time two free cores would need if both stayed busy), and the verdicts. The single-seed
+study on digits of the project's first days took 6–7 minutes; its settings no longer exist in the
+code, so the ratio reported is against the budget.
 
 Usage: python benchmarks/study_time.py [--out DIR] [--methods a,b]. Last line: one JSON object.
 """
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from weightspace.generative.methods import METHODS
+from weightspace.registry import BUILTIN_METHODS
 from weightspace.study import run_study
 
 BUDGET_S = 15 * 60
@@ -31,7 +32,7 @@ BUDGET_S = 15 * 60
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="keep the study here (default: a temporary directory)")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(BUILTIN_METHODS))
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

@@ -145,6 +145,9 @@ def test_ctrl_c_during_a_statement_stays_a_keyboard_interrupt(tmp_path):
 
     db = tmp_path / "i.sqlite"
     con = connect_sqlite(db, write=True)
+    # far past 0.2 s even on a fast machine (20M steps take about 0.8 s on one core), so only the
+    # Ctrl-C can end the statement first, however late a loaded machine schedules the timer
+    con.budget = 50 * SQLITE_STEPS
     timer = threading.Timer(0.2, _thread.interrupt_main)
     timer.start()
     with pytest.raises(KeyboardInterrupt):

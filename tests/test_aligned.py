@@ -216,3 +216,33 @@ def test_full_rank_by_name(zoo, train, tmp_path):
     assert load_generator(gen.save(tmp_path / "full")).config()["rank"] is None
     with pytest.raises(ConfigError, match="residual"):
         make_generator("aligned", **aligned.SETTING.generator_config(zoo), residual=None)
+
+
+def test_kmeans_finds_separated_clusters():
+    from weightspace.generative.aligned.mixture import kmeans
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(20, 5, generator=g), torch.randn(12, 5, generator=g) + 20])
+    labels = kmeans(x, 2, generator=torch.Generator().manual_seed(1))
+    assert len(set(labels[:20].tolist())) == 1 and len(set(labels[20:].tolist())) == 1 and labels[0] != labels[-1]
+
+
+def test_mixture_of_one_is_the_aligned_gaussian_and_round_trips(zoo, train, tmp_path):
+    config = aligned.SETTING.generator_config(zoo)
+    one = make_generator("aligned-mixture", **config, components=1, rank=4).fit(train)
+    plain = make_generator("aligned", **config, rank=4).fit(train)
+    torch.testing.assert_close(one.parts[0].mean, plain.mean)
+    two = make_generator("aligned-mixture", **config, components=2, rank=4, seed=3).fit(train)
+    assert two.proportions.sum() == pytest.approx(1.0) and len(two.parts) == 2
+    a = two.sample(20, seed=1)
+    assert a.shape == (20, zoo.space.num_params) and torch.equal(a, two.sample(20, seed=1))
+    loaded = load_generator(two.save(tmp_path / "mix"))
+    assert loaded.config() == two.config() and torch.equal(loaded.sample(20, seed=1), a)
+    # each sample is drawn around one cluster's barycenter: nearer to it than to the other one's
+    means = torch.stack([canonical_form(zoo.space, p.mean[None])[0] for p in two.parts])
+    drawn = canonical_form(zoo.space, two.sample(200, seed=2))
+    assert torch.cdist(drawn, means).argmin(1).bincount(minlength=2).min() > 0
+    with pytest.raises(ConfigError, match="components"):
+        make_generator("aligned-mixture", **config, components=0)
+    with pytest.raises(LayoutError, match="components"):
+        make_generator("aligned-mixture", **config, components=30).fit(train)

@@ -29,6 +29,7 @@ BUILTIN = {
     "hyperdiffusion": "weightspace.generative.hyperdiffusion",
     "aligned": "weightspace.generative.aligned",
     "aligned-flow": "weightspace.generative.aligned",
+    "aligned-mixture": "weightspace.generative.aligned",
 }
 BUILTIN_METHODS = ("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned")  # the study's default methods
 

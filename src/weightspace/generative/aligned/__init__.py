@@ -15,12 +15,13 @@ each one directly:
   ``N`` runs, no training loop that could run on into memorisation (:mod:`.generator`).
 
 :mod:`.flow` replaces the Gaussian with a rectified flow over the top principal directions
-(``aligned-flow``).
+(``aligned-flow``); :mod:`.mixture` with one Gaussian per cluster of runs (``aligned-mixture``).
 """
 
 from .flow import AlignedFlow
 from .generator import AlignedGaussian, barycenter_alignment, incoming_norms
+from .mixture import AlignedMixture
 from .setting import PRESETS, SETTING, AlignedSetting
 
-__all__ = ["PRESETS", "SETTING", "AlignedFlow", "AlignedGaussian", "AlignedSetting", "barycenter_alignment",
-           "incoming_norms"]
+__all__ = ["PRESETS", "SETTING", "AlignedFlow", "AlignedGaussian", "AlignedMixture", "AlignedSetting",
+           "barycenter_alignment", "incoming_norms"]

@@ -268,6 +268,33 @@ def test_tiny_study_of_every_method_runs_every_control(tmp_path):
     assert results["pdiff"]["reference_span"] > 1  # a fine-tune trajectory spans several of its spacings
 
 
+def test_gpt_and_weightspace_side_by_side_on_gpts_data(tmp_path):
+    """G.pt's setting fits weightspace's generator on the same training runs and audits both in one
+    audit: same reference, baselines, controls and held-out runs; both in the fresh-run table."""
+    import pandas as pd
+
+    from weightspace.generative.gpt.setting import ALIGNED_ON_GPT
+    from weightspace.generator import load_generator, make_generator
+
+    run_study(tmp_path, preset="tiny", methods_=["gpt"], workers=1, progress=False)
+    results = json.loads((tmp_path / "results.json").read_text())["results"]["gpt"]
+    seed = results["seeds"][0]
+    assert {"G.pt", ALIGNED_ON_GPT} <= set(seed["verdicts"])
+    assert seed["generator"]["companions"][ALIGNED_ON_GPT]["name"] == "aligned"
+    assert results["pooled"][ALIGNED_ON_GPT]["seeds"] == [0]
+    # the companion is the aligned generator fitted on G.pt's training runs' final checkpoints
+    s = setting("gpt")
+    zoo = Zoo.open(tmp_path / "gpt" / "zoo")
+    fresh = make_generator("aligned", architecture=dict(zoo.info["architecture"]), seed=0).fit(s.training(zoo))
+    saved = load_generator(tmp_path / "gpt" / "aligned-seed0")
+    torch.testing.assert_close(saved.sample(5, 0), fresh.sample(5, 0))
+    table = pd.read_csv(tmp_path / "against_fresh_runs.csv")
+    assert set(table["group"]) == {"generated", ALIGNED_ON_GPT}  # 2 held-out runs: too few for the half control
+    assert set(table["result"]) <= {"fail", "inconclusive"}  # no control (2 held-out runs): never a pass
+    seen = inspect_page(tmp_path / "report.html", width=1400)
+    assert seen["scrolled"] == [], seen["scrolled"]  # the side-by-side tables fit the page too
+
+
 @pytest.mark.slow
 def test_ablation_table(tmp_path):
     assert main(["study", "--ablation", "hyperrep", "--preset", "tiny", "--out", str(tmp_path), "--quiet"]) == 0

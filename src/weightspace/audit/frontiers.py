@@ -29,7 +29,7 @@ def baseline_frontiers(table: pd.DataFrame, similarity: str, sweeps: Mapping[str
             for name, groups in sweeps.items() if groups}
 
 
-def _highest(frontiers, similarity: np.ndarray, points=None) -> np.ndarray:
+def highest_frontier(frontiers, similarity: np.ndarray, points=None) -> np.ndarray:
     """The highest frontier's quality at each similarity (``points``: resampled medians per frontier)."""
     bars = []
     for i, f in enumerate(frontiers):
@@ -39,7 +39,7 @@ def _highest(frontiers, similarity: np.ndarray, points=None) -> np.ndarray:
     return np.max(bars, 0)
 
 
-def _resampled_points(frontiers, n_boot: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+def resampled_points(frontiers, n_boot: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per frontier, ``n_boot`` resampled medians of every sweep point: ``([n_boot, S], [n_boot, S])``."""
     def medians(values: np.ndarray) -> np.ndarray:
         return np.median(values[rng.integers(0, len(values), (n_boot, len(values)))], 1)
@@ -56,11 +56,11 @@ def beyond_every_frontier(similarity, quality, frontiers: Mapping[str, NoiseFron
         raise ConfigError("frontiers: expected at least one baseline frontier")
     s, q = np.asarray(similarity, dtype=float).ravel(), np.asarray(quality, dtype=float).ravel()
     fs = list(frontiers.values())
-    fraction = float(np.mean(q > _highest(fs, s)))
+    fraction = float(np.mean(q > highest_frontier(fs, s)))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(s), (n_boot, len(s)))
-    points = _resampled_points(fs, n_boot, rng)
-    boot = np.array([np.mean(q[i] > _highest(fs, s[i], [(sim[b], qual[b]) for sim, qual in points]))
+    points = resampled_points(fs, n_boot, rng)
+    boot = np.array([np.mean(q[i] > highest_frontier(fs, s[i], [(sim[b], qual[b]) for sim, qual in points]))
                      for b, i in enumerate(idx)])
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])

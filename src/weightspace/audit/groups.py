@@ -36,6 +36,7 @@ from .figures import (
     shapes_side_by_side,
     weight_tsne,
 )
+from .fresh_runs import against_fresh_runs, judged, split_half_control
 from .frontiers import beyond_every_table
 from .novelty import (
     ModelSet,
@@ -129,7 +130,9 @@ class ZooEvaluator:
 class Audit:
     """What one audit found: the per-model table, the noise frontier, one verdict per group, and the
     controls behind the rule's trust in this setting (``expected`` verdicts, ``axes`` checks, ``notes``
-    on controls that could not be made)."""
+    on controls that could not be made). Where there are held-out runs, each generated group and
+    control carries the test against them (``verdicts[g]["fresh_runs"]``) and ``fresh_control`` is
+    that test on one half of the held-out runs against the other, the test's own positive control."""
 
     name: str
     table: pd.DataFrame
@@ -143,6 +146,7 @@ class Audit:
     notes: list[str] = field(default_factory=list)
     sweeps: dict[str, dict[float, str]] = field(default_factory=dict)
     beyond_every: pd.DataFrame | None = None
+    fresh_control: dict | None = None
 
     def summary_rows(self, generated: Sequence[str] | None = None) -> list[dict]:
         """One row per generated group (default: all of them): the verdict and, per axis, its numbers."""
@@ -300,14 +304,29 @@ def audit_groups(
     measured = {m.name: classify(m.name) for m in [*generated, *controls, *interpolation]}
     axes = check_axes({c: measured[c] for c in expected}, expected)
     verdicts = {g: with_axes(v, axes) for g, v in measured.items()}
-    if HELDOUT in expected:  # can a classifier tell each group from fresh runs?
+    sweeps = baselines.sweeps()
+    fresh_control = None
+    # can each group be told from fresh runs? (the test's targets are in accuracy and error-IoU
+    # units: classifier settings only)
+    classifiers = similarity == "max_similarity"
+    if HELDOUT in expected:
         for m in [*generated, *controls]:
             if m.name != HELDOUT and len(m) >= 2:
                 verdicts[m.name]["two_sample"] = group_auc(table, m.name, HELDOUT, seed=seed)
-    sweeps = baselines.sweeps()
+                if classifiers:
+                    verdicts[m.name]["fresh_runs"] = against_fresh_runs(table, similarity, sweeps, verdicts, m.name,
+                                                                        HELDOUT, seed=seed)
+    if HELDOUT in expected and classifiers:
+        fresh_control = split_half_control(
+            table, similarity, sweeps, HELDOUT, lambda t, g: verdict(
+                t, g, training=training.name, frontier=frontier, similarity=similarity, distance=distance,
+                null=None, seed=seed), seed=seed)
+        for v in verdicts.values():
+            if "fresh_runs" in v:
+                v["fresh_runs"] = judged(v["fresh_runs"], fresh_control)
     beyond = beyond_every_table(table, similarity, sweeps, [m.name for m in [*generated, *controls]], seed=seed)
     return Audit(name, table, similarity, frontier, verdicts, {m.name: s for s, m in noise.items()},
-                 [m.name for m in generated], expected, axes, list(notes), sweeps, beyond)
+                 [m.name for m in generated], expected, axes, list(notes), sweeps, beyond, fresh_control)
 
 
 def audit_with_controls(label: str, evaluator: ZooEvaluator, reference: ModelSet, groups: Sequence[ModelSet],

@@ -53,6 +53,7 @@ from .tables import (
     axes_table,
     beyond_every_rows,
     controls_table,
+    fresh_runs_table,
     pooled_table,
     seed_table,
 )
@@ -178,15 +179,15 @@ def _span(weights: Tensor | None) -> float | None:
     return float(d.max() / nearest.median().clamp_min(1e-300))
 
 
-def _fitted(s: DataSetting, directory: Path, train: Tensor, zoo: Zoo, config: dict, progress: bool):
-    """The generator fitted with ``config``: loaded from ``directory`` when a finished fit with the
+def _fitted(name: str, directory: Path, train: Tensor, context: dict, config: dict, progress: bool):
+    """Generator ``name`` fitted with ``config``: loaded from ``directory`` when a finished fit with the
     same configuration is there (a study run again after an interruption), else fitted and saved."""
-    gen = make_generator(s.generator_name, **config)
+    gen = make_generator(name, **config)
     saved = directory / "generator.json"
-    wanted = json.loads(json.dumps({"generator": s.generator_name, "config": gen.config()}))
+    wanted = json.loads(json.dumps({"generator": name, "config": gen.config()}))
     if saved.is_file() and json.loads(saved.read_text()) == wanted:
         return load_generator(directory)
-    gen.fit(train, progress=progress, **s.fit_context(zoo))
+    gen.fit(train, progress=progress, **context)
     gen.save(directory)
     return gen
 
@@ -230,16 +231,20 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
     runs, symmetry, view = [], None, ""
     for fs in fit_seeds:
         config = {**s.generator_config(zoo), **s.generator_options(preset["data"]), "seed": fs}
-        gen = _fitted(s, out / name / f"generator-seed{fs}", train, zoo, config, progress)
+        gen = _fitted(s.generator_name, out / name / f"generator-seed{fs}", train, s.fit_context(zoo), config,
+                      progress)
+        companions = {label: _fitted(g, out / name / f"{g}-seed{fs}", train, {}, {**c, "seed": fs}, progress)
+                      for label, (g, c) in s.companions(zoo).items()}
         stages.done(f"fit (seed {fs})")
         generated = gen.sample(n, fs)
         stages.done(f"sample (seed {fs})")
         reference, seen_heldout, view = _reference_sets(s, zoo, evaluator, gen, raw, heldout)
         sets = {TRAINING: reference, s.label: evaluator.model_set(s.label, generated)}
+        sets.update({label: evaluator.model_set(label, c.sample(n, fs)) for label, c in companions.items()})
         own = reference is raw or reference.points is not None  # compared with the training models themselves
         if not own:
             sets[COPIES_OF_TRAINING] = dataclasses.replace(raw, name=COPIES_OF_TRAINING, is_training=False)
-        groups = [sets[g] for g in (s.label, COPIES_OF_TRAINING) if g in sets]
+        groups = [sets[g] for g in (s.label, *companions, COPIES_OF_TRAINING) if g in sets]
         audit = audit_with_controls(s.label, evaluator, reference, groups, n, space=zoo.space, seed=fs,
                                     generated=generated, paper_sigmas=s.paper_sigmas,
                                     noise_source=s.noise_source(zoo, gen), heldout=seen_heldout, align=s.aligned)
@@ -249,7 +254,10 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
                                             seed=fs, generated=generated, paper_sigmas=s.paper_sigmas, heldout=heldout,
                                             align=s.aligned)
         stages.done(f"audit (seed {fs})")
-        runs.append(SeedRun(fs, audit, sets, {"name": s.generator_name, "config": gen.config()}, raw_audit,
+        record = {"name": s.generator_name, "config": gen.config(),
+                  "companions": {label: {"name": s.companions(zoo)[label][0], "config": c.config()}
+                                 for label, c in companions.items()}}
+        runs.append(SeedRun(fs, audit, sets, record, raw_audit,
                             _final_epoch_histogram(s, zoo, reference, sets[s.label], s.label)))
         if fs == seed and hasattr(gen, "encode") and hasattr(gen, "decode"):  # did the autoencoder learn the symmetries?
             symmetry = symmetry_check(gen, zoo.space, train[:SYMMETRY_MODELS], evaluator, seed=seed)
@@ -376,6 +384,7 @@ def axis_records(result: MethodResult) -> list[dict]:
 def _seed_record(r: SeedRun) -> dict:
     return {"seed": r.seed, "verdicts": r.audit.verdicts, "generator": r.generator,
             "controls": r.audit.control_rows(), "axes": r.audit.axes, "notes": r.audit.notes,
+            "fresh_runs_control": r.audit.fresh_control,
             "beyond_every": r.audit.beyond_every.to_dict("records") if r.audit.beyond_every is not None else []}
 
 
@@ -498,6 +507,9 @@ def run_study(out: str | Path = "runs/study", *, preset: str = "quick", methods_
         report.tables["Verdicts against the paper's"] = comparison.drop(columns="where they differ, measured")
     report.tables["Pooled verdicts per group"] = pooled_table(parts)
     report.tables["Generated models per seed"] = seed_table(parts)
+    fresh, fresh_notes = fresh_runs_table(parts)
+    if len(fresh):
+        report.tables["Against fresh runs"], report.notes["Against fresh runs"] = fresh, fresh_notes
     report.data["pooled verdicts, every number"] = pd.DataFrame([row for r in parts for row in r.summary])
     report.data["verdicts per seed, every number"] = pd.DataFrame([row for r in parts for row in r.seed_rows])
     report.data["controls per seed"] = pd.DataFrame([row for r in parts for row in r.control_rows])

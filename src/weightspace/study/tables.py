@@ -84,6 +84,54 @@ def seed_table(parts: Sequence) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FRESH_NOTE = ("Can the group be told from fresh runs? Each group against the held-out runs of its setting and seed, "
+              "with the targets fixed in weightspace.audit.fresh_runs before any generator was measured: beyond "
+              "every baseline frontier at least 0.9 × the held-out runs' fraction (lower interval end at least "
+              "0.8), median quality within 1 point, median max error-IoU at most 0.005 above theirs, coverage at "
+              "least 0.9 × theirs, two-sample AUC at most 0.6 (upper end at most 0.65). The row 'fresh half vs "
+              "half' is the test's own control: one half of the held-out runs against the other, which must pass. "
+              "A group fails on the criteria it misses where the control passes; a criterion the control fails "
+              "too (too few held-out runs to show it) is inconclusive, and a group passes only when the control "
+              "passes every criterion.")
+CRITERIA = {"beyond every frontier": "beyond", "quality": "quality", "similarity": "IoU", "coverage": "coverage",
+            "two-sample AUC": "AUC"}
+HALVES = "fresh half vs half"
+
+
+def fresh_runs_table(parts: Sequence) -> tuple[pd.DataFrame, list[str]]:
+    """Per method, generated group (the method's and any companion's) and seed: the test against
+    fresh runs, then its control (one half of the held-out runs against the other); notes name the
+    criteria each control fails, which are inconclusive for that method and seed."""
+    rows, notes = [], [FRESH_NOTE]
+    for p in parts:
+        for record in p.seeds:
+            groups = [(g, v["fresh_runs"]) for g, v in record["verdicts"].items()
+                      if g in (p.label, *record["generator"].get("companions", {})) and "fresh_runs" in v]
+            control = record.get("fresh_runs_control")
+            if control:
+                groups.append((HALVES, control))
+                missed = [CRITERIA[k] for k, ok in control["checks"].items() if not ok]
+                if missed:
+                    notes.append(f"{p.label}, seed {record['seed']}: the control fails {', '.join(missed)}; no group "
+                                 "can pass or fail there")
+            for g, f in groups:
+                lo, hi = f["beyond_ratio_ci"]
+                a_lo, a_hi = f.get("auc_ci", (NAN, NAN))
+                if g == HALVES:
+                    result = "pass" if f["passes"] else "fail"
+                    failed = [k for k, ok in f["checks"].items() if not ok]
+                else:
+                    result, failed = f["outcome"], f["failed"]
+                rows.append({"method": p.label, "group": "generated" if g == p.label else g, "seed": record["seed"],
+                             "beyond every / fresh": interval(f["beyond_ratio"], lo, hi),
+                             "quality − fresh": f["quality_difference"],
+                             "IoU − fresh": f.get("similarity_excess", NAN),
+                             "coverage / fresh": f.get("coverage_ratio", NAN),
+                             "AUC": interval(f.get("auc", NAN), a_lo, a_hi), "result": result,
+                             "failed on": ", ".join(CRITERIA[k] for k in failed) or "–"})
+    return pd.DataFrame(rows), list(dict.fromkeys(notes))
+
+
 def _count(value) -> int | float:
     """A median count as an integer (NaN where there is none)."""
     return round(value) if value is not None and np.isfinite(value) else NAN

@@ -112,6 +112,12 @@ class DataSetting(ABC):
         """Extra ``fit`` arguments the method's generator needs beyond the training weights."""
         return {}
 
+    def companions(self, zoo: Zoo) -> dict[str, tuple[str, dict]]:
+        """Other generators the study fits on this setting's training models beside the method's own,
+        audited in the same audit (same reference, baselines, controls and held-out runs): ``{group
+        label: (registered generator name, constructor arguments)}``. None by default."""
+        return {}
+
     def generator_options(self, preset: str) -> dict:
         """Options the study fits the generator with for data ``preset``."""
         return dict(self.options.get(preset, {}))

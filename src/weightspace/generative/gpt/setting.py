@@ -50,6 +50,7 @@ PRESETS = {
              "architecture": {**ARCHITECTURE, "in_features": 64}, "generator": {}},
 }
 LOSS_METRICS = ("train_loss", "val_loss", "test_loss")
+ALIGNED_ON_GPT = "Aligned Gaussian (weightspace), G.pt's data"
 # What build_data records and the code below reads (checked when a zoo is opened as G.pt's): the
 # preset's generator settings become constructor arguments, so no other key is accepted there.
 ZOO_RECORD = Record(Fields(
@@ -96,6 +97,11 @@ class GptSetting(DataSetting):
     def generator_config(self, zoo: Zoo) -> dict:
         """The architecture and the preset's token size."""
         return {"architecture": dict(zoo.info["architecture"]), **zoo.info["config"].get("generator", {})}
+
+    def companions(self, zoo: Zoo) -> dict[str, tuple[str, dict]]:
+        """weightspace's generator fitted on the same training runs' final checkpoints, so the report
+        shows G.pt and it side by side on one data set, against the same held-out runs."""
+        return {ALIGNED_ON_GPT: ("aligned", {"architecture": dict(zoo.info["architecture"])})}
 
     def training(self, zoo: Zoo) -> Tensor:
         """The final checkpoint of every training run: what the paper compares G.pt's samples against

@@ -38,6 +38,7 @@ import torch
 import weightspace.study  # noqa: F401  (registers the methods)
 from weightspace.audit.controls import HELDOUT
 from weightspace.audit.groups import ALIGNED_PREFIX, TRAINING, ZooEvaluator, audit_with_controls
+from weightspace.errors import ConfigError
 from weightspace.generator import make_generator
 from weightspace.registry import setting
 
@@ -78,13 +79,17 @@ def last_checkpoints(s, zoo, k: int) -> torch.Tensor:
 def audit_rows(s, zoo, train: torch.Tensor, heldout, variants, n: int, seed: int, runs: int) -> list[dict]:
     evaluator = ZooEvaluator(zoo)
     reference = evaluator.model_set(TRAINING, train, is_training=True)
-    groups, timings = [], {}
+    groups, timings, unfitted = [], {}, {}
     for name, _, config in variants:
         config = dict(config)
         data = last_checkpoints(s, zoo, LAST) if config.pop("data", None) == "last" else train
         t = time.perf_counter()
-        gen = make_generator(config.pop("generator", "aligned"), architecture=dict(zoo.info["architecture"]),
-                             **{"seed": seed, **config}).fit(data, progress=False)
+        try:
+            gen = make_generator(config.pop("generator", "aligned"), architecture=dict(zoo.info["architecture"]),
+                                 **{"seed": seed, **config}).fit(data, progress=False)
+        except ConfigError as e:  # e.g. a mixture component with one run: recorded, not audited
+            unfitted[name] = str(e)
+            continue
         t_fit = time.perf_counter() - t
         t = time.perf_counter()
         w = gen.sample(n, seed)
@@ -96,7 +101,7 @@ def audit_rows(s, zoo, train: torch.Tensor, heldout, variants, n: int, seed: int
     width = zoo.info["architecture"]["widths"][0]
     rows = []
     tests = [(name, cause, audit.verdicts[name]["fresh_runs"], audit.verdicts[name]["verdict"])
-             for name, cause, _ in variants]
+             for name, cause, _ in variants if name not in unfitted]
     if audit.fresh_control is not None:
         tests.append(("control: held-out runs, half against half", "—", audit.fresh_control, "—"))
     for name, cause, f, call in tests:
@@ -112,6 +117,8 @@ def audit_rows(s, zoo, train: torch.Tensor, heldout, variants, n: int, seed: int
                      "inconclusive": ", ".join(f.get("inconclusive", [])),
                      "accuracy aligned midpoint": midpoint["median_quality"],
                      "fit s": timings.get(name, (None, None))[0], "sample s": timings.get(name, (None, None))[1]})
+    rows += [{"setting": s.name, "variant": name, "width": width, "runs": runs, "seed": seed,
+              "verdict": f"not fitted: {reason}"} for name, reason in unfitted.items()]
     return rows
 
 

@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    zoo = aligned.build_data(args.zoo or f"runs/aligned-w{args.width}", progress=False, width=args.width)
+    zoo = aligned.SETTING.build(args.zoo or f"runs/aligned-w{args.width}", progress=False, width=args.width)
     task = task_for_zoo(zoo)
-    train, held = aligned.training_weights(zoo), aligned.heldout_weights(zoo)
+    train, held = aligned.SETTING.training(zoo), aligned.SETTING.heldout(zoo)
     labels, train_pred = task.dataset.y_test, task.predictions(train)
 
     def stats(w: torch.Tensor, is_training: bool = False) -> dict:
@@ -55,7 +55,7 @@ def main() -> None:
         pick = torch.rand(100, len(bary), generator=g).argsort(1)[:, :k]
         out[f"mean of {k} aligned runs"] = stats(bary[pick].mean(1))
     out["barycenter"] = stats(bary.mean(0, keepdim=True))
-    gen = aligned.AlignedGaussian(**aligned.generator_config(zoo), seed=args.seed).fit(train, progress=False)
+    gen = aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo), seed=args.seed).fit(train, progress=False)
     out["Gaussian rank 16"] = stats(gen.sample(200, args.seed))
     for name, row in out.items():
         print(f"{name:40s} max IoU {row['max IoU']:.4f}  accuracy {row['accuracy']:.4f}", flush=True)

@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    zoo = aligned.build_data(args.zoo, progress=False)
-    train, held = aligned.training_weights(zoo), aligned.heldout_weights(zoo)
+    zoo = aligned.SETTING.build(args.zoo, progress=False)
+    train, held = aligned.SETTING.training(zoo), aligned.SETTING.heldout(zoo)
     space, task = zoo.space, task_for_zoo(zoo)
     labels, train_pred = task.dataset.y_test, task.predictions(train)
 
@@ -57,7 +57,7 @@ def main() -> None:
 
     n = args.samples
     sigma_at_spacing = spacing / space.num_params**0.5
-    groups = {"aligned Gaussian": aligned.AlignedGaussian(**aligned.generator_config(zoo)).fit(train).sample(n, 0),
+    groups = {"aligned Gaussian": aligned.AlignedGaussian(**aligned.SETTING.generator_config(zoo)).fit(train).sample(n, 0),
               "aligned midpoint": AlignedInterpolation(0.5, space).fit(train).sample(n, 2)}
     for f in (0.7, 1.0, 1.4):
         groups[f"noise σ={f * sigma_at_spacing:.3f}"] = NoiseAddition(f * sigma_at_spacing).fit(train).sample(n, 1)

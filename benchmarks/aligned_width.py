@@ -4,7 +4,7 @@ Git Re-Basin (Ainsworth et al. 2023) and Entezari et al. (2022) find that the ba
 permutation-aligned runs shrinks as the hidden layers widen. At width 10 the aligned midpoint of two
 runs loses about 2 points against fresh runs, and every sampler in the aligned space lands at or below
 it. This diagnostic measures, for each width, on ``--runs`` runs of the method's data setting (same
-data, recipe and seeds as ``aligned.build_data``, only the hidden width changed):
+data, recipe and seeds as ``aligned.SETTING.build``, only the hidden width changed):
 
 - fresh-run test accuracy (median over the held-out runs);
 - the aligned midpoint (weight matching as ``AlignedInterpolation``, λ = 0.5, ``--pairs`` random pairs of training runs:
@@ -60,10 +60,10 @@ def barriers(values: np.ndarray) -> np.ndarray:
 
 def width_row(width: int, runs: int, n_pairs: int, root: str, seed: int) -> dict:
     t = time.perf_counter()
-    zoo = aligned.build_data(f"{root}/w{width}-r{runs}", progress=False, runs=runs, width=width)
+    zoo = aligned.SETTING.build(f"{root}/w{width}-r{runs}", progress=False, runs=runs, width=width)
     build_s = time.perf_counter() - t
     task = task_for_zoo(zoo)
-    train, held = aligned.training_weights(zoo), aligned.heldout_weights(zoo)
+    train, held = aligned.SETTING.training(zoo), aligned.SETTING.heldout(zoo)
     pairs = torch.rand(n_pairs, len(train), generator=torch.Generator().manual_seed(seed)).argsort(1)[:, :2]
     a, b = train[pairs[:, 0]], train[pairs[:, 1]]
     t = time.perf_counter()

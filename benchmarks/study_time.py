@@ -10,7 +10,7 @@ the wall time two free cores would need if both stayed busy), and the verdicts. 
 study on digits of the project's first days took 6–7 minutes; its settings no longer exist in the
 code, so the ratio reported is against the budget.
 
-Usage: python benchmarks/study_time.py [--out DIR] [--methods a,b]. Last line: one JSON object.
+Usage: python benchmarks/study_time.py [--out DIR] [--methods a,b] [--seed S]. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="keep the study here (default: a temporary directory)")
     p.add_argument("--methods", default=",".join(BUILTIN_METHODS))
+    p.add_argument("--seed", type=int, default=0, help="the study's seed (data and the first of 3 fits)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         load_before = os.getloadavg()
         start = time.perf_counter()
-        run_study(out, methods_=args.methods.split(","), progress=False)
+        run_study(out, methods_=args.methods.split(","), seed=args.seed, progress=False)
         wall = time.perf_counter() - start
         load_after = os.getloadavg()
         usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]

@@ -141,8 +141,11 @@ def test_a_statement_past_the_budget_is_stopped_and_told_apart(tmp_path):
 
 def test_ctrl_c_during_a_statement_stays_a_keyboard_interrupt(tmp_path):
     import _thread
+    import signal
     import threading
 
+    # interrupt_main does nothing where an earlier test left SIGINT to another handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     db = tmp_path / "i.sqlite"
     con = connect_sqlite(db, write=True)
     # far past 0.2 s even on a fast machine (20M steps take about 0.8 s on one core), so only the
@@ -150,12 +153,15 @@ def test_ctrl_c_during_a_statement_stays_a_keyboard_interrupt(tmp_path):
     con.budget = 50 * SQLITE_STEPS
     timer = threading.Timer(0.2, _thread.interrupt_main)
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        try:
-            con.execute(ENDLESS).fetchall()
-        except sqlite3.OperationalError as e:
-            sqlite_over_budget(con, e)
-    timer.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                con.execute(ENDLESS).fetchall()
+            except sqlite3.OperationalError as e:
+                sqlite_over_budget(con, e)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert not con.over_budget
     con.close()
 

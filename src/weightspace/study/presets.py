@@ -2,7 +2,7 @@
 
 # Methods by measured CPU cost of a default 3-seed run, largest first: submitted in this order, the
 # worker pool starts the long ones first and fills in with the short ones (longest-first scheduling).
-COST_ORDER = ("hyperrep", "gpt", "hyperdiffusion", "pdiff", "aligned")
+COST_ORDER = ("pdiff", "hyperrep", "gpt", "hyperdiffusion", "aligned")
 
 
 def longest_first(names):

@@ -113,7 +113,7 @@ def fresh_runs_table(parts: Sequence) -> tuple[pd.DataFrame, list[str]]:
                 missed = [CRITERIA[k] for k, ok in control["checks"].items() if not ok]
                 if missed:
                     notes.append(f"{p.label}, seed {record['seed']}: the control fails {', '.join(missed)}; no group "
-                                 "can pass or fail there")
+                                 "can pass or fail on them")
             for g, f in groups:
                 lo, hi = f["beyond_ratio_ci"]
                 a_lo, a_hi = f.get("auc_ci", (NAN, NAN))

@@ -42,8 +42,8 @@ PRESETS = {
     "default": {"runs": 32, "heldout_runs": 16, "epochs": 3, "every_steps": 12, "lr": 0.05,
                 "dataset": DATASET, "architecture": ARCHITECTURE,
                 # chunks of 640 keep the token count of the 760-weight digits MLP at 64 (16 per model);
-                # 3,000 steps: a step costs 0.037 CPU s here, and the study fits three seeds within its
-                # 15-minute budget on 2 cores (9,000 steps would take 17 CPU minutes for G.pt alone)
+                # 3,000 steps, not the generator's default 9,000: three seeds' fits within the study's
+                # CPU time (docs/study.md, "Time")
                 "generator": {"chunk_size": 640, "train_steps": 3000}},
     "tiny": {"runs": 6, "heldout_runs": 2, "epochs": 6, "every_steps": 34, "lr": 0.05,
              "dataset": {"name": "digits", "seed": 0},

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .frontiers import highest_frontier, resampled_points, baseline_frontiers
+from .frontiers import baseline_frontiers, boot_fractions, highest_frontier, resampled_points
 from .novelty import group_rows
 from .two_sample import group_auc
 
@@ -47,14 +47,10 @@ def beyond_every_ratio(table: pd.DataFrame, similarity: str, sweeps: Mapping[str
     fa, fb = float(np.mean(qa > highest_frontier(fs, sa))), float(np.mean(qb > highest_frontier(fs, sb)))
     rng = np.random.default_rng(seed)
     ia, ib = rng.integers(0, len(sa), (n_boot, len(sa))), rng.integers(0, len(sb), (n_boot, len(sb)))
-    points = resampled_points(fs, n_boot, rng)
-    ratios = np.empty(n_boot)
+    points = resampled_points(fs, n_boot, rng)  # the same redrawn frontiers for both groups
+    num, den = boot_fractions(sa, qa, fs, ia, points), boot_fractions(sb, qb, fs, ib, points)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for k in range(n_boot):
-            drawn = [(sim[k], qual[k]) for sim, qual in points]
-            num = np.mean(qa[ia[k]] > highest_frontier(fs, sa[ia[k]], drawn))
-            den = np.mean(qb[ib[k]] > highest_frontier(fs, sb[ib[k]], drawn))
-            ratios[k] = num / den if den > 0 else (np.inf if num > 0 else np.nan)
+        ratios = np.where(den > 0, num / den, np.where(num > 0, np.inf, np.nan))
     alpha = (1 - confidence) / 2
     finite = ratios[~np.isnan(ratios)]
     # no interpolation between draws: an infinite ratio stays an end value, not a NaN

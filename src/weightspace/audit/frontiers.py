@@ -48,6 +48,15 @@ def resampled_points(frontiers, n_boot: int, rng: np.random.Generator) -> list[t
             for f in frontiers]
 
 
+def boot_fractions(similarity: np.ndarray, quality: np.ndarray, frontiers, idx: np.ndarray,
+                   points: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per bootstrap draw ``b``: the fraction of the models ``idx[b]`` beyond every frontier, each
+    frontier at its draw ``b`` of :func:`resampled_points`."""
+    return np.array([np.mean(quality[i] > highest_frontier(frontiers, similarity[i],
+                                                           [(sim[b], qual[b]) for sim, qual in points]))
+                     for b, i in enumerate(idx)])
+
+
 def beyond_every_frontier(similarity, quality, frontiers: Mapping[str, NoiseFrontier], *, n_boot: int = 1000,
                           confidence: float = 0.95, seed: int = 0) -> dict:
     """Fraction of models whose quality beats every frontier at their similarity, with a percentile
@@ -60,8 +69,7 @@ def beyond_every_frontier(similarity, quality, frontiers: Mapping[str, NoiseFron
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(s), (n_boot, len(s)))
     points = resampled_points(fs, n_boot, rng)
-    boot = np.array([np.mean(q[i] > highest_frontier(fs, s[i], [(sim[b], qual[b]) for sim, qual in points]))
-                     for b, i in enumerate(idx)])
+    boot = boot_fractions(s, q, fs, idx, points)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])
     return {"fraction": fraction, "ci_low": float(low), "ci_high": float(high), "n": len(s), "n_boot": n_boot,

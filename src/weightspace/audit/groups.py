@@ -305,25 +305,20 @@ def audit_groups(
     axes = check_axes({c: measured[c] for c in expected}, expected)
     verdicts = {g: with_axes(v, axes) for g, v in measured.items()}
     sweeps = baselines.sweeps()
-    fresh_control = None
     # can each group be told from fresh runs? (the test's targets are in accuracy and error-IoU
-    # units: classifier settings only)
-    classifiers = similarity == "max_similarity"
+    # units: classifier settings only; its own control first, every group read against it)
+    fresh_test = HELDOUT in expected and similarity == "max_similarity"
+    fresh_control = split_half_control(
+        table, similarity, sweeps, HELDOUT, lambda t, g: verdict(
+            t, g, training=training.name, frontier=frontier, similarity=similarity, distance=distance,
+            null=None, seed=seed), seed=seed) if fresh_test else None
     if HELDOUT in expected:
         for m in [*generated, *controls]:
             if m.name != HELDOUT and len(m) >= 2:
                 verdicts[m.name]["two_sample"] = group_auc(table, m.name, HELDOUT, seed=seed)
-                if classifiers:
-                    verdicts[m.name]["fresh_runs"] = against_fresh_runs(table, similarity, sweeps, verdicts, m.name,
-                                                                        HELDOUT, seed=seed)
-    if HELDOUT in expected and classifiers:
-        fresh_control = split_half_control(
-            table, similarity, sweeps, HELDOUT, lambda t, g: verdict(
-                t, g, training=training.name, frontier=frontier, similarity=similarity, distance=distance,
-                null=None, seed=seed), seed=seed)
-        for v in verdicts.values():
-            if "fresh_runs" in v:
-                v["fresh_runs"] = judged(v["fresh_runs"], fresh_control)
+                if fresh_test:
+                    verdicts[m.name]["fresh_runs"] = judged(against_fresh_runs(
+                        table, similarity, sweeps, verdicts, m.name, HELDOUT, seed=seed), fresh_control)
     beyond = beyond_every_table(table, similarity, sweeps, [m.name for m in [*generated, *controls]], seed=seed)
     return Audit(name, table, similarity, frontier, verdicts, {m.name: s for s, m in noise.items()},
                  [m.name for m in generated], expected, axes, list(notes), sweeps, beyond, fresh_control)

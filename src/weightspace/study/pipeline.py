@@ -229,12 +229,13 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
     stages.done("data")
     n = preset["samples"] or s.n_samples(zoo)
     runs, symmetry, view = [], None, ""
+    companion_specs = s.companions(zoo)
     for fs in fit_seeds:
         config = {**s.generator_config(zoo), **s.generator_options(preset["data"]), "seed": fs}
         gen = _fitted(s.generator_name, out / name / f"generator-seed{fs}", train, s.fit_context(zoo), config,
                       progress)
         companions = {label: _fitted(g, out / name / f"{g}-seed{fs}", train, {}, {**c, "seed": fs}, progress)
-                      for label, (g, c) in s.companions(zoo).items()}
+                      for label, (g, c) in companion_specs.items()}
         stages.done(f"fit (seed {fs})")
         generated = gen.sample(n, fs)
         stages.done(f"sample (seed {fs})")
@@ -255,7 +256,7 @@ def run_method(name: str, out: Path, preset: dict, *, seed: int = 0, seeds: int 
                                             align=s.aligned)
         stages.done(f"audit (seed {fs})")
         record = {"name": s.generator_name, "config": gen.config(),
-                  "companions": {label: {"name": s.companions(zoo)[label][0], "config": c.config()}
+                  "companions": {label: {"name": companion_specs[label][0], "config": c.config()}
                                  for label, c in companions.items()}}
         runs.append(SeedRun(fs, audit, sets, record, raw_audit,
                             _final_epoch_histogram(s, zoo, reference, sets[s.label], s.label)))

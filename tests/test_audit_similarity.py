@@ -113,6 +113,19 @@ def test_l2_distances_equal_a_loop_and_stay_accurate_for_near_replicas():
     assert torch.allclose(l2_distances(near, base).diagonal().double(), exact, rtol=1e-4)
 
 
+def test_l2_distances_leave_out_coordinates_every_model_shares():
+    g = _gen(4)
+    shared = 3 + torch.randn(1, 500, generator=g)  # P-diff: a frozen body, a few fine-tuned values
+    a = torch.cat([shared.expand(5, -1), torch.randn(5, 8, generator=g)], 1)
+    b = torch.cat([shared.expand(7, -1), torch.randn(7, 8, generator=g)], 1)
+    loop = torch.tensor([[float((x.double() - y.double()).norm()) for y in b] for x in a], dtype=torch.float64)
+    assert torch.allclose(l2_distances(a, b).double(), loop, atol=1e-6)
+    b[2, 17] += 1.0  # one frozen value differs in one model: it counts again
+    assert torch.allclose(l2_distances(a, b)[:, 2].double(),
+                          torch.stack([(x.double() - b[2].double()).norm() for x in a]), atol=1e-6)
+    assert bool((l2_distances(a[:1].expand(3, -1), a[:1]) == 0).all())
+
+
 def test_chamfer_known_value_padding_and_identity():
     x = [torch.tensor([[0.0, 0.0]])]
     y = [torch.tensor([[1.0, 0.0], [3.0, 0.0]])]

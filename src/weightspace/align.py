@@ -49,6 +49,8 @@ def l2_distances(
     A Gram-matrix product (``|a|² + |b|² - 2 a·b``) after subtracting one common vector (B's mean),
     computed in ``dtype`` (float64 by default): near-replicas sit at distances far below the
     weights' norms, where float32 Gram products cancel to noise. The result has the inputs' dtype.
+    Coordinates equal in every model of both sets add nothing and are left out (P-diff's models
+    differ in 2,048 of their parameters).
     """
     if weights_a.dim() != 2 or weights_b.dim() != 2 or weights_a.shape[1] != weights_b.shape[1]:
         raise LayoutError(
@@ -56,6 +58,11 @@ def l2_distances(
             f"and {tuple(weights_b.shape)}"
         )
     out_dtype = torch.promote_types(weights_a.dtype, weights_b.dtype)
+    if len(weights_a) and len(weights_b):
+        first = weights_b[:1]
+        varying = (weights_a != first).any(0) | (weights_b != first).any(0)
+        if not bool(varying.all()):
+            weights_a, weights_b = weights_a[:, varying], weights_b[:, varying]
     center = weights_b.to(dtype).mean(0) if len(weights_b) else 0.0
     a = weights_a.to(dtype) - center
     sq_a = (a * a).sum(1)

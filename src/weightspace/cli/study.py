@@ -61,7 +61,7 @@ def _audit(args) -> None:
 def register(sub) -> None:
     study = sub.add_parser("study", help="the main job: do generators of weights memorise? (the paper's four and "
                            "weightspace's own; no downloads)")
-    study.add_argument("--preset", default="quick", help="quick (default), paper, or tiny (a smoke run)")
+    study.add_argument("--preset", default="quick", help="quick (default; about 40 min on 2 cores), paper, or tiny (a smoke run)")
     add_output(study, "study", default="runs/study", help="output directory (default runs/study)")
     study.add_argument("--methods", help="comma-separated subset of pdiff,hyperrep,gpt,hyperdiffusion,aligned")
     study.add_argument("--seed", type=int, default=0,
